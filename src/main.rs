@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(s3cryptfs::cli::main());
+}

@@ -1,0 +1,223 @@
+//! The object store: the only part of s3cryptfs that talks to S3.
+//!
+//! [`ObjectStore`] is a small async trait over the handful of S3 operations a filesystem
+//! needs. [`S3Store`] implements it with aws-sdk-s3; tests wrap it to inject faults. Keys
+//! passed to a store are relative to the volume's prefix: the store adds and strips it.
+
+mod config;
+mod error;
+mod s3;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+pub use config::{StaticCredentials, StoreConfig};
+pub use error::{StoreError, StoreErrorKind};
+pub use s3::S3Store;
+
+/// User metadata attached to an object (`x-amz-meta-*`, names without that prefix).
+pub type Metadata = HashMap<String, String>;
+
+/// S3's hard limit on a single PutObject / CopyObject.
+pub const MAX_SINGLE_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's limit on the number of parts of a multipart upload.
+pub const MAX_PARTS: u32 = 10_000;
+/// Keys per ListObjectsV2 page and per DeleteObjects call.
+pub const MAX_KEYS_PER_REQUEST: usize = 1000;
+
+/// What a listing or HEAD says about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the store's prefix.
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub last_modified: Option<SystemTime>,
+    /// Only filled by [`ObjectStore::head`]: listings do not carry user metadata.
+    pub metadata: Metadata,
+}
+
+/// One page of a ListObjectsV2 listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub objects: Vec<ObjectInfo>,
+    /// Common prefixes (relative to the store's prefix), each ending with the delimiter.
+    pub common_prefixes: Vec<String>,
+    /// Pass back to get the next page; `None` on the last page.
+    pub next_token: Option<String>,
+}
+
+/// A whole listing, all pages concatenated.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub objects: Vec<ObjectInfo>,
+    pub common_prefixes: Vec<String>,
+    /// How many LIST requests it took.
+    pub requests: usize,
+}
+
+/// An in-progress multipart upload, as ListMultipartUploads reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadInfo {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: Option<SystemTime>,
+}
+
+/// A part that was uploaded, to be named in CompleteMultipartUpload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    pub part_number: u32,
+    pub etag: String,
+}
+
+/// The result of a request that created an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutResult {
+    pub etag: Option<String>,
+}
+
+/// A streaming object body: bytes arrive as the network delivers them.
+pub struct ObjectBody(Pin<Box<dyn AsyncRead + Send>>);
+
+impl ObjectBody {
+    pub fn new(reader: impl AsyncRead + Send + 'static) -> Self {
+        Self(Box::pin(reader))
+    }
+
+    /// Fills `buf` completely, or fails with [`StoreErrorKind::Transient`] if the body ends
+    /// early (a connection cut mid-body is a transient failure).
+    pub async fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
+        match self.0.read_exact(buf).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(StoreError::transient(format!("reading object body: {e}"))),
+        }
+    }
+
+    /// Reads the rest of the body into memory (for small objects only).
+    pub async fn collect(mut self) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        self.0
+            .read_to_end(&mut out)
+            .await
+            .map_err(|e| StoreError::transient(format!("reading object body: {e}")))?;
+        Ok(out)
+    }
+
+    pub fn into_reader(self) -> Pin<Box<dyn AsyncRead + Send>> {
+        self.0
+    }
+}
+
+impl fmt::Debug for ObjectBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ObjectBody")
+    }
+}
+
+/// The response to a ranged GET.
+#[derive(Debug)]
+pub struct GetResponse {
+    pub body: ObjectBody,
+    /// The byte range actually returned (clipped to the object's end).
+    pub range: Range<u64>,
+    /// The object's total size.
+    pub object_size: u64,
+    pub etag: Option<String>,
+}
+
+/// The S3 operations s3cryptfs uses. Keys are relative to the store's prefix.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// HeadObject, with user metadata.
+    async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError>;
+
+    /// A ranged GetObject. `range` past the end of the object is clipped; a range that starts
+    /// at or beyond the end fails with [`StoreErrorKind::InvalidRange`]. With `if_match`, the
+    /// GET fails with [`StoreErrorKind::PreconditionFailed`] if the object has changed.
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<GetResponse, StoreError>;
+
+    /// PutObject of a whole body.
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: &Metadata,
+    ) -> Result<PutResult, StoreError>;
+
+    /// CreateMultipartUpload; returns the upload id.
+    async fn create_multipart(&self, key: &str, metadata: &Metadata) -> Result<String, StoreError>;
+
+    /// UploadPart (part numbers start at 1).
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+    ) -> Result<CompletedPart, StoreError>;
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<PutResult, StoreError>;
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError>;
+
+    /// ListMultipartUploads under a prefix (all pages).
+    async fn list_uploads(&self, prefix: &str) -> Result<Vec<UploadInfo>, StoreError>;
+
+    /// One page of ListObjectsV2.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        continuation: Option<String>,
+    ) -> Result<ListPage, StoreError>;
+
+    /// Server-side copy. With `metadata`, the copy's user metadata is replaced by it;
+    /// without, it is copied from the source. Objects above the store's multipart-copy
+    /// threshold are copied with UploadPartCopy.
+    async fn copy(
+        &self,
+        src: &str,
+        dst: &str,
+        metadata: Option<&Metadata>,
+    ) -> Result<PutResult, StoreError>;
+
+    /// DeleteObject. Deleting a missing key succeeds, as in S3.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// DeleteObjects, in batches of 1000.
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError>;
+
+    /// Every page of a listing.
+    async fn list_all(&self, prefix: &str, delimiter: Option<&str>) -> Result<Listing, StoreError> {
+        let mut listing = Listing::default();
+        let mut token = None;
+        loop {
+            let page = self.list_page(prefix, delimiter, token).await?;
+            listing.requests += 1;
+            listing.objects.extend(page.objects);
+            listing.common_prefixes.extend(page.common_prefixes);
+            match page.next_token {
+                Some(t) => token = Some(t),
+                None => return Ok(listing),
+            }
+        }
+    }
+}
