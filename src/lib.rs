@@ -4,4 +4,5 @@
 //! pipelines → `crypto` (object format, keys) → `store` (the only module that talks to S3).
 
 pub mod cli;
+pub mod crypto;
 pub mod store;

@@ -1,0 +1,321 @@
+//! Key types: the volume master key, the user key (KEK) that unlocks it, and
+//! the per-object keys derived from the master key and an object header.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use aes::Aes256;
+use aes::cipher::{InnerIvInit, KeyInit, StreamCipher};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use rand::TryRng;
+use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use super::error::CryptoError;
+use super::volume::KeySource;
+
+pub(crate) type HmacSha256 = Hmac<Sha256>;
+type Aes256Ctr32 = ctr::Ctr32BE<Aes256>;
+
+/// Fills `buf` from the operating system's RNG (getrandom). Panics if the OS
+/// cannot provide randomness: continuing without it would be unsafe.
+pub(crate) fn os_random(buf: &mut [u8]) {
+    rand::rngs::SysRng
+        .try_fill_bytes(buf)
+        .expect("the operating system RNG failed");
+}
+
+/// The 32-byte volume master key. Every object key is derived from it.
+///
+/// Zeroized on drop; `Debug` is redacted and there is no `Display`.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey([u8; 32]);
+
+impl MasterKey {
+    /// Wraps raw key bytes.
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        MasterKey(b)
+    }
+
+    /// A fresh key from the OS RNG.
+    pub fn generate() -> Self {
+        let mut k = MasterKey([0u8; 32]);
+        os_random(&mut k.0);
+        k
+    }
+
+    /// The raw key bytes. Keep the borrow short and never log it.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+/// Key material that unlocks a volume (the key-encryption key, KEK).
+///
+/// It comes from a key file (exactly 32 raw bytes, or 64 hex characters with
+/// optional trailing whitespace/newline), from a systemd credential
+/// (`$CREDENTIALS_DIRECTORY/<name>`, same format), or from a passphrase
+/// stretched with scrypt using the parameters stored in the volume config.
+///
+/// Zeroized on drop; `Debug` is redacted.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct UserKey([u8; 32]);
+
+impl fmt::Debug for UserKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UserKey(<redacted>)")
+    }
+}
+
+/// Upper bounds on scrypt parameters accepted from a (possibly hostile)
+/// volume config, so that a modified config cannot make us allocate
+/// unbounded memory. 128 * r * 2^log_n must also stay <= 4 GiB.
+const SCRYPT_MAX_LOG_N: u8 = 24;
+const SCRYPT_MAX_R: u32 = 64;
+const SCRYPT_MAX_P: u32 = 64;
+const SCRYPT_MAX_MEMORY: u64 = 4 << 30;
+
+impl UserKey {
+    pub(crate) fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses key-file contents: exactly 32 raw bytes, or 64 hex characters
+    /// optionally followed by ASCII whitespace (e.g. a newline).
+    pub fn from_key_bytes(b: &[u8]) -> Result<Self, CryptoError> {
+        if b.len() == 32 {
+            let mut k = UserKey([0u8; 32]);
+            k.0.copy_from_slice(b);
+            return Ok(k);
+        }
+        let mut end = b.len();
+        while end > 0 && b[end - 1].is_ascii_whitespace() {
+            end -= 1;
+        }
+        let text = &b[..end];
+        if text.len() != 64 {
+            return Err(CryptoError::InvalidKeyMaterial(format!(
+                "expected 32 raw bytes or 64 hex characters, got {} bytes",
+                b.len()
+            )));
+        }
+        let mut k = UserKey([0u8; 32]);
+        hex::decode_to_slice(text, &mut k.0).map_err(|_| {
+            CryptoError::InvalidKeyMaterial("key is 64 characters but not valid hex".into())
+        })?;
+        Ok(k)
+    }
+
+    /// Reads and parses a key file (see [`UserKey::from_key_bytes`]).
+    pub fn from_key_file(path: &Path) -> Result<Self, CryptoError> {
+        let contents = Zeroizing::new(fs::read(path).map_err(|e| {
+            CryptoError::InvalidKeyMaterial(format!("cannot read key file {}: {e}", path.display()))
+        })?);
+        Self::from_key_bytes(&contents)
+    }
+
+    /// Reads the systemd credential `name` from `$CREDENTIALS_DIRECTORY`
+    /// (as set up by `LoadCredential=` / `LoadCredentialEncrypted=`).
+    pub fn from_systemd_credential(name: &str) -> Result<Self, CryptoError> {
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+            CryptoError::InvalidKeyMaterial(
+                "CREDENTIALS_DIRECTORY is not set (not started by systemd with LoadCredential=?)"
+                    .into(),
+            )
+        })?;
+        Self::from_credentials_dir(Path::new(&dir), name)
+    }
+
+    /// [`UserKey::from_systemd_credential`] with an explicit directory;
+    /// exists so it can be tested without touching the environment.
+    #[doc(hidden)]
+    pub fn from_credentials_dir(dir: &Path, name: &str) -> Result<Self, CryptoError> {
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            return Err(CryptoError::InvalidKeyMaterial(format!(
+                "invalid credential name {name:?}"
+            )));
+        }
+        Self::from_key_file(&dir.join(name))
+    }
+
+    /// Writes a fresh random key as 64 hex characters and a newline to a new
+    /// file with mode 0600. Refuses to overwrite an existing file.
+    pub fn generate_key_file(path: &Path) -> Result<(), CryptoError> {
+        let key = UserKey::generate();
+        let mut text = Zeroizing::new(hex::encode(key.expose()).into_bytes());
+        text.push(b'\n');
+        let err = |e: std::io::Error| {
+            CryptoError::InvalidKeyMaterial(format!(
+                "cannot create key file {}: {e}",
+                path.display()
+            ))
+        };
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(err)?;
+        f.write_all(&text).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        Ok(())
+    }
+
+    /// Derives the KEK from a passphrase with scrypt, using the parameters
+    /// and salt of a [`KeySource::Passphrase`].
+    pub fn from_passphrase(pass: &[u8], source: &KeySource) -> Result<Self, CryptoError> {
+        let KeySource::Passphrase { log_n, r, p, salt } = source else {
+            return Err(CryptoError::InvalidKeyMaterial(
+                "the volume is not set up for a passphrase".into(),
+            ));
+        };
+        let (log_n, r, p) = (*log_n, *r, *p);
+        let memory = 128u64
+            .saturating_mul(u64::from(r))
+            .saturating_mul(1u64.checked_shl(u32::from(log_n)).unwrap_or(u64::MAX));
+        if log_n == 0
+            || log_n > SCRYPT_MAX_LOG_N
+            || r == 0
+            || r > SCRYPT_MAX_R
+            || p == 0
+            || p > SCRYPT_MAX_P
+            || memory > SCRYPT_MAX_MEMORY
+        {
+            return Err(CryptoError::InvalidConfig(format!(
+                "scrypt parameters out of range: log_n={log_n} r={r} p={p}"
+            )));
+        }
+        let salt = hex::decode(salt)
+            .map_err(|_| CryptoError::InvalidConfig("scrypt salt is not hex".into()))?;
+        if salt.len() < 16 {
+            return Err(CryptoError::InvalidConfig(
+                "scrypt salt is shorter than 16 bytes".into(),
+            ));
+        }
+        let params = scrypt::Params::new(log_n, r, p)
+            .map_err(|e| CryptoError::InvalidConfig(format!("scrypt parameters: {e}")))?;
+        let mut k = UserKey([0u8; 32]);
+        scrypt::scrypt(pass, &salt, &params, &mut k.0)
+            .map_err(|e| CryptoError::InvalidConfig(format!("scrypt: {e}")))?;
+        Ok(k)
+    }
+
+    fn generate() -> Self {
+        let mut k = UserKey([0u8; 32]);
+        os_random(&mut k.0);
+        k
+    }
+}
+
+/// HKDF info prefix for per-object keys; `header[0..8]` follows it.
+pub(crate) const OBJECT_KEYS_INFO: &[u8] = b"s3cryptfs v1 object keys";
+
+/// Per-object keys: an expanded AES-256 key and a keyed HMAC-SHA256 state.
+/// Both are cloned per segment, so no key schedule is recomputed per
+/// segment. (The AES key schedule is zeroized on drop by the `aes` crate's
+/// `zeroize` feature; the raw derived bytes are zeroized right after use.)
+#[derive(Clone)]
+pub(crate) struct ObjectKeys {
+    aes: Aes256,
+    mac: HmacSha256,
+}
+
+impl ObjectKeys {
+    /// HKDF-SHA256(ikm = master, salt = header salt,
+    /// info = "s3cryptfs v1 object keys" || header[0..8]) -> aes key || mac key.
+    pub(crate) fn derive(master: &MasterKey, salt: &[u8; 32], header_prefix: &[u8; 8]) -> Self {
+        let hk = Hkdf::<Sha256>::new(Some(salt), master.expose());
+        let mut okm = Zeroizing::new([0u8; 64]);
+        hk.expand_multi_info(&[OBJECT_KEYS_INFO, header_prefix], &mut okm[..])
+            .expect("64 bytes is a valid HKDF-SHA256 output length");
+        let aes = Aes256::new_from_slice(&okm[..32]).expect("32-byte AES key");
+        let mac =
+            <HmacSha256 as KeyInit>::new_from_slice(&okm[32..]).expect("HMAC accepts any key");
+        ObjectKeys { aes, mac }
+    }
+
+    /// The 16-byte CTR IV of a segment:
+    /// nonce prefix (7) | index u32 BE (4) | last flag (1) | 0u32 (4).
+    pub(crate) fn segment_iv(nonce_prefix: &[u8; 7], index: u32, last: bool) -> [u8; 16] {
+        let mut iv = [0u8; 16];
+        iv[..7].copy_from_slice(nonce_prefix);
+        iv[7..11].copy_from_slice(&index.to_be_bytes());
+        iv[11] = u8::from(last);
+        iv
+    }
+
+    /// XORs the segment keystream for `iv` into `buf` (encrypt == decrypt).
+    #[inline]
+    pub(crate) fn apply_keystream(&self, iv: &[u8; 16], buf: &mut [u8]) {
+        let core = ctr::CtrCore::inner_iv_init(self.aes.clone(), iv.into());
+        let mut cipher = Aes256Ctr32::from_core(core);
+        cipher.apply_keystream(buf);
+    }
+
+    /// HMAC-SHA256(mac key, iv || ciphertext), from a clone of the keyed state.
+    #[inline]
+    pub(crate) fn tag(&self, iv: &[u8; 16], ciphertext: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        mac.update(iv);
+        mac.update(ciphertext);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Constant-time check of `tag` against HMAC(iv || ciphertext).
+    #[inline]
+    pub(crate) fn verify(&self, iv: &[u8; 16], ciphertext: &[u8], tag: &[u8]) -> bool {
+        let mut mac = self.mac.clone();
+        mac.update(iv);
+        mac.update(ciphertext);
+        mac.verify_slice(tag).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_bytes_formats() {
+        let raw = [7u8; 32];
+        assert_eq!(UserKey::from_key_bytes(&raw).unwrap().expose(), &raw);
+        let hex = format!("{}\n", hex::encode(raw));
+        assert_eq!(
+            UserKey::from_key_bytes(hex.as_bytes()).unwrap().expose(),
+            &raw
+        );
+        let upper = hex::encode_upper(raw);
+        assert_eq!(
+            UserKey::from_key_bytes(upper.as_bytes()).unwrap().expose(),
+            &raw
+        );
+        assert!(UserKey::from_key_bytes(&[1u8; 31]).is_err());
+        assert!(UserKey::from_key_bytes(&[1u8; 33]).is_err());
+        assert!(UserKey::from_key_bytes(&hex.as_bytes()[..63]).is_err());
+        let mut bad = hex.clone().into_bytes();
+        bad[0] = b'g';
+        assert!(UserKey::from_key_bytes(&bad).is_err());
+        // leading whitespace is not accepted
+        let lead = format!(" {}", hex::encode(raw));
+        assert!(UserKey::from_key_bytes(lead.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn iv_layout() {
+        let iv = ObjectKeys::segment_iv(&[1, 2, 3, 4, 5, 6, 7], 0x0a0b0c0d, true);
+        assert_eq!(
+            iv,
+            [1, 2, 3, 4, 5, 6, 7, 0x0a, 0x0b, 0x0c, 0x0d, 1, 0, 0, 0, 0]
+        );
+    }
+}

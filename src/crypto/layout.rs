@@ -1,0 +1,211 @@
+//! Size and offset arithmetic of the segmented object format.
+//!
+//! Notation: `S` = plaintext segment size, `C = S + TAG_LEN` = ciphertext
+//! segment size, `H = HEADER_LEN`. Segment 0 holds `S - H` plaintext bytes so
+//! that, together with the header, it occupies exactly `C` ciphertext bytes;
+//! ciphertext segment `i` therefore starts at `i * C` (segment 0's
+//! ciphertext itself starts at `H`).
+
+use std::ops::Range;
+
+use super::error::CryptoError;
+
+/// Length of the object header in bytes.
+pub const HEADER_LEN: usize = 48;
+/// Length of the authentication tag after every segment.
+pub const TAG_LEN: usize = 32;
+/// Smallest allowed plaintext segment size.
+pub const MIN_SEGMENT_SIZE: u32 = 4096;
+/// Largest allowed plaintext segment size (16 MiB).
+pub const MAX_SEGMENT_SIZE: u32 = 16 << 20;
+/// Largest number of segments in one object (the index is a u32 in the IV).
+pub const MAX_SEGMENTS: u64 = 1 << 32;
+
+const H: u64 = HEADER_LEN as u64;
+const T: u64 = TAG_LEN as u64;
+
+/// The segment geometry of a volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    segment_size: u32,
+}
+
+impl Layout {
+    /// The default plaintext segment size (64 KiB).
+    pub const DEFAULT_SEGMENT_SIZE: u32 = 65536;
+
+    /// A layout with plaintext segment size `S`, which must be a power of two
+    /// in `4096..=16 MiB`.
+    pub fn new(plaintext_segment_size: u32) -> Result<Self, CryptoError> {
+        let s = plaintext_segment_size;
+        if !s.is_power_of_two() || !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&s) {
+            return Err(CryptoError::InvalidConfig(format!(
+                "segment size {s} is not a power of two between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE}"
+            )));
+        }
+        Ok(Layout { segment_size: s })
+    }
+
+    /// `log2(S)`, as stored in the header.
+    pub(crate) fn segment_size_log2(&self) -> u8 {
+        self.segment_size.trailing_zeros() as u8
+    }
+
+    /// `S`.
+    pub fn plaintext_segment_size(&self) -> u32 {
+        self.segment_size
+    }
+
+    /// `C = S + TAG_LEN`.
+    pub fn ciphertext_segment_size(&self) -> u64 {
+        u64::from(self.segment_size) + T
+    }
+
+    fn s(&self) -> u64 {
+        u64::from(self.segment_size)
+    }
+
+    /// Number of segments of a plaintext of `plaintext_size` bytes:
+    /// 1 if it is empty, else `ceil((P + H) / S)`.
+    pub fn segment_count(&self, plaintext_size: u64) -> u64 {
+        if plaintext_size == 0 {
+            1
+        } else {
+            (plaintext_size + H).div_ceil(self.s())
+        }
+    }
+
+    /// `H + P + n * TAG_LEN`.
+    pub fn ciphertext_size(&self, plaintext_size: u64) -> u64 {
+        H + plaintext_size + self.segment_count(plaintext_size) * T
+    }
+
+    /// Inverse of [`Layout::ciphertext_size`]; `ImpossibleSize` if no
+    /// plaintext has a ciphertext of this size.
+    pub fn plaintext_size(&self, ciphertext_size: u64) -> Result<u64, CryptoError> {
+        let total = ciphertext_size;
+        if total < H + T {
+            return Err(CryptoError::ImpossibleSize(total));
+        }
+        let c = self.ciphertext_segment_size();
+        let n = total.div_ceil(c);
+        if n > MAX_SEGMENTS {
+            return Err(CryptoError::ImpossibleSize(total));
+        }
+        if n > 1 && total - (n - 1) * c <= T {
+            // The last segment would be a bare tag: only a lone segment may be empty.
+            return Err(CryptoError::ImpossibleSize(total));
+        }
+        Ok(total - H - n * T)
+    }
+
+    /// Plaintext bytes a full segment `index` holds: `S - H` for segment 0,
+    /// `S` for the others.
+    pub fn segment_plaintext_capacity(&self, index: u64) -> usize {
+        if index == 0 {
+            self.segment_size as usize - HEADER_LEN
+        } else {
+            self.segment_size as usize
+        }
+    }
+
+    /// Plaintext offset where segment `index` starts (unclipped).
+    fn segment_plaintext_start(&self, index: u64) -> u64 {
+        if index == 0 { 0 } else { index * self.s() - H }
+    }
+
+    /// Index of the segment that holds plaintext byte `plaintext_offset`.
+    pub fn segment_of(&self, plaintext_offset: u64) -> u64 {
+        (plaintext_offset + H) / self.s()
+    }
+
+    /// The plaintext bytes of segment `index` in an object of
+    /// `plaintext_size` bytes (empty, at the end, if there is no such segment).
+    pub fn segment_plaintext_range(&self, index: u64, plaintext_size: u64) -> Range<u64> {
+        let start = self.segment_plaintext_start(index).min(plaintext_size);
+        let end = (self.segment_plaintext_start(index)
+            + self.segment_plaintext_capacity(index) as u64)
+            .min(plaintext_size);
+        start..end
+    }
+
+    /// The ciphertext+tag bytes of segment `index` within the object; for
+    /// segment 0 it starts at `HEADER_LEN`. Empty (at the end) if the object
+    /// has no such segment.
+    pub fn segment_ciphertext_range(&self, index: u64, plaintext_size: u64) -> Range<u64> {
+        let total = self.ciphertext_size(plaintext_size);
+        if index >= self.segment_count(plaintext_size) {
+            return total..total;
+        }
+        let c = self.ciphertext_segment_size();
+        let start = if index == 0 { H } else { index * c };
+        let end = ((index + 1) * c).min(total);
+        start..end
+    }
+
+    /// For reading plaintext bytes `range` of an object of `plaintext_size`
+    /// bytes: the segment indices to fetch, and the ciphertext byte range
+    /// covering exactly those segments (starting at `HEADER_LEN` when
+    /// segment 0 is included). The range is first clipped to the object; an
+    /// empty result is `(0..0, 0..0)`.
+    pub fn ciphertext_range_for(
+        &self,
+        range: Range<u64>,
+        plaintext_size: u64,
+    ) -> (Range<u64>, Range<u64>) {
+        let start = range.start.min(plaintext_size);
+        let end = range.end.min(plaintext_size);
+        if start >= end {
+            return (0..0, 0..0);
+        }
+        let first = self.segment_of(start);
+        let last = self.segment_of(end - 1);
+        let ct = self.segment_ciphertext_range(first, plaintext_size).start
+            ..self.segment_ciphertext_range(last, plaintext_size).end;
+        (first..last + 1, ct)
+    }
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            segment_size: Self::DEFAULT_SEGMENT_SIZE,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_segment_sizes() {
+        for s in [0, 1, 2048, 4095, 4097, 65535, 3 << 12, 32 << 20, u32::MAX] {
+            assert!(Layout::new(s).is_err(), "{s}");
+        }
+        for s in [4096, 8192, 65536, 16 << 20] {
+            assert_eq!(Layout::new(s).unwrap().plaintext_segment_size(), s);
+        }
+    }
+
+    #[test]
+    fn worked_example() {
+        // The example used in docs/FORMAT.md.
+        let l = Layout::new(65536).unwrap();
+        assert_eq!(l.segment_count(0), 1);
+        assert_eq!(l.ciphertext_size(0), 80);
+        assert_eq!(l.segment_count(100_000), 2);
+        assert_eq!(l.ciphertext_size(100_000), 100_112);
+        assert_eq!(l.plaintext_size(100_112).unwrap(), 100_000);
+        assert_eq!(l.segment_count(65488), 1);
+        assert_eq!(l.ciphertext_size(65488), 65568);
+        assert_eq!(l.segment_count(65489), 2);
+        assert_eq!(l.ciphertext_size(65489), 65601);
+        assert!(l.plaintext_size(65569).is_err());
+        assert!(l.plaintext_size(65600).is_err());
+        assert_eq!(l.segment_ciphertext_range(1, 100_000), 65568..100_112);
+        assert_eq!(l.segment_plaintext_range(1, 100_000), 65488..100_000);
+        assert_eq!(l.segment_of(65487), 0);
+        assert_eq!(l.segment_of(65488), 1);
+    }
+}

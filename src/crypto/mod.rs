@@ -1,0 +1,30 @@
+//! The encrypted object format and the crypto core.
+//!
+//! Every object is a streaming AEAD ciphertext in the style of Tink's
+//! AES-CTR-HMAC streaming AEAD: a 48-byte header, then segments encrypted
+//! with AES-256-CTR and authenticated with HMAC-SHA256 under per-object keys
+//! derived from the volume master key. See `docs/FORMAT.md` for the exact
+//! bytes.
+//!
+//! - [`layout`]: size and offset arithmetic.
+//! - [`header`]: the object header.
+//! - [`keys`]: master key, user key (KEK), per-object key derivation.
+//! - [`seal`]: encryption ([`StreamEncryptor`]).
+//! - [`open`]: decryption ([`ObjectDecryptor`]).
+//! - [`volume`]: the volume config with the wrapped master key.
+
+pub mod error;
+pub mod header;
+pub mod keys;
+pub mod layout;
+pub mod open;
+pub mod seal;
+pub mod volume;
+
+pub use error::CryptoError;
+pub use header::{FORMAT_VERSION, Header, MAGIC, ObjectKind};
+pub use keys::{MasterKey, UserKey};
+pub use layout::{HEADER_LEN, Layout, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, TAG_LEN};
+pub use open::{ObjectDecryptor, decrypt_to_vec};
+pub use seal::{SegmentSealer, StreamEncryptor, encrypt_to_vec};
+pub use volume::{KeySource, VOLUME_FORMAT_VERSION, VolumeConfig};

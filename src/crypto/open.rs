@@ -1,0 +1,105 @@
+//! Decryption: authenticate, then decrypt, one segment at a time.
+
+use super::error::CryptoError;
+use super::header::{Header, ObjectKind};
+use super::keys::{MasterKey, ObjectKeys};
+use super::layout::{HEADER_LEN, Layout, TAG_LEN};
+
+/// Decrypts the segments of one object version, in any order.
+pub struct ObjectDecryptor {
+    header: Header,
+    layout: Layout,
+    keys: ObjectKeys,
+    plaintext_size: u64,
+    segment_count: u64,
+}
+
+impl ObjectDecryptor {
+    /// Parses the header (the first `HEADER_LEN` bytes of the object; extra
+    /// bytes are ignored) and derives the object keys. `ciphertext_size` is
+    /// the object's total size (from a listing or HEAD), checked with
+    /// [`Layout::plaintext_size`].
+    pub fn new(
+        master: &MasterKey,
+        layout: Layout,
+        header: &[u8],
+        ciphertext_size: u64,
+    ) -> Result<Self, CryptoError> {
+        let plaintext_size = layout.plaintext_size(ciphertext_size)?;
+        let header = Header::parse(header, layout)?;
+        let keys = ObjectKeys::derive(master, header.salt(), &header.prefix());
+        Ok(ObjectDecryptor {
+            header,
+            layout,
+            keys,
+            plaintext_size,
+            segment_count: layout.segment_count(plaintext_size),
+        })
+    }
+
+    /// The object kind from the header. Note: the header is authenticated
+    /// only indirectly (it feeds the key derivation), so trust it once a
+    /// segment has opened successfully.
+    pub fn kind(&self) -> ObjectKind {
+        self.header.kind()
+    }
+
+    /// Plaintext size implied by the ciphertext size.
+    pub fn plaintext_size(&self) -> u64 {
+        self.plaintext_size
+    }
+
+    /// Number of segments of the object.
+    pub fn segment_count(&self) -> u64 {
+        self.segment_count
+    }
+
+    /// Authenticates and decrypts segment `index` in place.
+    ///
+    /// `segment` must be exactly the ciphertext+tag bytes of the segment
+    /// ([`Layout::segment_ciphertext_range`]). The tag is verified (in
+    /// constant time) before anything is decrypted; returns the plaintext
+    /// length, the plaintext being `segment[..len]`. A wrong length, or an
+    /// index past the last segment, is `Truncated`; a bad tag is
+    /// `TagMismatch { segment: index }` and leaves `segment` untouched.
+    pub fn open_segment(&self, index: u64, segment: &mut [u8]) -> Result<usize, CryptoError> {
+        if index >= self.segment_count {
+            return Err(CryptoError::Truncated);
+        }
+        let expected = self
+            .layout
+            .segment_ciphertext_range(index, self.plaintext_size);
+        if segment.len() as u64 != expected.end - expected.start || segment.len() < TAG_LEN {
+            return Err(CryptoError::Truncated);
+        }
+        let last = index + 1 == self.segment_count;
+        let iv = ObjectKeys::segment_iv(self.header.nonce_prefix(), index as u32, last);
+        let ct_len = segment.len() - TAG_LEN;
+        let (ct, tag) = segment.split_at_mut(ct_len);
+        if !self.keys.verify(&iv, ct, tag) {
+            return Err(CryptoError::TagMismatch { segment: index });
+        }
+        self.keys.apply_keystream(&iv, ct);
+        Ok(ct_len)
+    }
+}
+
+/// Decrypts a whole object held in memory, authenticating every segment.
+pub fn decrypt_to_vec(
+    master: &MasterKey,
+    layout: Layout,
+    object: &[u8],
+) -> Result<(ObjectKind, Vec<u8>), CryptoError> {
+    let dec = ObjectDecryptor::new(master, layout, object, object.len() as u64)?;
+    debug_assert!(object.len() >= HEADER_LEN);
+    let mut plaintext = Vec::with_capacity(dec.plaintext_size() as usize);
+    let mut scratch = vec![0u8; layout.ciphertext_segment_size() as usize];
+    for i in 0..dec.segment_count() {
+        let r = layout.segment_ciphertext_range(i, dec.plaintext_size());
+        let seg = &mut scratch[..(r.end - r.start) as usize];
+        seg.copy_from_slice(&object[r.start as usize..r.end as usize]);
+        let n = dec.open_segment(i, seg)?;
+        plaintext.extend_from_slice(&seg[..n]);
+    }
+    Ok((dec.kind(), plaintext))
+}
