@@ -1,5 +1,59 @@
-//! The command line.
+//! The command line: argument parsing, logging, and one module per subcommand.
+//!
+//! Exit codes scripts can rely on: 0 success, 1 other failure, 2 bad input or usage,
+//! 3 the key does not match the volume, 4 S3 failure (unreachable, bucket missing, denied).
 
+mod args;
+mod init;
+mod mount;
+
+use clap::Parser;
+
+pub use args::{Cli, Command, ConnectionArgs, KeyArgs, parse_size};
+
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_WRONG_KEY: i32 = 3;
+pub const EXIT_STORE: i32 = 4;
+
+/// Runs the command line; returns the process exit status.
 pub fn main() -> i32 {
-    0
+    let cli = Cli::parse();
+    let log_level = match &cli.command {
+        Command::Mount(m) => m.log_level.clone(),
+        _ => "warn".to_string(),
+    };
+    init_logging(&log_level);
+    match cli.command {
+        Command::Init(args) => init::run(args),
+        Command::Mount(args) => mount::run(args),
+    }
+}
+
+fn init_logging(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    // The SDK's own logs are noisy at info; keep them at warn unless RUST_LOG says otherwise.
+    let default =
+        format!("{level},aws_config=warn,aws_smithy_runtime=warn,aws_sdk_s3=warn,fuser=error");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+/// Prints an error the way every subcommand does, and returns `code`.
+pub(crate) fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
+    eprintln!("s3cryptfs: {message}");
+    code
+}
+
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("s3cryptfs-worker")
+        .build()
+        .expect("cannot start the async runtime")
 }

@@ -1,0 +1,236 @@
+//! Command-line arguments (clap). Names follow mountpoint-s3 and rclone where they mean the same.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::crypto::{CryptoError, UserKey};
+use crate::store::StoreConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "s3cryptfs",
+    version,
+    about = "Mount an S3 bucket as a directory, with everything encrypted on the client",
+    long_about = "s3cryptfs mounts an S3 bucket (or a prefix of one) as a directory. File contents \
+                  are encrypted and authenticated on this machine (AES-256-CTR + HMAC-SHA256, per-object \
+                  keys), so the storage provider only ever holds ciphertext.\n\n\
+                  Credentials come from the standard AWS chain: environment (AWS_ACCESS_KEY_ID, ...), \
+                  ~/.aws profiles (--profile), web identity, instance metadata. Secrets are never \
+                  taken on the command line."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an encrypted volume at BUCKET[/PREFIX] for an existing key file
+    Init(InitArgs),
+    /// Mount the volume at BUCKET[/PREFIX] on a directory
+    Mount(MountArgs),
+}
+
+/// Where the bucket is and how to reach it.
+#[derive(Debug, Args, Clone)]
+pub struct ConnectionArgs {
+    /// AWS region of the bucket [default: from AWS_REGION or the profile, else us-east-1]
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// S3 endpoint URL, for S3-compatible servers (MinIO, Garage, Ceph ...) [env: AWS_ENDPOINT_URL]
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Use path-style addressing (http://host/bucket/key), needed by most self-hosted servers
+    #[arg(long)]
+    pub force_path_style: bool,
+    /// Named AWS profile to take credentials and region from
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// PEM file of extra CA certificates for an HTTPS endpoint [env: AWS_CA_BUNDLE]
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Seconds before an S3 request attempt is abandoned and retried
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub request_timeout: u64,
+    /// Attempts per S3 request (retries back off exponentially; throttling is retried too)
+    #[arg(long, default_value_t = 6)]
+    pub max_attempts: u32,
+}
+
+impl ConnectionArgs {
+    pub fn store_config(&self, location: &str) -> Result<StoreConfig, String> {
+        let mut config = StoreConfig::from_location(location)?;
+        config.region = self.region.clone();
+        config.endpoint_url = self.endpoint_url.clone();
+        config.force_path_style = self.force_path_style;
+        config.profile = self.profile.clone();
+        config.ca_bundle = self.ca_bundle.clone();
+        config.attempt_timeout = Duration::from_secs(self.request_timeout.max(1));
+        config.max_attempts = self.max_attempts.max(1);
+        Ok(config)
+    }
+}
+
+/// Where the volume key comes from.
+#[derive(Debug, Args, Clone)]
+pub struct KeyArgs {
+    /// Key file: 32 raw bytes or 64 hex characters. Keep it mode 0600.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Name of a systemd credential holding the key (LoadCredential=NAME:/path), read from
+    /// $CREDENTIALS_DIRECTORY
+    #[arg(long, value_name = "NAME")]
+    pub key_credential: Option<String>,
+}
+
+impl KeyArgs {
+    pub fn load(&self) -> Result<UserKey, String> {
+        match (&self.key_file, &self.key_credential) {
+            (Some(path), _) => UserKey::from_key_file(path)
+                .map_err(|e| describe_key_error(&path.display().to_string(), e)),
+            (None, Some(name)) => UserKey::from_systemd_credential(name)
+                .map_err(|e| describe_key_error(&format!("credential '{name}'"), e)),
+            (None, None) => {
+                if std::env::var_os("CREDENTIALS_DIRECTORY").is_some() {
+                    UserKey::from_systemd_credential(DEFAULT_CREDENTIAL).map_err(|e| {
+                        describe_key_error(&format!("credential '{DEFAULT_CREDENTIAL}'"), e)
+                    })
+                } else {
+                    Err("no key given: pass --key-file FILE (or --key-credential NAME under systemd)".to_string())
+                }
+            }
+        }
+    }
+}
+
+/// The credential name the systemd units use.
+pub const DEFAULT_CREDENTIAL: &str = "s3cryptfs.key";
+
+fn describe_key_error(source: &str, e: CryptoError) -> String {
+    format!("cannot use the key from {source}: {e}")
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The volume: BUCKET or BUCKET/PREFIX
+    pub location: String,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Plaintext segment size in bytes (power of two, 4096 to 16777216): the unit of
+    /// authentication and of random reads
+    #[arg(long, default_value_t = crate::crypto::Layout::DEFAULT_SEGMENT_SIZE)]
+    pub segment_size: u32,
+    /// Create the volume even if the prefix already holds other objects
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// The volume: BUCKET or BUCKET/PREFIX
+    pub location: String,
+    /// The directory to mount it on
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Owner of every file and directory [default: the mounting user]
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group of every file and directory [default: the mounting user's group]
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Permission bits of files, in octal
+    #[arg(long, default_value = "0644", value_parser = parse_mode)]
+    pub file_mode: u16,
+    /// Permission bits of directories, in octal
+    #[arg(long, default_value = "0755", value_parser = parse_mode)]
+    pub dir_mode: u16,
+    /// Let other users than the mounting one use the mount (root may always do so)
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Mount read-only
+    #[arg(long)]
+    pub read_only: bool,
+    /// Seconds that attributes, directory listings and negative lookups are trusted before
+    /// S3 is asked again (changes made through this mount are seen at once)
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    pub metadata_ttl: f64,
+    /// Memory for cached decrypted segments (K, M, G suffixes)
+    #[arg(long, default_value = "128M", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Largest read-ahead window of a sequential reader (K, M, G suffixes)
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    pub max_prefetch: u64,
+    /// Memory for upload part buffers across all files being written (K, M, G suffixes);
+    /// a new writer waits, then fails with ENOMEM, when it is used up
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub max_upload_memory: u64,
+    /// Parts of one file uploading at the same time
+    #[arg(long, default_value_t = 4)]
+    pub parts_in_flight: usize,
+    /// Stay in the foreground (for systemd services and debugging)
+    #[arg(long, short = 'f')]
+    pub foreground: bool,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+pub fn parse_mode(s: &str) -> Result<u16, String> {
+    u16::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("'{s}' is not an octal mode such as 0644"))
+}
+
+/// `123`, `64K`, `128M`, `2G` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("'{s}': unknown size suffix (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("'{s}' is not a size such as 128M"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes_and_modes() {
+        assert_eq!(parse_size("128M"), Ok(128 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("M").is_err());
+        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert_eq!(parse_mode("755"), Ok(0o755));
+        assert!(parse_mode("0999").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,51 @@
+//! `s3cryptfs init`: writes the volume config for an existing key.
+
+use std::sync::Arc;
+
+use super::args::InitArgs;
+use super::{EXIT_STORE, EXIT_USAGE, fail, runtime};
+use crate::crypto::KeySource;
+use crate::store::{ObjectStore, S3Store};
+use crate::volume::Volume;
+
+pub fn run(args: InitArgs) -> i32 {
+    let config = match args.connection.store_config(&args.location) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let user_key = match args.key.load() {
+        Ok(k) => k,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let location = config.location();
+    runtime().block_on(async move {
+        let store = match S3Store::connect(config).await {
+            Ok(s) => s,
+            Err(e) => return fail(EXIT_STORE, e),
+        };
+        if let Err(e) = store.check_bucket().await {
+            return fail(EXIT_STORE, e);
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(store);
+        match Volume::init(
+            store.as_ref(),
+            &location,
+            &user_key,
+            KeySource::KeyFile,
+            args.segment_size,
+            false,
+            args.force,
+        )
+        .await
+        {
+            Ok(config) => {
+                println!(
+                    "created volume {} at {location} (segment size {})",
+                    config.volume_id, config.segment_size
+                );
+                0
+            }
+            Err(e) => fail(e.exit_code(), e),
+        }
+    })
+}

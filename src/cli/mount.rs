@@ -1,0 +1,269 @@
+//! `s3cryptfs mount`: opens the volume, mounts it, serves it until unmounted or signalled.
+//!
+//! Without `--foreground` the command starts itself again in the background and returns only
+//! once the mount is live (exit 0) or has failed (the child's error and exit status), as a
+//! mount(8) helper must.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{MountOption, SessionACL};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use super::args::MountArgs;
+use super::{EXIT_FAILURE, EXIT_STORE, EXIT_USAGE, fail, runtime};
+use crate::fs::{Filesystem, FsOptions, FuseAdapter, raise_read_ahead};
+use crate::read::{PrefetchConfig, ReadContext, SegmentCache};
+use crate::store::{ObjectStore, S3Store};
+use crate::upload::{MemoryBudget, UploadConfig, UploadContext, UploadStats};
+use crate::volume::Volume;
+
+/// The background child reports readiness on this inherited descriptor.
+const READY_FD_ENV: &str = "S3CRYPTFS_READY_FD";
+/// How long opening the volume may take before the mount gives up (never a hung mount).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long shutdown waits for each file still being written.
+const SHUTDOWN_COMMIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub fn run(args: MountArgs) -> i32 {
+    if !args.mountpoint.is_dir() {
+        return fail(
+            EXIT_USAGE,
+            format!(
+                "mount point {} is not a directory",
+                args.mountpoint.display()
+            ),
+        );
+    }
+    if !args.foreground {
+        return run_in_background();
+    }
+    let ready = ReadyPipe::from_env();
+    let code = serve(args, &ready);
+    if code != 0 {
+        ready.report(&format!("failed {code}"));
+    }
+    code
+}
+
+fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
+    let store_config = match args.connection.store_config(&args.location) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let user_key = match args.key.load() {
+        Ok(k) => k,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let location = store_config.location();
+    let key_prefix_len = store_config.prefix.len();
+    let rt = runtime();
+
+    let opened = rt.block_on(async {
+        tokio::time::timeout(OPEN_TIMEOUT, async {
+            let store_err = |e: crate::store::StoreError| (EXIT_STORE, e.to_string());
+            let store = S3Store::connect(store_config).await.map_err(store_err)?;
+            store.check_bucket().await.map_err(store_err)?;
+            let store: Arc<dyn ObjectStore> = Arc::new(store);
+            Volume::open(store, &location, &user_key)
+                .await
+                .map_err(|e| (e.exit_code(), e.to_string()))
+        })
+        .await
+    });
+    let volume = match opened {
+        Ok(Ok(v)) => Arc::new(v),
+        Ok(Err((code, message))) => return fail(code, message),
+        Err(_) => {
+            return fail(
+                EXIT_STORE,
+                format!(
+                    "could not reach {location} within {OPEN_TIMEOUT:?}: is the endpoint right and up?"
+                ),
+            );
+        }
+    };
+    drop(user_key);
+
+    let fs_options = FsOptions {
+        uid: args.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
+        gid: args.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
+        file_mode: args.file_mode,
+        dir_mode: args.dir_mode,
+        metadata_ttl: Duration::from_secs_f64(args.metadata_ttl.max(0.0)),
+        read_only: args.read_only,
+        key_prefix_len,
+    };
+    let read = Arc::new(ReadContext {
+        volume: volume.clone(),
+        cache: SegmentCache::new(args.cache_size, volume.layout.plaintext_segment_size()),
+        prefetch: PrefetchConfig {
+            max_window: args.max_prefetch.max(1024 * 1024),
+            ..PrefetchConfig::default()
+        },
+    });
+    let upload = Arc::new(UploadContext {
+        volume: volume.clone(),
+        budget: MemoryBudget::new(args.max_upload_memory, Duration::from_secs(30)),
+        config: UploadConfig {
+            parts_in_flight: args.parts_in_flight.max(1),
+        },
+        stats: UploadStats::default(),
+    });
+    let fs = Arc::new(Filesystem::new(volume, fs_options, read, upload));
+    let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
+
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("s3cryptfs:{location}")),
+        MountOption::Subtype("s3cryptfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+        if args.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
+    ];
+    config.acl = if args.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(2);
+    let mut session = match fuser::Session::new(adapter, &args.mountpoint, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(
+                EXIT_FAILURE,
+                format!("cannot mount on {}: {e}", args.mountpoint.display()),
+            );
+        }
+    };
+    let mut unmounter = session.unmount_callable();
+    let background = match session.spawn() {
+        Ok(b) => b,
+        Err(e) => return fail(EXIT_FAILURE, format!("cannot start the FUSE session: {e}")),
+    };
+    raise_read_ahead(
+        &args.mountpoint,
+        (args.max_prefetch / 1024).min(64 * 1024) as u32,
+    );
+    info!(mountpoint = %args.mountpoint.display(), "mounted {location}");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    ready.report("ready");
+
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut session_done = tokio::task::spawn_blocking(move || background.join());
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: saving open files, then unmounting"),
+            _ = int.recv() => info!("SIGINT: saving open files, then unmounting"),
+            result = &mut session_done => {
+                if let Ok(Err(e)) = result {
+                    warn!("FUSE session ended: {e}");
+                }
+                fs.wait_for_releases(SHUTDOWN_COMMIT_TIMEOUT).await;
+                info!("unmounted");
+                return;
+            }
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        // A second signal stops at once.
+        tokio::spawn(async move {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            warn!("second signal: exiting without waiting for uploads");
+            std::process::exit(EXIT_FAILURE);
+        });
+        fs.commit_all(SHUTDOWN_COMMIT_TIMEOUT).await;
+        if let Err(e) = unmounter.unmount() {
+            warn!("unmount failed: {e}");
+        }
+        let _ = session_done.await;
+        fs.wait_for_releases(SHUTDOWN_COMMIT_TIMEOUT).await;
+        info!("unmounted");
+    });
+    0
+}
+
+/// Re-runs this command in the foreground as a detached child and waits for its report.
+fn run_in_background() -> i32 {
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return fail(EXIT_FAILURE, std::io::Error::last_os_error());
+    }
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+    let child_fd = fds[1];
+    let mut cmd = Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .arg("--foreground")
+        .env(READY_FD_ENV, child_fd.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    unsafe {
+        cmd.pre_exec(move || {
+            // Keep the report pipe across exec, and leave the caller's session.
+            if libc::fcntl(child_fd, libc::F_SETFD, 0) != 0 || libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_FAILURE, format!("cannot start the mount daemon: {e}")),
+    };
+    drop(write_end);
+    let mut report = String::new();
+    let _ = std::fs::File::from(read_end).read_to_string(&mut report);
+    if report.trim() == "ready" {
+        return 0;
+    }
+    // The child printed its error to our stderr; pass on its status.
+    match child.wait() {
+        Ok(status) => status.code().unwrap_or(EXIT_FAILURE).max(1),
+        Err(_) => EXIT_FAILURE,
+    }
+}
+
+/// The write end of the readiness pipe, when started by [`run_in_background`].
+struct ReadyPipe(Option<std::sync::Mutex<std::fs::File>>);
+
+impl ReadyPipe {
+    fn from_env() -> Self {
+        let fd = std::env::var(READY_FD_ENV)
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok())
+            .filter(|fd| *fd > 2 && unsafe { libc::fcntl(*fd, libc::F_GETFD) } >= 0);
+        // SAFETY: the descriptor was created for us by the parent and nothing else owns it.
+        let file = fd.map(|fd| std::sync::Mutex::new(unsafe { std::fs::File::from_raw_fd(fd) }));
+        unsafe { std::env::remove_var(READY_FD_ENV) };
+        Self(file)
+    }
+
+    fn report(&self, what: &str) {
+        if let Some(f) = &self.0 {
+            let mut f = f.lock().unwrap();
+            let _ = writeln!(f, "{what}");
+            // Closing tells the parent to stop waiting; dup2 /dev/null over it.
+            let null = std::fs::File::open("/dev/null").ok();
+            if let Some(null) = null {
+                use std::os::fd::AsRawFd;
+                unsafe { libc::dup2(null.as_raw_fd(), f.as_raw_fd()) };
+            }
+        }
+    }
+}

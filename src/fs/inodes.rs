@@ -1,0 +1,249 @@
+//! The inode table: stable inode numbers for paths while the kernel knows them.
+//!
+//! Inode numbers are never reused within a mount, so the generation is constant. An inode
+//! lives while the kernel holds lookups on it or a file handle is open, and is dropped on the
+//! final forget: walking a huge tree once does not grow the table without bound.
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime};
+
+pub const ROOT_INO: u64 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    File,
+    Dir,
+}
+
+/// What we know of a node's object.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    /// Plaintext size (files).
+    pub size: u64,
+    /// Ciphertext size of the committed object (files).
+    pub ciphertext_size: u64,
+    pub etag: Option<String>,
+    pub mtime: SystemTime,
+    /// Attributes are trusted until then (metadata TTL).
+    pub valid_until: Instant,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub ino: u64,
+    pub parent: u64,
+    pub name: String,
+    pub kind: NodeKind,
+    /// Object key of a file, or key prefix (ending in `/`, empty for the root) of a directory.
+    pub key: String,
+    pub state: NodeState,
+    /// Kernel lookups not yet forgotten.
+    pub lookups: u64,
+    /// Open handles (file or directory).
+    pub open_handles: u32,
+    /// Writers not yet committed: the node exists even if the bucket does not show it yet.
+    pub writers: u32,
+}
+
+#[derive(Debug)]
+pub struct InodeTable {
+    nodes: HashMap<u64, Node>,
+    by_name: HashMap<(u64, String), u64>,
+    next_ino: u64,
+}
+
+impl InodeTable {
+    pub fn new(root_state: NodeState) -> Self {
+        let root = Node {
+            ino: ROOT_INO,
+            parent: ROOT_INO,
+            name: String::new(),
+            kind: NodeKind::Dir,
+            key: String::new(),
+            state: root_state,
+            lookups: 1,
+            open_handles: 0,
+            writers: 0,
+        };
+        Self {
+            nodes: HashMap::from([(ROOT_INO, root)]),
+            by_name: HashMap::new(),
+            next_ino: ROOT_INO + 1,
+        }
+    }
+
+    pub fn get(&self, ino: u64) -> Option<&Node> {
+        self.nodes.get(&ino)
+    }
+
+    pub fn get_mut(&mut self, ino: u64) -> Option<&mut Node> {
+        self.nodes.get_mut(&ino)
+    }
+
+    pub fn child(&self, parent: u64, name: &str) -> Option<&Node> {
+        self.by_name
+            .get(&(parent, name.to_string()))
+            .and_then(|ino| self.nodes.get(ino))
+    }
+
+    /// Records a lookup of `parent/name`: reuses the inode if the same kind is known there,
+    /// else replaces it with a new one. Returns the inode number.
+    pub fn upsert(
+        &mut self,
+        parent: u64,
+        name: &str,
+        kind: NodeKind,
+        key: String,
+        state: NodeState,
+        count_lookup: bool,
+    ) -> u64 {
+        let slot = (parent, name.to_string());
+        if let Some(&ino) = self.by_name.get(&slot) {
+            let node = self.nodes.get_mut(&ino).expect("indexed node exists");
+            if node.kind == kind {
+                if node.writers == 0 {
+                    node.state = state;
+                }
+                node.key = key;
+                if count_lookup {
+                    node.lookups += 1;
+                }
+                return ino;
+            }
+            // A different kind now lives under this name: detach the old inode.
+            self.by_name.remove(&slot);
+            self.maybe_drop(ino);
+        }
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.nodes.insert(
+            ino,
+            Node {
+                ino,
+                parent,
+                name: name.to_string(),
+                kind,
+                key,
+                state,
+                lookups: u64::from(count_lookup),
+                open_handles: 0,
+                writers: 0,
+            },
+        );
+        self.by_name.insert(slot, ino);
+        ino
+    }
+
+    /// Detaches `parent/name` from the namespace (after unlink/rmdir). The inode itself stays
+    /// until the kernel forgets it and its handles close.
+    pub fn remove_name(&mut self, parent: u64, name: &str) {
+        if let Some(ino) = self.by_name.remove(&(parent, name.to_string())) {
+            self.maybe_drop(ino);
+        }
+    }
+
+    pub fn forget(&mut self, ino: u64, count: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(count);
+        }
+        self.maybe_drop(ino);
+    }
+
+    pub fn open(&mut self, ino: u64) {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.open_handles += 1;
+        }
+    }
+
+    pub fn close(&mut self, ino: u64) {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.open_handles = n.open_handles.saturating_sub(1);
+        }
+        self.maybe_drop(ino);
+    }
+
+    /// Children of `parent` with uncommitted writers (shown in listings before S3 has them).
+    pub fn pending_children(&self, parent: u64) -> Vec<Node> {
+        self.nodes
+            .values()
+            .filter(|n| n.parent == parent && n.writers > 0 && n.ino != ROOT_INO)
+            .cloned()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn maybe_drop(&mut self, ino: u64) {
+        let Some(node) = self.nodes.get(&ino) else {
+            return;
+        };
+        if ino == ROOT_INO || node.lookups > 0 || node.open_handles > 0 || node.writers > 0 {
+            return;
+        }
+        let slot = (node.parent, node.name.clone());
+        if self.by_name.get(&slot) == Some(&ino) {
+            self.by_name.remove(&slot);
+        }
+        self.nodes.remove(&ino);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> NodeState {
+        NodeState {
+            size: 0,
+            ciphertext_size: 0,
+            etag: None,
+            mtime: SystemTime::UNIX_EPOCH,
+            valid_until: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn stable_numbers_and_forget_frees() {
+        let mut t = InodeTable::new(state());
+        let a = t.upsert(ROOT_INO, "a", NodeKind::File, "a".into(), state(), true);
+        let again = t.upsert(ROOT_INO, "a", NodeKind::File, "a".into(), state(), true);
+        assert_eq!(a, again);
+        assert_eq!(t.get(a).unwrap().lookups, 2);
+        t.forget(a, 1);
+        assert!(t.get(a).is_some());
+        t.forget(a, 1);
+        assert!(t.get(a).is_none(), "dropped on the final forget");
+        assert_eq!(t.len(), 1);
+        let b = t.upsert(ROOT_INO, "a", NodeKind::File, "a".into(), state(), true);
+        assert_ne!(a, b, "inode numbers are never reused");
+    }
+
+    #[test]
+    fn walking_many_files_once_does_not_grow() {
+        let mut t = InodeTable::new(state());
+        for i in 0..10_000 {
+            let name = format!("f{i}");
+            let ino = t.upsert(ROOT_INO, &name, NodeKind::File, name.clone(), state(), true);
+            t.forget(ino, 1);
+        }
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn open_handles_keep_a_removed_inode() {
+        let mut t = InodeTable::new(state());
+        let a = t.upsert(ROOT_INO, "a", NodeKind::File, "a".into(), state(), true);
+        t.open(a);
+        t.remove_name(ROOT_INO, "a");
+        t.forget(a, 1);
+        assert!(t.get(a).is_some());
+        assert!(t.child(ROOT_INO, "a").is_none());
+        t.close(a);
+        assert!(t.get(a).is_none());
+    }
+}

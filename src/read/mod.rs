@@ -1,0 +1,372 @@
+//! The read path: ranged GETs of whole segments, verified and decrypted before any byte is
+//! returned, with sequential prefetch and an LRU cache of decrypted segments.
+
+mod cache;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use tokio::sync::OnceCell;
+use tracing::{debug, warn};
+
+pub use cache::{SegmentCache, SegmentId};
+
+use crate::crypto::{CryptoError, HEADER_LEN, Layout, ObjectDecryptor, ObjectKind};
+use crate::store::StoreError;
+use crate::volume::Volume;
+
+/// Read-ahead settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PrefetchConfig {
+    /// Segments per prefetch GET (and alignment of prefetch chunks).
+    pub chunk_segments: u64,
+    /// The window a sequential reader starts with, in bytes.
+    pub initial_window: u64,
+    /// The largest window it grows to, in bytes.
+    pub max_window: u64,
+}
+
+impl Default for PrefetchConfig {
+    fn default() -> Self {
+        Self {
+            chunk_segments: 64,
+            initial_window: 1024 * 1024,
+            max_window: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a reader needs that is shared by all open files.
+pub struct ReadContext {
+    pub volume: Arc<Volume>,
+    pub cache: SegmentCache,
+    pub prefetch: PrefetchConfig,
+}
+
+/// Why a read failed; the errno is what the application sees.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("object '{key}' cannot be read: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+impl ReadError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            ReadError::Store(e) => e.errno(),
+            ReadError::Corrupt { .. } => libc::EIO,
+        }
+    }
+
+    fn corrupt(key: &str, err: CryptoError) -> Self {
+        ReadError::Corrupt {
+            key: key.to_string(),
+            reason: err.to_string(),
+        }
+    }
+}
+
+/// One version of one object, as a listing or HEAD described it.
+#[derive(Debug, Clone)]
+pub struct ObjectVersion {
+    pub key: String,
+    pub etag: String,
+    pub ciphertext_size: u64,
+}
+
+type FetchFuture = Shared<BoxFuture<'static, Result<(), ReadError>>>;
+
+#[derive(Debug, Default)]
+struct SequentialState {
+    /// Where the next read starts if the reader is sequential.
+    next_offset: u64,
+    window: u64,
+    /// Prefetch chunks already requested (their segments may since have been evicted).
+    requested: HashSet<u64>,
+}
+
+/// Reads one object version for one open file handle.
+pub struct ObjectReader {
+    ctx: Arc<ReadContext>,
+    version: Arc<ObjectVersion>,
+    plaintext_size: u64,
+    decryptor: Arc<OnceCell<Arc<ObjectDecryptor>>>,
+    state: Mutex<SequentialState>,
+    inflight: Arc<Mutex<HashMap<u64, FetchFuture>>>,
+}
+
+impl ObjectReader {
+    /// A reader for `version`. Fails at once (EIO) if its size is impossible for our format.
+    pub fn new(ctx: Arc<ReadContext>, version: ObjectVersion) -> Result<Self, ReadError> {
+        let plaintext_size = ctx
+            .volume
+            .layout
+            .plaintext_size(version.ciphertext_size)
+            .map_err(|e| ReadError::corrupt(&version.key, e))?;
+        let window = ctx.prefetch.initial_window;
+        Ok(Self {
+            ctx,
+            version: Arc::new(version),
+            plaintext_size,
+            decryptor: Arc::new(OnceCell::new()),
+            state: Mutex::new(SequentialState {
+                window,
+                ..Default::default()
+            }),
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    pub fn plaintext_size(&self) -> u64 {
+        self.plaintext_size
+    }
+
+    /// Reads up to `size` bytes at `offset` (fewer at the end of the object).
+    pub async fn read(&self, offset: u64, size: u32) -> Result<Bytes, ReadError> {
+        let end = (offset + size as u64).min(self.plaintext_size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let layout = self.ctx.volume.layout;
+        let first = layout.segment_of(offset);
+        let last = layout.segment_of(end - 1);
+        self.schedule_prefetch(offset, end);
+
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        let mut fetched = VecDeque::new();
+        let mut seg = first;
+        while seg <= last {
+            let plain = match fetched.pop_front().or_else(|| self.cached(seg)) {
+                Some(p) => p,
+                None => {
+                    fetched = self.wait_or_fetch(seg, last + 1).await?.into();
+                    fetched.pop_front().expect("fetched at least one segment")
+                }
+            };
+            let range = layout.segment_plaintext_range(seg, self.plaintext_size);
+            let from = offset.max(range.start) - range.start;
+            let to = end.min(range.end) - range.start;
+            out.extend_from_slice(&plain[from as usize..to as usize]);
+            seg += 1;
+        }
+        Ok(out.freeze())
+    }
+
+    /// The whole plaintext of a small object (symlink targets and the like).
+    pub async fn read_all(&self) -> Result<(ObjectKind, Vec<u8>), ReadError> {
+        let data = self.read(0, self.plaintext_size as u32).await?;
+        let kind = self.decryptor().await?.kind();
+        Ok((kind, data.to_vec()))
+    }
+
+    fn cached(&self, seg: u64) -> Option<Bytes> {
+        self.ctx.cache.get(&self.segment_id(seg))
+    }
+
+    fn segment_id(&self, seg: u64) -> SegmentId {
+        SegmentId::new(&self.version.key, &self.version.etag, seg)
+    }
+
+    /// Waits for a prefetch that covers `seg`, or fetches `seg..limit` (the rest of the read)
+    /// with one GET; returns the plaintext of `seg` and of the segments fetched after it.
+    async fn wait_or_fetch(&self, seg: u64, limit: u64) -> Result<Vec<Bytes>, ReadError> {
+        let chunk = seg / self.ctx.prefetch.chunk_segments;
+        let pending = self.inflight.lock().unwrap().get(&chunk).cloned();
+        if let Some(fetch) = pending {
+            fetch.await?;
+            if let Some(p) = self.cached(seg) {
+                return Ok(vec![p]);
+            }
+        }
+        // Fetch only up to the first segment that is already cached or being fetched.
+        let mut end = seg + 1;
+        while end < limit && self.cached(end).is_none() {
+            end += 1;
+        }
+        self.fetch(seg, end).await
+    }
+
+    /// Starts background GETs for the window ahead of a sequential reader.
+    fn schedule_prefetch(&self, offset: u64, end: u64) {
+        let layout = self.ctx.volume.layout;
+        let cfg = self.ctx.prefetch;
+        let mut state = self.state.lock().unwrap();
+        let sequential = offset == state.next_offset;
+        state.next_offset = end;
+        if !sequential {
+            state.window = cfg.initial_window;
+            return;
+        }
+        let ahead_end = (end + state.window).min(self.plaintext_size);
+        state.window = (state.window * 2).min(cfg.max_window);
+        if ahead_end <= offset {
+            return;
+        }
+        let first_chunk = layout.segment_of(offset) / cfg.chunk_segments;
+        let last_chunk = layout.segment_of(ahead_end - 1) / cfg.chunk_segments;
+        let segment_count = layout.segment_count(self.plaintext_size);
+        for chunk in first_chunk..=last_chunk {
+            if !state.requested.insert(chunk) {
+                continue;
+            }
+            let from = chunk * cfg.chunk_segments;
+            let to = ((chunk + 1) * cfg.chunk_segments).min(segment_count);
+            if (from..to).all(|s| self.cached(s).is_some()) {
+                continue;
+            }
+            let fetch = self.spawn_fetch(from, to);
+            self.inflight.lock().unwrap().insert(chunk, fetch);
+        }
+        // Forget requests far behind the reader, so the set stays small.
+        let behind = first_chunk.saturating_sub(2);
+        state.requested.retain(|c| *c >= behind);
+    }
+
+    fn spawn_fetch(&self, from: u64, to: u64) -> FetchFuture {
+        let job = FetchJob {
+            ctx: self.ctx.clone(),
+            version: self.version.clone(),
+            plaintext_size: self.plaintext_size,
+            decryptor: self.decryptor.clone(),
+        };
+        let inflight = self.inflight.clone();
+        let chunk = from / self.ctx.prefetch.chunk_segments;
+        let handle = tokio::spawn(async move {
+            let result = job.fetch(from, to).await.map(|_| ());
+            inflight.lock().unwrap().remove(&chunk);
+            result
+        });
+        async move {
+            handle.await.unwrap_or_else(|e| {
+                Err(ReadError::Store(StoreError::fatal(format!(
+                    "prefetch task failed: {e}"
+                ))))
+            })
+        }
+        .boxed()
+        .shared()
+    }
+
+    async fn fetch(&self, from: u64, to: u64) -> Result<Vec<Bytes>, ReadError> {
+        FetchJob {
+            ctx: self.ctx.clone(),
+            version: self.version.clone(),
+            plaintext_size: self.plaintext_size,
+            decryptor: self.decryptor.clone(),
+        }
+        .fetch(from, to)
+        .await
+    }
+
+    async fn decryptor(&self) -> Result<Arc<ObjectDecryptor>, ReadError> {
+        FetchJob {
+            ctx: self.ctx.clone(),
+            version: self.version.clone(),
+            plaintext_size: self.plaintext_size,
+            decryptor: self.decryptor.clone(),
+        }
+        .decryptor(None)
+        .await
+    }
+}
+
+/// One GET of a run of segments, verified and decrypted into the cache.
+struct FetchJob {
+    ctx: Arc<ReadContext>,
+    version: Arc<ObjectVersion>,
+    plaintext_size: u64,
+    decryptor: Arc<OnceCell<Arc<ObjectDecryptor>>>,
+}
+
+impl FetchJob {
+    async fn fetch(&self, from: u64, to: u64) -> Result<Vec<Bytes>, ReadError> {
+        let layout: Layout = self.ctx.volume.layout;
+        let key = &self.version.key;
+        let ct_start = if from == 0 {
+            0
+        } else {
+            layout
+                .segment_ciphertext_range(from, self.plaintext_size)
+                .start
+        };
+        let ct_end = layout
+            .segment_ciphertext_range(to - 1, self.plaintext_size)
+            .end;
+        let store = &self.ctx.volume.store;
+        let mut response = store
+            .get_range(key, ct_start..ct_end, Some(&self.version.etag))
+            .await
+            .inspect_err(|e| warn!(key = %key, "GET failed: {e}"))?;
+        if response.range != (ct_start..ct_end) {
+            return Err(self.log_corrupt(CryptoError::Truncated));
+        }
+        let mut header = None;
+        if from == 0 {
+            let mut h = [0u8; HEADER_LEN];
+            response.body.read_exact(&mut h).await?;
+            header = Some(h);
+        }
+        let decryptor = self.decryptor(header.as_ref().map(|h| &h[..])).await?;
+        let mut out = Vec::with_capacity((to - from) as usize);
+        for seg in from..to {
+            let range = layout.segment_ciphertext_range(seg, self.plaintext_size);
+            let mut buf = BytesMut::zeroed((range.end - range.start) as usize);
+            response.body.read_exact(&mut buf).await?;
+            let len = decryptor
+                .open_segment(seg, &mut buf)
+                .map_err(|e| self.log_corrupt(e))?;
+            buf.truncate(len);
+            let plain = buf.freeze();
+            self.ctx
+                .cache
+                .insert(SegmentId::new(key, &self.version.etag, seg), plain.clone());
+            out.push(plain);
+        }
+        debug!(key = %key, segments = ?(from..to), "fetched");
+        Ok(out)
+    }
+
+    /// The object's decryptor, parsing `header` if given, else GETting the header.
+    async fn decryptor(&self, header: Option<&[u8]>) -> Result<Arc<ObjectDecryptor>, ReadError> {
+        self.decryptor
+            .get_or_try_init(|| async {
+                let bytes = match header {
+                    Some(h) => h.to_vec(),
+                    None => {
+                        let store = &self.ctx.volume.store;
+                        store
+                            .get_range(
+                                &self.version.key,
+                                0..HEADER_LEN as u64,
+                                Some(&self.version.etag),
+                            )
+                            .await?
+                            .body
+                            .collect()
+                            .await?
+                    }
+                };
+                let volume = &self.ctx.volume;
+                ObjectDecryptor::new(
+                    &volume.master,
+                    volume.layout,
+                    &bytes,
+                    self.version.ciphertext_size,
+                )
+                .map(Arc::new)
+                .map_err(|e| self.log_corrupt(e))
+            })
+            .await
+            .cloned()
+    }
+
+    fn log_corrupt(&self, err: CryptoError) -> ReadError {
+        warn!(key = %self.version.key, "refusing to return data: {err}");
+        ReadError::corrupt(&self.version.key, err)
+    }
+}

@@ -1,0 +1,410 @@
+//! The write path: sequential writes are encrypted segment by segment into part buffers that
+//! a background uploader sends as S3 multipart parts while the application keeps writing.
+//! A file that ends before its first part fills goes up as one PutObject. See docs/WRITE_PATH.md.
+
+mod budget;
+mod parts;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+pub use budget::{MemoryBudget, Reservation};
+pub use parts::part_size;
+
+use crate::crypto::{ObjectKind, StreamEncryptor};
+use crate::store::{CompletedPart, Metadata, StoreError};
+use crate::volume::Volume;
+
+/// Write-path settings.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadConfig {
+    /// Parts of one file uploading at once; write() waits beyond that.
+    pub parts_in_flight: usize,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self { parts_in_flight: 4 }
+    }
+}
+
+/// Counters for the whole mount (the seed of its metrics).
+#[derive(Debug, Default)]
+pub struct UploadStats {
+    pub single_put_files: AtomicU64,
+    pub multipart_files: AtomicU64,
+    pub parts: AtomicU64,
+    pub bytes: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// Shared by every writer of a mount.
+pub struct UploadContext {
+    pub volume: Arc<Volume>,
+    pub budget: MemoryBudget,
+    pub config: UploadConfig,
+    pub stats: UploadStats,
+}
+
+/// Why a write or a commit failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("write at offset {offset} but the file has {written} bytes: only sequential writes")]
+    NotSequential { offset: u64, written: u64 },
+    #[error("the upload memory budget is exhausted")]
+    OutOfMemory,
+    #[error("upload failed: {0}")]
+    Upload(#[from] StoreError),
+    #[error("the file was already committed")]
+    Committed,
+}
+
+impl WriteError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            WriteError::NotSequential { .. } => libc::EINVAL,
+            WriteError::OutOfMemory => libc::ENOMEM,
+            WriteError::Upload(e) if e.errno() == libc::EACCES => libc::EACCES,
+            WriteError::Upload(_) => libc::EIO,
+            WriteError::Committed => libc::EBADF,
+        }
+    }
+}
+
+/// What a successful commit produced.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub plaintext_size: u64,
+    pub ciphertext_size: u64,
+    pub etag: Option<String>,
+}
+
+struct Multipart {
+    upload_id: String,
+    done: Vec<CompletedPart>,
+    in_flight: Vec<JoinHandle<Result<CompletedPart, StoreError>>>,
+}
+
+/// One file being written, from open to commit.
+pub struct ObjectWriter {
+    ctx: Arc<UploadContext>,
+    key: String,
+    metadata: Metadata,
+    encryptor: Option<StreamEncryptor>,
+    /// The part being filled, and the budget it holds.
+    buffer: Vec<u8>,
+    reservation: Option<Reservation>,
+    part_number: u32,
+    multipart: Option<Multipart>,
+    ciphertext_bytes: u64,
+    started: Instant,
+    result: Option<Result<Committed, WriteError>>,
+}
+
+impl ObjectWriter {
+    /// A writer for a new version of `key`. Nothing is reserved or sent until the first write.
+    pub fn new(ctx: Arc<UploadContext>, key: String, metadata: Metadata) -> Self {
+        let volume = ctx.volume.clone();
+        Self {
+            ctx,
+            key,
+            metadata,
+            encryptor: Some(StreamEncryptor::new(
+                &volume.master,
+                volume.layout,
+                ObjectKind::File,
+            )),
+            buffer: Vec::new(),
+            reservation: None,
+            part_number: 1,
+            multipart: None,
+            ciphertext_bytes: 0,
+            started: Instant::now(),
+            result: None,
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn set_key(&mut self, key: String) {
+        self.key = key;
+    }
+
+    /// Plaintext bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.encryptor.as_ref().map_or_else(
+            || {
+                self.result
+                    .as_ref()
+                    .and_then(|r| r.as_ref().ok())
+                    .map_or(0, |c| c.plaintext_size)
+            },
+            |e| e.plaintext_len(),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_committed(&self) -> bool {
+        self.result.is_some()
+    }
+
+    /// Appends `data` at `offset`, which must be the current end of the file. Waits (never
+    /// fails) when the file's parts in flight or the mount's memory budget are at their limit.
+    pub async fn write(&mut self, offset: u64, mut data: &[u8]) -> Result<(), WriteError> {
+        if self.result.is_some() {
+            return Err(WriteError::Committed);
+        }
+        let written = self.len();
+        if offset != written {
+            return Err(WriteError::NotSequential { offset, written });
+        }
+        while !data.is_empty() {
+            self.ensure_buffer().await?;
+            let limit = self.part_limit();
+            let encryptor = self.encryptor.as_mut().expect("not committed");
+            let n = encryptor.write(&mut self.buffer, data, limit);
+            data = &data[n..];
+            if encryptor.is_buffer_full(&self.buffer, limit) {
+                self.send_part().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the last segment and makes the object visible under its key: one PutObject for a
+    /// small file, else the last part and CompleteMultipartUpload. On failure nothing appears
+    /// under the key and no multipart upload is left behind. Idempotent: a second call
+    /// returns the first call's result.
+    pub async fn commit(&mut self) -> Result<Committed, WriteError> {
+        if let Some(result) = &self.result {
+            return result.clone();
+        }
+        let result = self.commit_inner().await;
+        if result.is_err() {
+            self.ctx.stats.failures.fetch_add(1, Ordering::Relaxed);
+            self.abort().await;
+        }
+        self.buffer = Vec::new();
+        self.reservation = None;
+        self.result = Some(result.clone());
+        result
+    }
+
+    async fn commit_inner(&mut self) -> Result<Committed, WriteError> {
+        self.ensure_buffer().await?;
+        let encryptor = self.encryptor.take().expect("commit runs once");
+        let plaintext_size = encryptor.plaintext_len();
+        encryptor.finish(&mut self.buffer);
+        let ctx = self.ctx.clone();
+        let body = Bytes::from(std::mem::take(&mut self.buffer));
+        self.ciphertext_bytes += body.len() as u64;
+        let (etag, parts) = match self.multipart.take() {
+            None => {
+                let put = ctx
+                    .volume
+                    .store
+                    .put(&self.key, body, &self.metadata)
+                    .await?;
+                ctx.stats.single_put_files.fetch_add(1, Ordering::Relaxed);
+                (put.etag, 1)
+            }
+            Some(mp) => {
+                let upload_id = mp.upload_id.clone();
+                self.multipart = Some(mp);
+                let last = self.spawn_part(&upload_id, body);
+                let mp = self.multipart.as_mut().expect("just put back");
+                mp.in_flight.push(last);
+                // On error the parts still in flight stay in `self.multipart` for abort().
+                while !mp.in_flight.is_empty() {
+                    let next = mp.in_flight.remove(0);
+                    mp.done.push(join_part(next).await?);
+                }
+                let mut parts = mp.done.clone();
+                parts.sort_by_key(|p| p.part_number);
+                let done = ctx
+                    .volume
+                    .store
+                    .complete_multipart(&self.key, &upload_id, &parts)
+                    .await?;
+                self.multipart = None;
+                ctx.stats.multipart_files.fetch_add(1, Ordering::Relaxed);
+                (done.etag, parts.len())
+            }
+        };
+        ctx.stats
+            .bytes
+            .fetch_add(self.ciphertext_bytes, Ordering::Relaxed);
+        debug!(
+            key = %self.key,
+            plaintext_size,
+            parts,
+            elapsed_ms = self.started.elapsed().as_millis() as u64,
+            "committed"
+        );
+        Ok(Committed {
+            plaintext_size,
+            ciphertext_size: self.ciphertext_bytes,
+            etag,
+        })
+    }
+
+    /// Gives up: aborts the multipart upload (if any) so no parts are left behind.
+    pub async fn abort(&mut self) {
+        if let Some(mp) = self.multipart.take() {
+            for handle in mp.in_flight {
+                handle.abort();
+            }
+            if let Err(e) = self
+                .ctx
+                .volume
+                .store
+                .abort_multipart(&self.key, &mp.upload_id)
+                .await
+            {
+                warn!(key = %self.key, "could not abort multipart upload {}: {e}", mp.upload_id);
+            }
+        }
+        if self.result.is_none() {
+            self.result = Some(Err(WriteError::Upload(StoreError::fatal("aborted"))));
+        }
+        self.encryptor = None;
+    }
+
+    fn part_limit(&self) -> usize {
+        part_size(self.part_number, self.ctx.volume.layout)
+    }
+
+    /// Makes sure a part buffer (and its share of the memory budget) is held.
+    async fn ensure_buffer(&mut self) -> Result<(), WriteError> {
+        if self.reservation.is_some() {
+            return Ok(());
+        }
+        let limit = self.part_limit();
+        // Room for one more segment than the part: finish() may seal a last full segment.
+        let capacity = limit + self.ctx.volume.layout.ciphertext_segment_size() as usize;
+        // The first buffer of a file may fail (ENOMEM) when the budget stays exhausted; later
+        // ones wait, because this writer's own parts in flight will release budget.
+        let first = self.part_number == 1 && self.multipart.is_none();
+        let reservation = self.ctx.budget.reserve(capacity, first).await?;
+        self.buffer = reservation.take_buffer(capacity);
+        self.reservation = Some(reservation);
+        if self.part_number == 1
+            && self
+                .encryptor
+                .as_ref()
+                .is_some_and(|e| e.plaintext_len() == 0)
+        {
+            self.encryptor
+                .as_mut()
+                .expect("not committed")
+                .start(&mut self.buffer);
+        }
+        Ok(())
+    }
+
+    /// Hands the full part buffer to the uploader.
+    async fn send_part(&mut self) -> Result<(), WriteError> {
+        if self.multipart.is_none() {
+            let upload_id = self
+                .ctx
+                .volume
+                .store
+                .create_multipart(&self.key, &self.metadata)
+                .await?;
+            self.multipart = Some(Multipart {
+                upload_id,
+                done: Vec::new(),
+                in_flight: Vec::new(),
+            });
+        }
+        let body = Bytes::from(std::mem::take(&mut self.buffer));
+        self.ciphertext_bytes += body.len() as u64;
+        let reservation = self.reservation.take().expect("buffer held");
+        let upload_id = self.multipart.as_ref().expect("created").upload_id.clone();
+        let handle = self.spawn_part_with(&upload_id, body, Some(reservation));
+        let max = self.ctx.config.parts_in_flight.max(1);
+        let mp = self.multipart.as_mut().expect("created");
+        mp.in_flight.push(handle);
+        while mp.in_flight.len() >= max {
+            let oldest = mp.in_flight.remove(0);
+            mp.done.push(join_part(oldest).await?);
+        }
+        Ok(())
+    }
+
+    fn spawn_part(
+        &mut self,
+        upload_id: &str,
+        body: Bytes,
+    ) -> JoinHandle<Result<CompletedPart, StoreError>> {
+        let reservation = self.reservation.take();
+        self.spawn_part_with(upload_id, body, reservation)
+    }
+
+    fn spawn_part_with(
+        &mut self,
+        upload_id: &str,
+        body: Bytes,
+        reservation: Option<Reservation>,
+    ) -> JoinHandle<Result<CompletedPart, StoreError>> {
+        let ctx = self.ctx.clone();
+        let key = self.key.clone();
+        let upload_id = upload_id.to_string();
+        let number = self.part_number;
+        self.part_number += 1;
+        ctx.stats.parts.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let result = ctx
+                .volume
+                .store
+                .upload_part(&key, &upload_id, number, body.clone())
+                .await;
+            if let Err(e) = &result {
+                warn!(key = %key, part = number, "part upload failed: {e}");
+            }
+            // The SDK has dropped its references: recycle the buffer if we hold the last one.
+            if let (Some(reservation), Ok(buffer)) = (reservation, body.try_into_mut()) {
+                reservation.return_buffer(buffer.into());
+            }
+            result
+        })
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        if let Some(mp) = self.multipart.take() {
+            // A writer dropped without commit or abort (for example at shutdown): do not leave
+            // its parts in the bucket.
+            info!(key = %self.key, "abandoning unfinished upload");
+            let store = self.ctx.volume.store.clone();
+            let key = std::mem::take(&mut self.key);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = store.abort_multipart(&key, &mp.upload_id).await;
+                });
+            }
+        }
+    }
+}
+
+async fn join_part(
+    handle: JoinHandle<Result<CompletedPart, StoreError>>,
+) -> Result<CompletedPart, WriteError> {
+    match handle.await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(WriteError::Upload(StoreError::fatal(format!(
+            "part upload task failed: {e}"
+        )))),
+    }
+}

@@ -1,0 +1,168 @@
+//! A volume: a bucket prefix holding a volume config and objects in our format.
+//!
+//! Opening a volume reads its config object and unwraps the master key before anything else
+//! is touched, so a wrong key or a missing config is refused with a clear message.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::crypto::{CryptoError, KeySource, Layout, MasterKey, UserKey, VolumeConfig};
+use crate::store::{Metadata, ObjectStore, StoreError, StoreErrorKind};
+
+/// The name, at the root of a volume, under which s3cryptfs keeps its own objects. It never
+/// appears in the mounted tree, and users cannot create it.
+pub const RESERVED_NAME: &str = ".s3cryptfs";
+/// The volume config object.
+pub const CONFIG_KEY: &str = ".s3cryptfs/volume.json";
+
+/// An unlocked volume.
+pub struct Volume {
+    pub store: Arc<dyn ObjectStore>,
+    pub config: VolumeConfig,
+    pub layout: Layout,
+    pub master: MasterKey,
+}
+
+impl fmt::Debug for Volume {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Volume")
+            .field("config", &self.config)
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("no s3cryptfs volume at {location}: create one with `s3cryptfs init {location}`")]
+    NoVolume { location: String },
+    #[error("{location} already holds an s3cryptfs volume; refusing to overwrite its config")]
+    AlreadyInitialised { location: String },
+    #[error(
+        "{location} already holds {count} object(s) (for example '{example}'); pass --force to create a volume there anyway"
+    )]
+    NotEmpty {
+        location: String,
+        count: usize,
+        example: String,
+    },
+    #[error("the key does not match the volume at {location}")]
+    WrongKey { location: String },
+    #[error("the volume config at {location} is unreadable: {source}")]
+    BadConfig {
+        location: String,
+        source: CryptoError,
+    },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Crypto(#[from] CryptoError),
+}
+
+impl VolumeError {
+    /// Process exit status for scripts: 2 for bad input, 3 for a wrong key, 4 for S3 problems.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            VolumeError::WrongKey { .. } => 3,
+            VolumeError::Store(_) => 4,
+            _ => 2,
+        }
+    }
+}
+
+impl Volume {
+    /// Reads the config at the store's prefix and unlocks it with `user_key`.
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        location: &str,
+        user_key: &UserKey,
+    ) -> Result<Self, VolumeError> {
+        let config = read_config(store.as_ref(), location).await?;
+        let master = config.unlock(user_key).map_err(|e| match e {
+            CryptoError::WrongKey => VolumeError::WrongKey {
+                location: location.to_string(),
+            },
+            other => VolumeError::BadConfig {
+                location: location.to_string(),
+                source: other,
+            },
+        })?;
+        let layout = config.layout().map_err(|source| VolumeError::BadConfig {
+            location: location.to_string(),
+            source,
+        })?;
+        Ok(Volume {
+            store,
+            config,
+            layout,
+            master,
+        })
+    }
+
+    /// Creates a volume config at the store's prefix. Refuses if a volume exists there, and,
+    /// unless `force`, if the prefix holds any other object.
+    pub async fn init(
+        store: &dyn ObjectStore,
+        location: &str,
+        user_key: &UserKey,
+        key_source: KeySource,
+        segment_size: u32,
+        encrypt_names: bool,
+        force: bool,
+    ) -> Result<VolumeConfig, VolumeError> {
+        match store.head(CONFIG_KEY).await {
+            Ok(_) => {
+                return Err(VolumeError::AlreadyInitialised {
+                    location: location.to_string(),
+                });
+            }
+            Err(e) if e.kind == StoreErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if !force {
+            let page = store.list_page("", None, None).await?;
+            if let Some(first) = page.objects.first() {
+                return Err(VolumeError::NotEmpty {
+                    location: location.to_string(),
+                    count: page.objects.len(),
+                    example: first.key.clone(),
+                });
+            }
+        }
+        let (config, _master) =
+            VolumeConfig::create(user_key, key_source, segment_size, encrypt_names)?;
+        store
+            .put(CONFIG_KEY, Bytes::from(config.to_json()), &Metadata::new())
+            .await?;
+        Ok(config)
+    }
+}
+
+async fn read_config(store: &dyn ObjectStore, location: &str) -> Result<VolumeConfig, VolumeError> {
+    let no_volume = || VolumeError::NoVolume {
+        location: location.to_string(),
+    };
+    let info = match store.head(CONFIG_KEY).await {
+        Ok(info) => info,
+        Err(e) if e.kind == StoreErrorKind::NotFound => return Err(no_volume()),
+        Err(e) => return Err(e.into()),
+    };
+    if info.size == 0 || info.size > 1024 * 1024 {
+        return Err(VolumeError::BadConfig {
+            location: location.to_string(),
+            source: CryptoError::InvalidConfig(format!("config object has {} bytes", info.size)),
+        });
+    }
+    let body = store
+        .get_range(CONFIG_KEY, 0..info.size, None)
+        .await?
+        .body
+        .collect()
+        .await?;
+    VolumeConfig::from_json(&body).map_err(|source| VolumeError::BadConfig {
+        location: location.to_string(),
+        source,
+    })
+}
