@@ -212,6 +212,7 @@ impl S3Store {
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
+        trace_request("HeadObject", key);
         let out = self
             .client
             .head_object()
@@ -235,6 +236,7 @@ impl ObjectStore for S3Store {
         range: Range<u64>,
         if_match: Option<&str>,
     ) -> Result<GetResponse, StoreError> {
+        trace_request("GetObject", key);
         if range.is_empty() {
             return Err(StoreError::new(
                 StoreErrorKind::InvalidRange,
@@ -276,6 +278,7 @@ impl ObjectStore for S3Store {
         body: Bytes,
         metadata: &Metadata,
     ) -> Result<PutResult, StoreError> {
+        trace_request("PutObject", key);
         let out = self
             .client
             .put_object()
@@ -296,6 +299,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn create_multipart(&self, key: &str, metadata: &Metadata) -> Result<String, StoreError> {
+        trace_request("CreateMultipartUpload", key);
         let out = self
             .client
             .create_multipart_upload()
@@ -317,6 +321,7 @@ impl ObjectStore for S3Store {
         part_number: u32,
         body: Bytes,
     ) -> Result<CompletedPart, StoreError> {
+        trace_request("UploadPart", key);
         let out = self
             .client
             .upload_part()
@@ -346,6 +351,7 @@ impl ObjectStore for S3Store {
         upload_id: &str,
         parts: &[CompletedPart],
     ) -> Result<PutResult, StoreError> {
+        trace_request("CompleteMultipartUpload", key);
         let parts = parts
             .iter()
             .map(|p| {
@@ -380,6 +386,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        trace_request("AbortMultipartUpload", key);
         self.client
             .abort_multipart_upload()
             .bucket(&self.config.bucket)
@@ -432,6 +439,7 @@ impl ObjectStore for S3Store {
         delimiter: Option<&str>,
         continuation: Option<String>,
     ) -> Result<ListPage, StoreError> {
+        trace_request("ListObjectsV2", prefix);
         let out = self
             .client
             .list_objects_v2()
@@ -478,6 +486,7 @@ impl ObjectStore for S3Store {
         dst: &str,
         metadata: Option<&Metadata>,
     ) -> Result<PutResult, StoreError> {
+        trace_request("CopyObject", src);
         let threshold = self.config.multipart_copy_threshold.min(MAX_SINGLE_OBJECT);
         let head = self.head(src).await?;
         if head.size > threshold {
@@ -511,6 +520,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        trace_request("DeleteObject", key);
         self.client
             .delete_object()
             .bucket(&self.config.bucket)
@@ -604,6 +614,11 @@ fn completed_despite_parse_error<E>(
     let start = body.find("<ETag>")? + "<ETag>".len();
     let end = start + body[start..].find("</ETag>")?;
     Some(body[start..end].replace("&quot;", "\""))
+}
+
+/// One debug line per request (`s3 request op=... key=...`): tests count requests from it.
+fn trace_request(op: &str, key: &str) {
+    tracing::debug!(op = %op, key = %key, "s3 request");
 }
 
 fn non_empty(metadata: &Metadata) -> Option<Metadata> {

@@ -1,6 +1,7 @@
 //! Shared test support: real S3 servers, buckets, stores and mounts.
 #![allow(dead_code)]
 
+pub mod mount;
 pub mod server;
 
 use s3cryptfs::store::{S3Store, StaticCredentials, StoreConfig};

@@ -1,0 +1,335 @@
+//! Issue 4 through a real mount: the tree, attributes, verified reads, bad input.
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::mount::{TestVolume, stderr, write_key_file};
+use common::{ServerKind, random_bytes};
+use s3cryptfs::crypto::{ObjectKind, UserKey, encrypt_to_vec};
+use s3cryptfs::store::{Metadata, ObjectStore};
+use s3cryptfs::volume::Volume;
+
+on_both_servers!(
+    tree_attributes_and_contents,
+    random_reads_match_the_plaintext,
+    concurrent_readers,
+    large_directory_lists_without_per_file_requests,
+    tampered_truncated_and_foreign_objects_give_eio,
+    wrong_key_and_missing_volume_are_refused,
+);
+
+/// Writes `files` (path, plaintext) into the volume with the format library, as a writer
+/// would, and returns the unlocked volume.
+async fn prepare(v: &TestVolume, files: &[(&str, Vec<u8>)]) -> Volume {
+    let store: Arc<dyn ObjectStore> = Arc::new(v.store.clone());
+    let key = UserKey::from_key_file(&v.key_file).unwrap();
+    let volume = Volume::open(store, &v.location(), &key).await.unwrap();
+    for (path, data) in files {
+        let object = encrypt_to_vec(&volume.master, volume.layout, ObjectKind::File, data);
+        v.store
+            .put(path, Bytes::from(object), &Metadata::new())
+            .await
+            .unwrap();
+    }
+    volume
+}
+
+const SEG: usize = 65536 - 48;
+
+async fn tree_attributes_and_contents(kind: ServerKind) {
+    let v = TestVolume::new(kind, "tree", "vol/one").await;
+    let files = vec![
+        ("empty", Vec::new()),
+        ("one", b"x".to_vec()),
+        ("seg-edge", random_bytes(SEG, 1)),
+        ("seg-plus", random_bytes(SEG + 1, 2)),
+        ("dir/nested/deep.bin", random_bytes(300_000, 3)),
+        ("dir/with space & ü.txt", b"odd name".to_vec()),
+        ("both", b"file beside a directory of the same name".to_vec()),
+        ("both/inside", b"inside".to_vec()),
+    ];
+    prepare(&v, &files).await;
+    v.store
+        .put("emptydir/", Bytes::new(), &Metadata::new())
+        .await
+        .unwrap();
+
+    let m = v.mount(&[]);
+    let mut top: Vec<String> = std::fs::read_dir(m.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    top.sort();
+    assert_eq!(
+        top,
+        [
+            "both", "dir", "empty", "emptydir", "one", "seg-edge", "seg-plus"
+        ],
+        "the volume config is hidden; a directory hides a file of the same name"
+    );
+    assert!(
+        m.join("both").is_dir(),
+        "the directory wins over the key 'both'"
+    );
+    assert!(m.join("emptydir").is_dir());
+    assert_eq!(std::fs::read_dir(m.join("emptydir")).unwrap().count(), 0);
+    for (path, data) in &files {
+        if *path == "both" {
+            continue;
+        }
+        let p = m.join(path);
+        let meta = std::fs::metadata(&p).unwrap();
+        assert!(meta.is_file(), "{path}");
+        assert_eq!(
+            meta.len(),
+            data.len() as u64,
+            "size of {path} from the listing"
+        );
+        assert_eq!(&std::fs::read(&p).unwrap(), data, "contents of {path}");
+    }
+    // find(1) walks the whole tree.
+    let out = std::process::Command::new("find")
+        .arg(m.path())
+        .arg("-type")
+        .arg("f")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 7);
+    assert_eq!(
+        std::fs::metadata(m.join("missing")).unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
+    assert!(
+        std::fs::metadata(m.join(".s3cryptfs")).is_err(),
+        "internal objects never appear"
+    );
+}
+
+async fn random_reads_match_the_plaintext(kind: ServerKind) {
+    let v = TestVolume::new(kind, "random", "").await;
+    let data = random_bytes(3 * 1024 * 1024 + 777, 4);
+    prepare(&v, &[("r.bin", data.clone())]).await;
+    let m = v.mount(&[]);
+    // dd with skip reads one block at a random place.
+    for (bs, skip) in [
+        (4096usize, 0usize),
+        (4096, 17),
+        (4096, 700),
+        (65536, 3),
+        (1000, 3145),
+        (100_000, 31),
+    ] {
+        let out = std::process::Command::new("dd")
+            .arg(format!("if={}", m.join("r.bin").display()))
+            .arg(format!("bs={bs}"))
+            .arg(format!("skip={skip}"))
+            .arg("count=1")
+            .arg("status=none")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let start = (bs * skip).min(data.len());
+        let end = (start + bs).min(data.len());
+        assert!(out.stdout == data[start..end], "dd bs={bs} skip={skip}");
+    }
+    // Seeks backwards and forwards within one handle.
+    let mut f = std::fs::File::open(m.join("r.bin")).unwrap();
+    let mut rng = 12345u64;
+    for _ in 0..200 {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let off = (rng >> 20) as usize % data.len();
+        let len = ((rng >> 8) as usize % 200_000).min(data.len() - off);
+        f.seek(SeekFrom::Start(off as u64)).unwrap();
+        let mut buf = vec![0; len];
+        f.read_exact(&mut buf).unwrap();
+        assert!(buf == data[off..off + len], "read {len} at {off}");
+    }
+}
+
+async fn concurrent_readers(kind: ServerKind) {
+    let v = TestVolume::new(kind, "concurrent", "c").await;
+    let files: Vec<(String, Vec<u8>)> = (0..8)
+        .map(|i| {
+            (
+                format!("f{i}"),
+                random_bytes(1_500_000 + i * 1000, 10 + i as u64),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+    prepare(&v, &refs).await;
+    let m = v.mount(&[]);
+    std::thread::scope(|s| {
+        for (name, data) in &files {
+            for _ in 0..2 {
+                let path = m.join(name);
+                s.spawn(move || {
+                    assert!(std::fs::read(&path).unwrap() == *data, "{name}");
+                });
+            }
+        }
+    });
+}
+
+async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {
+    let v = TestVolume::new(kind, "bigdir", "big").await;
+    let store: Arc<dyn ObjectStore> = Arc::new(v.store.clone());
+    let key = UserKey::from_key_file(&v.key_file).unwrap();
+    let volume = Arc::new(
+        Volume::open(store.clone(), &v.location(), &key)
+            .await
+            .unwrap(),
+    );
+    let n = 10_000;
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..32 {
+        let (store, volume) = (store.clone(), volume.clone());
+        tasks.spawn(async move {
+            for i in (t..n).step_by(32) {
+                let data = format!("file {i}");
+                let object = encrypt_to_vec(
+                    &volume.master,
+                    volume.layout,
+                    ObjectKind::File,
+                    data.as_bytes(),
+                );
+                store
+                    .put(&format!("d/f{i:05}"), Bytes::from(object), &Metadata::new())
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let m = v.mount(&[]);
+    let count = |m: &common::mount::Mount| {
+        (
+            m.requests("ListObjectsV2"),
+            m.requests("HeadObject"),
+            m.requests("GetObject"),
+        )
+    };
+    let before = count(&m);
+    let out = std::process::Command::new("ls")
+        .arg("-l")
+        .arg(m.join("d"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listing.lines().filter(|l| l.starts_with('-')).count(), n);
+    assert!(
+        listing.lines().any(|l| l.contains(" 9 ")),
+        "plaintext sizes shown:\n{}",
+        &listing[..500]
+    );
+    let after = count(&m);
+    let (lists, heads, gets) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    println!("ls -l of {n} files: {lists} LIST, {heads} HEAD, {gets} GET");
+    // ceil(10000/1000) pages, plus the lookup of `d` itself (one LIST and one HEAD, issued
+    // together, because `d` could be a file or a directory).
+    assert_eq!(lists, n.div_ceil(1000) + 1, "LIST requests");
+    assert!(
+        heads <= 1,
+        "{heads} HEAD requests: sizes must come from the listing"
+    );
+    assert_eq!(gets, 0, "no GET to list a directory");
+}
+
+async fn tampered_truncated_and_foreign_objects_give_eio(kind: ServerKind) {
+    let v = TestVolume::new(kind, "tamper", "t").await;
+    let data = random_bytes(200_000, 20);
+    let volume = prepare(&v, &[("good", data.clone())]).await;
+    let object = encrypt_to_vec(&volume.master, volume.layout, ObjectKind::File, &data);
+    let mut flipped = object.clone();
+    flipped[100_000] ^= 0x01;
+    v.store
+        .put("flipped", Bytes::from(flipped), &Metadata::new())
+        .await
+        .unwrap();
+    let truncated = object[..object.len() - 65568 + 1000].to_vec();
+    v.store
+        .put("truncated", Bytes::from(truncated), &Metadata::new())
+        .await
+        .unwrap();
+    let cut_at_boundary = object[..2 * 65568].to_vec();
+    v.store
+        .put("cut", Bytes::from(cut_at_boundary), &Metadata::new())
+        .await
+        .unwrap();
+    v.store
+        .put(
+            "foreign.txt",
+            Bytes::from_static(b"plain text someone uploaded"),
+            &Metadata::new(),
+        )
+        .await
+        .unwrap();
+
+    let m = v.mount(&[]);
+    assert_eq!(std::fs::read(m.join("good")).unwrap(), data);
+    for name in ["flipped", "truncated", "cut", "foreign.txt"] {
+        assert!(m.join(name).exists(), "{name} is listed");
+        let err = std::fs::read(m.join(name)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{name}: {err}");
+    }
+    // The first 64 KiB of the flipped object are intact and may be read; the flipped
+    // segment may not.
+    let mut f = std::fs::File::open(m.join("flipped")).unwrap();
+    let mut head = vec![0; 1000];
+    f.read_exact(&mut head).unwrap();
+    assert!(head == data[..1000]);
+    f.seek(SeekFrom::Start(120_000)).unwrap();
+    let mut buf = vec![0; 100];
+    assert_eq!(
+        f.read(&mut buf).unwrap_err().raw_os_error(),
+        Some(libc::EIO)
+    );
+    let log = m.log_text();
+    for name in ["flipped", "foreign.txt", "truncated", "cut"] {
+        assert!(
+            log.lines().any(|l| l.contains(&format!("key=t/{name}")) || l.contains(&format!("key={name}"))),
+            "a log line names {name}:\n{log}"
+        );
+    }
+}
+
+async fn wrong_key_and_missing_volume_are_refused(kind: ServerKind) {
+    let v = TestVolume::new(kind, "refuse", "").await;
+    let other = v.dir.path().join("other.key");
+    write_key_file(&other, 99);
+    let err = v
+        .mount_with_key(&other, &[])
+        .err()
+        .expect("the wrong key must not mount");
+    assert!(err.contains("does not match"), "{err}");
+
+    let fresh = TestVolume::uninitialised(kind, "noconfig", "nothing-here").await;
+    let err = fresh
+        .mount_with_key(&fresh.key_file, &[])
+        .err()
+        .expect("no volume, no mount");
+    assert!(err.contains("s3cryptfs init"), "{err}");
+
+    let mountpoint = tempfile::tempdir().unwrap();
+    let out = v.cli(
+        &[
+            "mount",
+            "no-such-bucket-anywhere",
+            &mountpoint.path().to_string_lossy(),
+            "--foreground",
+            "--key-file",
+        ],
+        &[&v.key_file],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(!common::mount::is_mounted(mountpoint.path()));
+}
