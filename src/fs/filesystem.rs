@@ -578,7 +578,7 @@ impl Filesystem {
             }
             return Ok(self.add_writer(ino, node.key.clone(), pid));
         }
-        if node.writers > 0 {
+        if node.writers > 0 && !self.wait_for_commit(ino).await {
             info!(key = %node.key, "cannot read a file while it is being written");
             return Err(libc::EBUSY);
         }
@@ -677,6 +677,20 @@ impl Filesystem {
             fs.inodes.lock().unwrap().close(ino);
             fs.releasing.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+
+    /// A file closed a moment ago may still be committing in its release (the kernel sends
+    /// release after close() returns): give it a short while before calling the file busy.
+    async fn wait_for_commit(&self, ino: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            match self.inodes.lock().unwrap().get(ino) {
+                Some(n) if n.writers > 0 => {}
+                _ => return true,
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
     }
 
     /// Waits (up to `timeout`) for releases that are still committing files.
