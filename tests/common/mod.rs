@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod mount;
+pub mod proxy;
 pub mod server;
 
 use s3cryptfs::store::{S3Store, StaticCredentials, StoreConfig};

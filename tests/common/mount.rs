@@ -84,6 +84,16 @@ impl TestVolume {
 
     /// Mounts with `key_file`; Err(log) if the daemon exits before the mount is live.
     pub fn mount_with_key(&self, key_file: &Path, extra: &[&str]) -> Result<Mount, String> {
+        self.mount_at(&self.server.endpoint, key_file, extra)
+    }
+
+    /// Mounts through another endpoint (a fault-injecting proxy).
+    pub fn mount_via(&self, endpoint: &str, extra: &[&str]) -> Mount {
+        self.mount_at(endpoint, &self.key_file, extra)
+            .unwrap_or_else(|e| panic!("mount failed: {e}"))
+    }
+
+    fn mount_at(&self, endpoint: &str, key_file: &Path, extra: &[&str]) -> Result<Mount, String> {
         let mountpoint = tempfile::tempdir().expect("mountpoint");
         let log = self.dir.path().join(format!(
             "mount-{}.log",
@@ -94,11 +104,7 @@ impl TestVolume {
             .arg(mountpoint.path())
             .arg("--key-file")
             .arg(key_file)
-            .args([
-                "--endpoint-url",
-                &self.server.endpoint,
-                "--force-path-style",
-            ])
+            .args(["--endpoint-url", endpoint, "--force-path-style"])
             .args(["--foreground", "--log-level", "debug"])
             .args(extra)
             .stdin(Stdio::null())

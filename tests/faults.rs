@@ -1,0 +1,131 @@
+//! Faults on the wire between a mount and the server: retries happen, writes either commit
+//! intact or close() fails with EIO leaving nothing behind, reads are right or EIO.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::mount::{TestVolume, sha256_file, stderr};
+use common::proxy::{Fault, FaultProxy, get_object, put_object, upload_part};
+use common::{ServerKind, random_bytes};
+use s3cryptfs::store::ObjectStore;
+
+on_both_servers!(
+    a_part_that_fails_once_is_retried,
+    a_part_that_always_fails_fails_close_and_leaves_nothing,
+    a_small_file_whose_put_fails_is_not_created,
+    reads_survive_throttling_resets_and_stalls,
+);
+
+const PART: usize = 128 * 65536 - 48;
+
+/// Like std::fs::write, but reports close()'s result (Rust's File ignores it on drop).
+fn write_and_close(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    let fd = f.into_raw_fd();
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn cp(from: &std::path::Path, to: &std::path::Path) -> std::process::Output {
+    Command::new("cp").arg(from).arg(to).output().unwrap()
+}
+
+async fn a_part_that_fails_once_is_retried(kind: ServerKind) {
+    let v = TestVolume::new(kind, "retry-part", "").await;
+    let proxy = FaultProxy::start(&v.server.endpoint);
+    let m = v.mount_via(&proxy.endpoint, &[]);
+    let src = tempfile::tempdir().unwrap();
+    let local = src.path().join("f");
+    std::fs::write(&local, random_bytes(2 * PART + 1000, 1)).unwrap();
+    proxy.inject(upload_part, Fault::Status(500, "InternalError"), Some(1));
+    proxy.inject(upload_part, Fault::Reset, Some(1));
+    let out = cp(&local, &m.join("f"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(proxy.fired(), 2, "both faults were hit");
+    assert_eq!(proxy.count(upload_part), 3 + 2, "three parts, two retried");
+    assert_eq!(sha256_file(&m.join("f")), sha256_file(&local));
+    assert!(v.store.list_uploads("").await.unwrap().is_empty());
+}
+
+async fn a_part_that_always_fails_fails_close_and_leaves_nothing(kind: ServerKind) {
+    let v = TestVolume::new(kind, "fail-part", "").await;
+    let proxy = FaultProxy::start(&v.server.endpoint);
+    let m = v.mount_via(&proxy.endpoint, &["--max-attempts", "2"]);
+    let src = tempfile::tempdir().unwrap();
+    let local = src.path().join("f");
+    std::fs::write(&local, random_bytes(2 * PART + 1000, 2)).unwrap();
+    proxy.inject(upload_part, Fault::Status(500, "InternalError"), None);
+    let out = cp(&local, &m.join("f"));
+    assert!(
+        !out.status.success(),
+        "cp must fail when parts cannot be uploaded"
+    );
+    assert!(
+        stderr(&out).contains("Input/output error"),
+        "close/write reports EIO: {}",
+        stderr(&out)
+    );
+    assert!(
+        v.store.head("f").await.unwrap_err().is_not_found(),
+        "no object under the name"
+    );
+    assert!(
+        v.store.list_uploads("").await.unwrap().is_empty(),
+        "the upload was aborted"
+    );
+    assert!(m.log_text().contains("not saved") || m.log_text().contains("failed"));
+    // The mount stays usable.
+    proxy.clear();
+    std::fs::write(m.join("after"), b"still works").unwrap();
+    assert_eq!(std::fs::read(m.join("after")).unwrap(), b"still works");
+}
+
+async fn a_small_file_whose_put_fails_is_not_created(kind: ServerKind) {
+    let v = TestVolume::new(kind, "fail-put", "p").await;
+    let proxy = FaultProxy::start(&v.server.endpoint);
+    let m = v.mount_via(&proxy.endpoint, &["--max-attempts", "2"]);
+    proxy.inject(put_object, Fault::Status(503, "SlowDown"), None);
+    let err = write_and_close(&m.join("small"), b"12345").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(v.store.head("small").await.unwrap_err().is_not_found());
+    assert_eq!(
+        proxy.count(put_object),
+        2,
+        "retried once (2 attempts), then gave up"
+    );
+}
+
+async fn reads_survive_throttling_resets_and_stalls(kind: ServerKind) {
+    let v = TestVolume::new(kind, "read-faults", "").await;
+    let data = random_bytes(PART + 12345, 3);
+    let src = tempfile::tempdir().unwrap();
+    let local = src.path().join("f");
+    std::fs::write(&local, &data).unwrap();
+    {
+        let m = v.mount(&[]);
+        assert!(cp(&local, &m.join("f")).status.success());
+    }
+    let proxy = FaultProxy::start(&v.server.endpoint);
+    let m = v.mount_via(&proxy.endpoint, &["--request-timeout", "2"]);
+    proxy.inject(get_object, Fault::Status(503, "SlowDown"), Some(2));
+    proxy.inject(get_object, Fault::Reset, Some(2));
+    proxy.inject(get_object, Fault::Stall(Duration::from_secs(4)), Some(1));
+    assert!(
+        std::fs::read(m.join("f")).unwrap() == data,
+        "correct bytes after retries"
+    );
+    assert_eq!(proxy.fired(), 5);
+    // A read that cannot succeed fails with EIO, never with wrong bytes.
+    drop(m);
+    let m = v.mount_via(&proxy.endpoint, &["--max-attempts", "2"]);
+    proxy.inject(get_object, Fault::Status(500, "InternalError"), None);
+    let err = std::fs::read(m.join("f")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+}
