@@ -135,10 +135,7 @@ fn relay(client: TcpStream, upstream: &str, state: &Mutex<State>) {
     });
     let mut reader = BufReader::new(client.try_clone().unwrap());
     let mut server_write = server;
-    loop {
-        let Some((head, method, target, length)) = read_head(&mut reader) else {
-            break;
-        };
+    while let Some((head, method, target, length)) = read_head(&mut reader) {
         let fault = {
             let mut st = state.lock().unwrap();
             st.seen.push((method.clone(), target.clone()));

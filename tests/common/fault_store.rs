@@ -1,0 +1,177 @@
+//! A fault-injecting wrapper around any [`ObjectStore`] (test code): fails or delays the Nth
+//! call of a kind, to drive the upload and read pipelines into their error paths.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use s3cryptfs::store::{
+    CompletedPart, GetResponse, ListPage, Metadata, ObjectInfo, ObjectStore, PutResult, StoreError,
+    StoreErrorKind, UploadInfo,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Head,
+    Get,
+    Put,
+    CreateMultipart,
+    UploadPart,
+    CompleteMultipart,
+    AbortMultipart,
+    List,
+    Copy,
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Fail(StoreErrorKind),
+    Delay(Duration),
+}
+
+#[derive(Default)]
+struct Plan {
+    /// (op, call number starting at 1, or 0 for every call) -> action
+    rules: Vec<(Op, usize, Action)>,
+    calls: HashMap<Op, usize>,
+}
+
+pub struct FaultStore {
+    inner: Arc<dyn ObjectStore>,
+    plan: Mutex<Plan>,
+}
+
+impl FaultStore {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            inner,
+            plan: Mutex::new(Plan::default()),
+        }
+    }
+
+    /// Applies `action` to the `nth` call of `op` (1-based), or to every call when `nth` is 0.
+    pub fn on(&self, op: Op, nth: usize, action: Action) {
+        self.plan.lock().unwrap().rules.push((op, nth, action));
+    }
+
+    pub fn calls(&self, op: Op) -> usize {
+        self.plan
+            .lock()
+            .unwrap()
+            .calls
+            .get(&op)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    async fn enter(&self, op: Op) -> Result<(), StoreError> {
+        let action = {
+            let mut plan = self.plan.lock().unwrap();
+            let n = plan.calls.entry(op).or_insert(0);
+            *n += 1;
+            let n = *n;
+            plan.rules
+                .iter()
+                .find(|(o, nth, _)| *o == op && (*nth == 0 || *nth == n))
+                .map(|(_, _, a)| a.clone())
+        };
+        match action {
+            Some(Action::Fail(kind)) => {
+                Err(StoreError::new(kind, format!("injected failure of {op:?}")))
+            }
+            Some(Action::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FaultStore {
+    async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
+        self.enter(Op::Head).await?;
+        self.inner.head(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<GetResponse, StoreError> {
+        self.enter(Op::Get).await?;
+        self.inner.get_range(key, range, if_match).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: &Metadata,
+    ) -> Result<PutResult, StoreError> {
+        self.enter(Op::Put).await?;
+        self.inner.put(key, body, metadata).await
+    }
+    async fn create_multipart(&self, key: &str, metadata: &Metadata) -> Result<String, StoreError> {
+        self.enter(Op::CreateMultipart).await?;
+        self.inner.create_multipart(key, metadata).await
+    }
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+    ) -> Result<CompletedPart, StoreError> {
+        self.enter(Op::UploadPart).await?;
+        self.inner
+            .upload_part(key, upload_id, part_number, body)
+            .await
+    }
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<PutResult, StoreError> {
+        self.enter(Op::CompleteMultipart).await?;
+        self.inner.complete_multipart(key, upload_id, parts).await
+    }
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        self.enter(Op::AbortMultipart).await?;
+        self.inner.abort_multipart(key, upload_id).await
+    }
+    async fn list_uploads(&self, prefix: &str) -> Result<Vec<UploadInfo>, StoreError> {
+        self.inner.list_uploads(prefix).await
+    }
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        continuation: Option<String>,
+    ) -> Result<ListPage, StoreError> {
+        self.enter(Op::List).await?;
+        self.inner.list_page(prefix, delimiter, continuation).await
+    }
+    async fn copy(
+        &self,
+        src: &str,
+        dst: &str,
+        metadata: Option<&Metadata>,
+    ) -> Result<PutResult, StoreError> {
+        self.enter(Op::Copy).await?;
+        self.inner.copy(src, dst, metadata).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.enter(Op::Delete).await?;
+        self.inner.delete(key).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.enter(Op::Delete).await?;
+        self.inner.delete_many(keys).await
+    }
+}
