@@ -25,6 +25,10 @@
 #           mount, the page cache dropped before each, so nothing is cached anywhere.
 #   daemon: peak RSS (VmHWM) of the mount daemon, and its CPU time (utime+stime) spent during
 #           the cp / cat, per GiB. Garage's CPU time per GiB is recorded too.
+#   settle: before each timed step, dirty pages are flushed and Garage is left to go idle.
+#           The page cache is dropped before uploads too (then the source file is read back
+#           into it): without that, whichever upload came second in a run was ~30 % slower
+#           and cost Garage ~45 % more CPU, for the baseline and s3cryptfs alike.
 #   check:  the file read back through a fresh mount is compared byte for byte (cmp).
 # The order of baseline and s3cryptfs alternates between runs so neither always goes first.
 set -euo pipefail
@@ -102,6 +106,18 @@ cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 # peak resident set size of a process, in KiB
 vm_hwm() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# before each timed step: flush dirty pages, and wait (up to 30 s) until Garage has finished
+# the background work of the previous step (its CPU use falls under 5 % over half a second),
+# so one measurement does not pay for the one before it
+settle() {
+  sync
+  local a b
+  for _ in $(seq 60); do
+    a=$(cpu_ticks "$GARAGE_PID"); sleep 0.5; b=$(cpu_ticks "$GARAGE_PID")
+    [ $(((b - a) * 100)) -le $((CLK_TCK * 5 / 2)) ] && return 0
+  done
+  log "garage still busy after 30 s; measuring anyway"
+}
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 range() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "–" hi }'; }
 
@@ -215,7 +231,7 @@ per_gib() { calc "$1 / $CLK_TCK / ($SIZE / 1073741824)" 2; } # ticks -> s/GiB
 declare -a BU FW FW_RSS FW_CPU FW_G BU_G BD FR FR_RSS FR_CPU FR_G BD_G
 
 baseline_upload() { # run
-  cat "$DATA" > /dev/null; sync
+  drop_caches; cat "$DATA" > /dev/null; settle
   local g0 t0 t1 g1
   g0=$(cpu_ticks "$GARAGE_PID"); t0=$(now)
   step "baseline upload" "$BASE" upload "$DATA" "baseline/run$1.bin" > "$LOGS/baseline-upload-$1.out"
@@ -224,7 +240,7 @@ baseline_upload() { # run
   log "run $1: baseline upload   ${BU[$1]} MiB/s"
 }
 fs_write() { # run
-  cat "$DATA" > /dev/null; sync
+  drop_caches; cat "$DATA" > /dev/null; settle
   mount_fs "daemon-write-$1.log"
   local c0 g0 t0 t1 c1 g1
   c0=$(cpu_ticks "$DPID"); g0=$(cpu_ticks "$GARAGE_PID"); t0=$(now)
@@ -236,7 +252,7 @@ fs_write() { # run
   log "run $1: s3cryptfs cp      ${FW[$1]} MiB/s, daemon ${FW_RSS[$1]} MiB peak, ${FW_CPU[$1]} CPU s/GiB"
 }
 baseline_download() { # run
-  drop_caches
+  drop_caches; settle
   local g0 t0 t1 g1 out
   g0=$(cpu_ticks "$GARAGE_PID"); t0=$(now)
   step "baseline download" "$BASE" download "baseline/run$1.bin" /dev/null > "$LOGS/baseline-download-$1.out"
@@ -248,7 +264,7 @@ baseline_download() { # run
 }
 fs_read() { # run
   mount_fs "daemon-read-$1.log"
-  drop_caches
+  drop_caches; settle
   local c0 g0 t0 t1 c1 g1
   c0=$(cpu_ticks "$DPID"); g0=$(cpu_ticks "$GARAGE_PID"); t0=$(now)
   step "cold read through the mount" sh -c 'cat "$1" > /dev/null' sh "$MNT/run$1.bin"

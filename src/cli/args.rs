@@ -36,6 +36,10 @@ pub enum Command {
 /// Where the bucket is and how to reach it.
 #[derive(Debug, Args, Clone)]
 pub struct ConnectionArgs {
+    /// Key prefix of the volume inside the bucket (instead of, or appended to,
+    /// BUCKET/PREFIX)
+    #[arg(long)]
+    pub prefix: Option<String>,
     /// AWS region of the bucket [default: from AWS_REGION or the profile, else us-east-1]
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
@@ -61,7 +65,15 @@ pub struct ConnectionArgs {
 
 impl ConnectionArgs {
     pub fn store_config(&self, location: &str) -> Result<StoreConfig, String> {
-        let mut config = StoreConfig::from_location(location)?;
+        let location = match &self.prefix {
+            Some(p) => format!(
+                "{}/{}",
+                location.trim_end_matches('/'),
+                p.trim_start_matches('/')
+            ),
+            None => location.to_string(),
+        };
+        let mut config = StoreConfig::from_location(&location)?;
         config.region = self.region.clone();
         config.endpoint_url = self.endpoint_url.clone();
         config.force_path_style = self.force_path_style;
@@ -180,6 +192,10 @@ pub struct MountArgs {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Append logs to this file. Without it logs go to stderr, which a background mount
+    /// closes once the mount is live (use --foreground under systemd: journald keeps them)
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 pub fn parse_mode(s: &str) -> Result<u16, String> {

@@ -19,29 +19,48 @@ pub const EXIT_STORE: i32 = 4;
 /// Runs the command line; returns the process exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let log_level = match &cli.command {
-        Command::Mount(m) => m.log_level.clone(),
-        _ => "warn".to_string(),
+    let (log_level, log_file) = match &cli.command {
+        Command::Mount(m) => (m.log_level.clone(), m.log_file.clone()),
+        _ => ("warn".to_string(), None),
     };
-    init_logging(&log_level);
+    if let Err(e) = init_logging(&log_level, log_file.as_deref()) {
+        return fail(EXIT_USAGE, e);
+    }
     match cli.command {
         Command::Init(args) => init::run(args),
         Command::Mount(args) => mount::run(args),
     }
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, file: Option<&std::path::Path>) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     // The SDK's own logs are noisy at info; keep them at warn unless RUST_LOG says otherwise.
     let default =
         format!("{level},aws_config=warn,aws_smithy_runtime=warn,aws_sdk_s3=warn,fuser=error");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    match file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+            let _ = builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .try_init();
+        }
+        None => {
+            let _ = builder
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    }
+    Ok(())
 }
 
 /// Prints an error the way every subcommand does, and returns `code`.

@@ -138,7 +138,7 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
         SessionACL::Owner
     };
     config.n_threads = Some(2);
-    let mut session = match fuser::Session::new(adapter, &args.mountpoint, &config) {
+    let session = match fuser::Session::new(adapter, &args.mountpoint, &config) {
         Ok(s) => s,
         Err(e) => {
             return fail(
@@ -147,7 +147,6 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
             );
         }
     };
-    let mut unmounter = session.unmount_callable();
     let background = match session.spawn() {
         Ok(b) => b,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the FUSE session: {e}")),
@@ -160,6 +159,7 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     ready.report("ready");
 
+    let mountpoint = args.mountpoint.clone();
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -184,14 +184,33 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
             std::process::exit(EXIT_FAILURE);
         });
         fs.commit_all(SHUTDOWN_COMMIT_TIMEOUT).await;
-        if let Err(e) = unmounter.unmount() {
-            warn!("unmount failed: {e}");
-        }
+        unmount(&mountpoint);
         let _ = session_done.await;
         fs.wait_for_releases(SHUTDOWN_COMMIT_TIMEOUT).await;
         info!("unmounted");
     });
     0
+}
+
+/// Unmounts `path`; while files are still open there, detaches it lazily (the session then
+/// ends when the last one is closed). fuser's own unmounter is not used: it skips the unmount
+/// when kernel requests are pending on the device.
+fn unmount(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return;
+    }
+    let err = std::io::Error::last_os_error();
+    warn!(
+        "unmount of {} failed ({err}); detaching it lazily",
+        path.display()
+    );
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        warn!("lazy unmount failed: {}", std::io::Error::last_os_error());
+    }
 }
 
 /// Re-runs this command in the foreground as a detached child and waits for its report.
@@ -254,15 +273,19 @@ impl ReadyPipe {
         Self(file)
     }
 
+    /// Tells the waiting parent how the mount went, and lets go of everything the parent
+    /// waits on: the report pipe and our stderr (the parent's), so that a caller capturing
+    /// the command's output is not held until the daemon exits.
     fn report(&self, what: &str) {
+        use std::os::fd::AsRawFd;
         if let Some(f) = &self.0 {
             let mut f = f.lock().unwrap();
             let _ = writeln!(f, "{what}");
-            // Closing tells the parent to stop waiting; dup2 /dev/null over it.
-            let null = std::fs::File::open("/dev/null").ok();
-            if let Some(null) = null {
-                use std::os::fd::AsRawFd;
-                unsafe { libc::dup2(null.as_raw_fd(), f.as_raw_fd()) };
+            if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                unsafe {
+                    libc::dup2(null.as_raw_fd(), f.as_raw_fd());
+                    libc::dup2(null.as_raw_fd(), libc::STDERR_FILENO);
+                }
             }
         }
     }

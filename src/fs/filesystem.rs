@@ -87,6 +87,8 @@ pub struct Filesystem {
     options: FsOptions,
     inodes: Mutex<InodeTable>,
     listings: Mutex<HashMap<u64, DirListing>>,
+    /// Names known not to exist, until the metadata TTL passes or this mount creates them.
+    negative: Mutex<HashMap<(u64, String), Instant>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_handle: AtomicU64,
     read: Arc<ReadContext>,
@@ -116,6 +118,7 @@ impl Filesystem {
             options,
             inodes: Mutex::new(InodeTable::new(root)),
             listings: Mutex::new(HashMap::new()),
+            negative: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             read,
@@ -193,13 +196,32 @@ impl Filesystem {
                 return Ok(self.attr_of(node));
             }
         }
+        let slot = (parent, name.to_string());
+        if self
+            .negative
+            .lock()
+            .unwrap()
+            .get(&slot)
+            .is_some_and(|until| *until > Instant::now())
+        {
+            return Err(libc::ENOENT);
+        }
         let entry = match self.fresh_listing_entry(parent, name) {
             Some(found) => found,
             None => self.probe(&parent_node.key, name).await?,
         };
         let (kind, state) = match entry {
             Some(e) => (e.kind, self.state_from_listing(&e)),
-            None => return Err(libc::ENOENT),
+            None => {
+                let mut negative = self.negative.lock().unwrap();
+                // Bounded: expired entries go when the cache grows large.
+                if negative.len() > 100_000 {
+                    let now = Instant::now();
+                    negative.retain(|_, until| *until > now);
+                }
+                negative.insert(slot, Instant::now() + self.options.metadata_ttl);
+                return Err(libc::ENOENT);
+            }
         };
         let key = match kind {
             NodeKind::File => names::file_key(&parent_node.key, name, self.volume_prefix_len())?,
@@ -547,6 +569,10 @@ impl Filesystem {
             node.open_handles += 1;
             ino
         };
+        self.negative
+            .lock()
+            .unwrap()
+            .remove(&(parent, name.to_string()));
         let fh = self.add_writer(ino, key, pid);
         let attr = self.attr_of(&self.node(ino)?);
         Ok((attr, fh))
@@ -682,7 +708,7 @@ impl Filesystem {
     /// A file closed a moment ago may still be committing in its release (the kernel sends
     /// release after close() returns): give it a short while before calling the file busy.
     async fn wait_for_commit(&self, ino: u64) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             match self.inodes.lock().unwrap().get(ino) {
                 Some(n) if n.writers > 0 => {}
@@ -820,8 +846,14 @@ impl Filesystem {
         }
     }
 
+    /// Forgets what is cached about the directory `ino`'s entries (after this mount changed
+    /// it): its listing and its negative lookups.
     fn invalidate_listing(&self, ino: u64) {
         self.listings.lock().unwrap().remove(&ino);
+        self.negative
+            .lock()
+            .unwrap()
+            .retain(|(parent, _), _| *parent != ino);
     }
 
     fn forget_name(&self, parent: u64, name: &str) {

@@ -392,6 +392,16 @@ impl ObjectStore for S3Store {
             .bucket(&self.config.bucket)
             .key(self.full_key(key))
             .upload_id(upload_id)
+            .customize()
+            // An abort usually follows a failure, often an outage: try for longer than other
+            // requests so that no orphaned parts stay behind (and keep costing storage).
+            .config_override(
+                aws_sdk_s3::config::Builder::default().retry_config(
+                    RetryConfig::standard()
+                        .with_max_attempts(self.config.max_attempts.max(10))
+                        .with_max_backoff(std::time::Duration::from_secs(10)),
+                ),
+            )
             .send()
             .await
             .map_err(|e| map_err("AbortMultipartUpload", key, e))?;

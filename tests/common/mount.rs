@@ -178,11 +178,12 @@ impl Mount {
     fn shutdown(&mut self) -> Option<i32> {
         let dir = self.mountpoint.take()?;
         let mut child = self.child.take()?;
-        let ok = Command::new("umount")
-            .arg(dir.path())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
+        let ok = !is_mounted(dir.path())
+            || Command::new("umount")
+                .arg(dir.path())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
         if !ok {
             let _ = Command::new("umount").arg("-l").arg(dir.path()).status();
         }

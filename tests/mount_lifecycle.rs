@@ -1,0 +1,149 @@
+//! Mount lifecycle: daemonizing, graceful shutdown that saves open files, server outages.
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use common::mount::{BIN, TestVolume, is_mounted, sha256_file, stderr};
+use common::proxy::{Fault, FaultProxy};
+use common::{ServerKind, random_bytes};
+use s3cryptfs::store::ObjectStore;
+
+on_both_servers!(
+    background_mount_returns_once_live,
+    sigterm_saves_files_still_open,
+    server_outage_mid_copy_never_leaves_a_partial_object,
+);
+
+const PART: usize = 128 * 65536 - 48;
+
+async fn background_mount_returns_once_live(kind: ServerKind) {
+    let v = TestVolume::new(kind, "daemon", "").await;
+    let mountpoint = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["mount", &v.location()])
+        .arg(mountpoint.path())
+        .arg("--key-file")
+        .arg(&v.key_file)
+        .args(["--endpoint-url", &v.server.endpoint, "--force-path-style"])
+        .envs(v.server.env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        is_mounted(mountpoint.path()),
+        "mounted when the command returns"
+    );
+    std::fs::write(mountpoint.path().join("x"), b"daemonized").unwrap();
+    assert_eq!(
+        std::fs::read(mountpoint.path().join("x")).unwrap(),
+        b"daemonized"
+    );
+    assert!(
+        Command::new("umount")
+            .arg(mountpoint.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(!is_mounted(mountpoint.path()));
+
+    // A failing background mount reports the error and the status of the daemon.
+    let other = v.dir.path().join("wrong.key");
+    common::mount::write_key_file(&other, 200);
+    let out = Command::new(BIN)
+        .args(["mount", &v.location()])
+        .arg(mountpoint.path())
+        .arg("--key-file")
+        .arg(&other)
+        .args(["--endpoint-url", &v.server.endpoint, "--force-path-style"])
+        .envs(v.server.env())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+    assert!(!is_mounted(mountpoint.path()));
+}
+
+async fn sigterm_saves_files_still_open(kind: ServerKind) {
+    let v = TestVolume::new(kind, "sigterm", "").await;
+    let m = v.mount(&[]);
+    let data = random_bytes(PART + 5000, 11);
+    let mut f = std::fs::File::create(m.join("open")).unwrap();
+    f.write_all(&data).unwrap();
+    unsafe { libc::kill(m.pid() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while is_mounted(m.path()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!is_mounted(m.path()), "unmounted after SIGTERM");
+    drop(f);
+    let log = m.log_text();
+    assert!(log.contains("saved at shutdown"), "{log}");
+    let info = v.store.head("open").await.unwrap();
+    let object = v
+        .store
+        .get_range("open", 0..info.size, None)
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap();
+    let key = s3cryptfs::crypto::UserKey::from_key_file(&v.key_file).unwrap();
+    let store: std::sync::Arc<dyn ObjectStore> = std::sync::Arc::new(v.store.clone());
+    let volume = s3cryptfs::volume::Volume::open(store, &v.location(), &key)
+        .await
+        .unwrap();
+    let (_, plain) =
+        s3cryptfs::crypto::decrypt_to_vec(&volume.master, volume.layout, &object).unwrap();
+    assert!(plain == data, "everything written before SIGTERM was saved");
+    assert!(v.store.list_uploads("").await.unwrap().is_empty());
+}
+
+async fn server_outage_mid_copy_never_leaves_a_partial_object(kind: ServerKind) {
+    let v = TestVolume::new(kind, "outage", "").await;
+    let proxy = FaultProxy::start(&v.server.endpoint);
+    let m = v.mount_via(&proxy.endpoint, &["--max-attempts", "3"]);
+    let src = tempfile::tempdir().unwrap();
+    let local = src.path().join("f");
+    std::fs::write(&local, random_bytes(4 * PART, 12)).unwrap();
+    let target = m.join("f");
+    let copy = std::thread::spawn(move || {
+        Command::new("cp")
+            .arg(&local)
+            .arg(&target)
+            .output()
+            .unwrap()
+    });
+    // The server goes away for a while in the middle of the copy, then comes back.
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.inject(|_, _| true, Fault::Reset, None);
+    std::thread::sleep(Duration::from_secs(3));
+    proxy.clear();
+    let out = copy.join().unwrap();
+    let local = src.path().join("f");
+    match v.store.head("f").await {
+        Ok(_) => {
+            assert!(
+                out.status.success(),
+                "an object exists, so cp must have succeeded"
+            );
+            assert_eq!(
+                sha256_file(&m.join("f")),
+                sha256_file(&local),
+                "and it is intact"
+            );
+        }
+        Err(e) => {
+            assert!(e.is_not_found(), "{e}");
+            assert!(!out.status.success(), "no object, so cp must have failed");
+        }
+    }
+    assert!(
+        v.store.list_uploads("").await.unwrap().is_empty(),
+        "no upload left behind"
+    );
+}
