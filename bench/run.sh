@@ -123,59 +123,13 @@ range() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } EN
 
 # ---------------------------------------------------------------------------------------------
 # (b) Garage
-read -r S3_PORT RPC_PORT ADMIN_PORT < <(python3 - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])
-EOF
-)
-EP=http://127.0.0.1:$S3_PORT
-GCFG=$WORK/garage/garage.toml
-cat > "$GCFG" <<EOF
-metadata_dir = "$WORK/garage/meta"
-data_dir = "$WORK/garage/data"
-db_engine = "lmdb"
-replication_factor = 1
-metadata_fsync = false
-data_fsync = false
-compression_level = "none"
-rpc_bind_addr = "127.0.0.1:$RPC_PORT"
-rpc_public_addr = "127.0.0.1:$RPC_PORT"
-rpc_secret = "$(head -c 32 /dev/urandom | xxd -p -c64)"
-
-[s3_api]
-s3_region = "us-east-1"
-api_bind_addr = "127.0.0.1:$S3_PORT"
-root_domain = ".s3.localhost"
-
-[admin]
-api_bind_addr = "127.0.0.1:$ADMIN_PORT"
-EOF
-RUST_LOG=warn "$GARAGE" -c "$GCFG" server > "$LOGS/garage.log" 2>&1 < /dev/null &
-GARAGE_PID=$!
-G() { "$GARAGE" -c "$GCFG" "$@"; }
-log "garage (pid $GARAGE_PID) starting on $EP"
-for i in $(seq 300); do
-  kill -0 "$GARAGE_PID" 2>/dev/null || { tail -20 "$LOGS/garage.log" >&2; die "garage exited"; }
-  (exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null && NODE=$(G node id -q 2>/dev/null) && break
-  [ "$i" = 300 ] && die "garage did not come up within 60 s"
-  sleep 0.2
-done
-NODE=${NODE%%@*}
-AK=GK$(head -c 12 /dev/urandom | xxd -p -c64)
-SK=$(head -c 32 /dev/urandom | xxd -p -c64)
+# shellcheck source=../scripts/local-garage.sh
+. "$REPO/scripts/local-garage.sh"
+GARAGE_BIN=$GARAGE
 BUCKET=bench
-{
-  G layout assign -z dc1 -c 100G "$NODE"
-  G layout apply --version 1
-  G key import --yes -n bench "$AK" "$SK"
-  G bucket create "$BUCKET"
-  G bucket allow --read --write --owner "$BUCKET" --key "$AK"
-} > "$LOGS/garage-setup.log" 2>&1 || { cat "$LOGS/garage-setup.log" >&2; die "garage setup"; }
-
-export AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+garage_start "$WORK/garage" "$BUCKET" || die "garage did not start (logs in $WORK/garage)"
+EP=$S3_ENDPOINT
+log "garage (pid $GARAGE_PID) on $EP"
 export S3_ENDPOINT=$EP S3_BUCKET=$BUCKET
 unset AWS_ENDPOINT_URL AWS_PROFILE AWS_CA_BUNDLE
 

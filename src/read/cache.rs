@@ -47,6 +47,10 @@ impl SegmentCache {
         self.entries.lock().unwrap().put(id, plaintext);
     }
 
+    pub fn remove(&self, id: &SegmentId) {
+        self.entries.lock().unwrap().pop(id);
+    }
+
     /// Drops every segment of `key` (all versions): used when this mount replaces or deletes it.
     pub fn invalidate(&self, key: &str) {
         let mut entries = self.entries.lock().unwrap();

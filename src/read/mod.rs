@@ -32,12 +32,20 @@ pub struct PrefetchConfig {
 impl Default for PrefetchConfig {
     fn default() -> Self {
         Self {
-            chunk_segments: 64,
+            // 8 MiB GETs: few enough requests to keep the server's per-request cost low,
+            // small enough that the first one arrives quickly.
+            chunk_segments: 128,
             initial_window: 1024 * 1024,
-            max_window: 64 * 1024 * 1024,
+            max_window: 32 * 1024 * 1024,
         }
     }
 }
+
+/// A read this far behind the furthest one so far still counts as sequential: the kernel's
+/// read-ahead sends several requests at once and they can arrive out of order.
+const SEQUENTIAL_BACK: u64 = 1024 * 1024;
+/// A skip forward of up to this much still counts as sequential.
+const SEQUENTIAL_FORWARD: u64 = 16 * 1024 * 1024;
 
 /// What a reader needs that is shared by all open files.
 pub struct ReadContext {
@@ -135,7 +143,7 @@ impl ObjectReader {
         let layout = self.ctx.volume.layout;
         let first = layout.segment_of(offset);
         let last = layout.segment_of(end - 1);
-        self.schedule_prefetch(offset, end);
+        let sequential = self.schedule_prefetch(offset, end);
 
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         let mut fetched = VecDeque::new();
@@ -152,6 +160,11 @@ impl ObjectReader {
             let from = offset.max(range.start) - range.start;
             let to = end.min(range.end) - range.start;
             out.extend_from_slice(&plain[from as usize..to as usize]);
+            if sequential && end >= range.end {
+                // A sequential reader will not come back for it (the kernel's page cache
+                // keeps what it read): free the room for segments still ahead.
+                self.ctx.cache.remove(&self.segment_id(seg));
+            }
             seg += 1;
         }
         Ok(out.freeze())
@@ -192,20 +205,22 @@ impl ObjectReader {
     }
 
     /// Starts background GETs for the window ahead of a sequential reader.
-    fn schedule_prefetch(&self, offset: u64, end: u64) {
+    /// Returns whether the reader looks sequential.
+    fn schedule_prefetch(&self, offset: u64, end: u64) -> bool {
         let layout = self.ctx.volume.layout;
         let cfg = self.ctx.prefetch;
         let mut state = self.state.lock().unwrap();
-        let sequential = offset == state.next_offset;
-        state.next_offset = end;
+        let sequential = offset + SEQUENTIAL_BACK >= state.next_offset
+            && offset <= state.next_offset + SEQUENTIAL_FORWARD;
+        state.next_offset = state.next_offset.max(end);
         if !sequential {
             state.window = cfg.initial_window;
-            return;
+            return false;
         }
         let ahead_end = (end + state.window).min(self.plaintext_size);
         state.window = (state.window * 2).min(cfg.max_window);
         if ahead_end <= offset {
-            return;
+            return true;
         }
         let first_chunk = layout.segment_of(offset) / cfg.chunk_segments;
         let last_chunk = layout.segment_of(ahead_end - 1) / cfg.chunk_segments;
@@ -225,6 +240,7 @@ impl ObjectReader {
         // Forget requests far behind the reader, so the set stays small.
         let behind = first_chunk.saturating_sub(2);
         state.requested.retain(|c| *c >= behind);
+        true
     }
 
     fn spawn_fetch(&self, from: u64, to: u64) -> FetchFuture {
@@ -315,8 +331,11 @@ impl FetchJob {
         let mut out = Vec::with_capacity((to - from) as usize);
         for seg in from..to {
             let range = layout.segment_ciphertext_range(seg, self.plaintext_size);
-            let mut buf = BytesMut::zeroed((range.end - range.start) as usize);
-            response.body.read_exact(&mut buf).await?;
+            let mut buf = BytesMut::with_capacity((range.end - range.start) as usize);
+            response
+                .body
+                .read_into(&mut buf, (range.end - range.start) as usize)
+                .await?;
             let len = decryptor
                 .open_segment(seg, &mut buf)
                 .map_err(|e| self.log_corrupt(e))?;

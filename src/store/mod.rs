@@ -101,6 +101,28 @@ impl ObjectBody {
         }
     }
 
+    /// Appends exactly `len` bytes of the body to `buf` (without zero-filling it first).
+    pub async fn read_into(
+        &mut self,
+        buf: &mut bytes::BytesMut,
+        len: usize,
+    ) -> Result<(), StoreError> {
+        let target = buf.len() + len;
+        buf.reserve(len);
+        while buf.len() < target {
+            let want = (target - buf.len()) as u64;
+            let n = (&mut self.0)
+                .take(want)
+                .read_buf(buf)
+                .await
+                .map_err(|e| StoreError::transient(format!("reading object body: {e}")))?;
+            if n == 0 {
+                return Err(StoreError::transient("object body ended early"));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the rest of the body into memory (for small objects only).
     pub async fn collect(mut self) -> Result<Vec<u8>, StoreError> {
         let mut out = Vec::new();
