@@ -163,7 +163,7 @@ pub struct MountArgs {
     /// Permission bits of directories, in octal
     #[arg(long, default_value = "0755", value_parser = parse_mode)]
     pub dir_mode: u16,
-    /// Let other users than the mounting one use the mount (root may always do so)
+    /// Let users other than the one who mounted use the mount
     #[arg(long)]
     pub allow_other: bool,
     /// Mount read-only
