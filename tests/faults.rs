@@ -12,6 +12,8 @@ use common::{ServerKind, random_bytes};
 use s3cryptfs::store::ObjectStore;
 
 on_both_servers!(
+    a_failed_overwrite_keeps_the_old_version,
+    close_from_another_thread_reports_the_upload_error,
     a_part_that_fails_once_is_retried,
     a_part_that_always_fails_fails_close_and_leaves_nothing,
     a_small_file_whose_put_fails_is_not_created,
@@ -81,10 +83,85 @@ async fn a_part_that_always_fails_fails_close_and_leaves_nothing(kind: ServerKin
         "the upload was aborted"
     );
     assert!(m.log_text().contains("not saved") || m.log_text().contains("failed"));
-    // The mount stays usable.
+    // The mount stays usable, and so does the name.
     proxy.clear();
     std::fs::write(m.join("after"), b"still works").unwrap();
     assert_eq!(std::fs::read(m.join("after")).unwrap(), b"still works");
+    let out = cp(&local, &m.join("f"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(sha256_file(&m.join("f")), sha256_file(&local));
+
+    // With one part in flight, write() itself meets the failure: the same guarantees hold,
+    // and the file is not left busy.
+    drop(m);
+    let m = v.mount_via(
+        &proxy.endpoint,
+        &["--max-attempts", "1", "--parts-in-flight", "1"],
+    );
+    proxy.inject(upload_part, Fault::Status(500, "InternalError"), None);
+    let out = cp(&local, &m.join("g"));
+    assert!(!out.status.success());
+    assert!(v.store.head("g").await.unwrap_err().is_not_found());
+    assert!(v.store.list_uploads("").await.unwrap().is_empty());
+    proxy.clear();
+    let out = cp(&local, &m.join("g"));
+    assert!(
+        out.status.success(),
+        "the name is usable again: {}",
+        stderr(&out)
+    );
+    assert_eq!(sha256_file(&m.join("g")), sha256_file(&local));
+}
+
+async fn a_failed_overwrite_keeps_the_old_version(kind: ServerKind) {
+    let v = TestVolume::new(kind, "keep-old", "").await;
+    let proxy = FaultProxy::start(&v.server.endpoint);
+    let m = v.mount_via(&proxy.endpoint, &["--max-attempts", "1"]);
+    std::fs::write(m.join("f"), b"version one").unwrap();
+    proxy.inject(put_object, Fault::Status(500, "InternalError"), None);
+    let err = write_and_close(&m.join("f"), b"version two, never saved").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    proxy.clear();
+    // touch and an append attempt right after must not replace the old version.
+    assert!(
+        Command::new("touch")
+            .arg(m.join("f"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let append = std::fs::OpenOptions::new().append(true).open(m.join("f"));
+    if let Ok(mut f) = append {
+        use std::io::Write;
+        assert!(
+            f.write_all(b" appended").is_err(),
+            "appending is not supported yet"
+        );
+    }
+    assert_eq!(std::fs::read(m.join("f")).unwrap(), b"version one");
+}
+
+async fn close_from_another_thread_reports_the_upload_error(kind: ServerKind) {
+    let v = TestVolume::new(kind, "thread-close", "").await;
+    let proxy = FaultProxy::start(&v.server.endpoint);
+    let m = v.mount_via(&proxy.endpoint, &["--max-attempts", "1"]);
+    proxy.inject(put_object, Fault::Status(500, "InternalError"), None);
+    let path = m.join("f");
+    // Opened and written on one thread, closed on another (as Go and Java programs do).
+    let fd = std::thread::spawn(move || {
+        use std::io::Write;
+        use std::os::fd::IntoRawFd;
+        let mut f = std::fs::File::create(path).unwrap();
+        f.write_all(b"data").unwrap();
+        f.into_raw_fd()
+    })
+    .join()
+    .unwrap();
+    let rc = unsafe { libc::close(fd) };
+    let err = std::io::Error::last_os_error();
+    assert_eq!(rc, -1, "close() must report the failed upload");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert!(v.store.head("f").await.unwrap_err().is_not_found());
 }
 
 async fn a_small_file_whose_put_fails_is_not_created(kind: ServerKind) {

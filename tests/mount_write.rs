@@ -238,12 +238,39 @@ async fn shell_redirection_and_touch(kind: ServerKind) {
     );
     assert_eq!(std::fs::read(m.join("abc")).unwrap(), b"abc");
     assert_eq!(std::fs::metadata(m.join("empty")).unwrap().len(), 0);
+    // Replacing a file (O_TRUNC) makes a new version, through `>` and through cp.
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo goodbye > {}/greeting", m.path().display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read_to_string(m.join("greeting")).unwrap(),
+        "goodbye\n"
+    );
+    let src = tempfile::tempdir().unwrap();
+    let local = write_local(src.path(), "new-abc", b"a longer replacement");
+    let out = Command::new("cp")
+        .arg(&local)
+        .arg(m.join("abc"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(m.join("abc")).unwrap(),
+        b"a longer replacement"
+    );
     drop(m);
     // After a remount everything, including the empty file, is there.
     let m = v.mount(&[]);
     assert_eq!(
         std::fs::read_to_string(m.join("greeting")).unwrap(),
-        "hello\n"
+        "goodbye\n"
+    );
+    assert_eq!(
+        std::fs::read(m.join("abc")).unwrap(),
+        b"a longer replacement"
     );
     assert_eq!(std::fs::metadata(m.join("empty")).unwrap().len(), 0);
     assert!(std::fs::read(m.join("empty")).unwrap().is_empty());

@@ -72,6 +72,8 @@ pub struct WriteHandle {
     /// (a shell redirection or `dd` in a pipe closes copies of the descriptor early).
     pub opener_pid: u32,
     pub writer: ObjectWriter,
+    /// The inode has been told how the version ended (it is no longer being written).
+    pub settled: bool,
 }
 
 enum Handle {
@@ -89,6 +91,9 @@ pub struct Filesystem {
     listings: Mutex<HashMap<u64, DirListing>>,
     /// Names known not to exist, until the metadata TTL passes or this mount creates them.
     negative: Mutex<HashMap<(u64, String), Instant>>,
+    /// Bumped whenever this mount changes a directory: a listing or probe that started
+    /// before the change is not cached over it.
+    generations: Mutex<HashMap<u64, u64>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_handle: AtomicU64,
     read: Arc<ReadContext>,
@@ -119,6 +124,7 @@ impl Filesystem {
             inodes: Mutex::new(InodeTable::new(root)),
             listings: Mutex::new(HashMap::new()),
             negative: Mutex::new(HashMap::new()),
+            generations: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             read,
@@ -208,7 +214,16 @@ impl Filesystem {
         }
         let entry = match self.fresh_listing_entry(parent, name) {
             Some(found) => found,
-            None => self.probe(&parent_node.key, name).await?,
+            None => {
+                let generation = self.generation(parent);
+                let found = self.probe(&parent_node.key, name).await?;
+                if self.generation(parent) == generation {
+                    found
+                } else {
+                    // This mount changed the directory while we asked: ask again.
+                    self.probe(&parent_node.key, name).await?
+                }
+            }
         };
         let (kind, state) = match entry {
             Some(e) => (e.kind, self.state_from_listing(&e)),
@@ -338,6 +353,7 @@ impl Filesystem {
             }
         }
         let node = self.node(ino)?;
+        let generation = self.generation(ino);
         let listing = self
             .volume
             .store
@@ -388,13 +404,15 @@ impl Filesystem {
                 },
             );
         }
-        self.listings.lock().unwrap().insert(
-            ino,
-            DirListing {
-                entries: entries.clone(),
-                valid_until: Instant::now() + self.options.metadata_ttl,
-            },
-        );
+        if self.generation(ino) == generation {
+            self.listings.lock().unwrap().insert(
+                ino,
+                DirListing {
+                    entries: entries.clone(),
+                    valid_until: Instant::now() + self.options.metadata_ttl,
+                },
+            );
+        }
         Ok(entries)
     }
 
@@ -427,12 +445,12 @@ impl Filesystem {
             }
         }
         for (name, e) in &listed {
-            let key = match e.kind {
-                NodeKind::File => format!("{}{name}", node.key),
-                NodeKind::Dir => names::dir_prefix(&node.key, name),
-            };
-            // Inodes made here carry no lookup: the kernel looks each name up before use.
-            let child = inodes.upsert(ino, name, e.kind, key, self.state_from_listing(e), false);
+            // No inode is made for a listed name: the kernel looks a name up before it uses
+            // it, and `find` over millions of keys must not grow the table. Names not looked
+            // up yet get a stable synthetic number for d_ino.
+            let child = inodes
+                .child(ino, name)
+                .map_or_else(|| synthetic_ino(&node.key, name), |n| n.ino);
             entries.push(DirEntry {
                 ino: child,
                 name: name.clone(),
@@ -460,9 +478,13 @@ impl Filesystem {
         self.writable()?;
         let parent_node = self.node(parent)?;
         let name = names::to_key_component(name, parent == ROOT_INO)?;
-        if self.lookup(parent, OsStr::new(name)).await.is_ok() {
-            self.forget_name(parent, name);
-            return Err(libc::EEXIST);
+        match self.lookup(parent, OsStr::new(name)).await {
+            Ok(_) => {
+                self.forget_name(parent, name);
+                return Err(libc::EEXIST);
+            }
+            Err(libc::ENOENT) => {}
+            Err(e) => return Err(e),
         }
         let prefix = names::dir_prefix(&parent_node.key, name);
         names::file_key(&parent_node.key, name, 0)?;
@@ -573,7 +595,7 @@ impl Filesystem {
             .lock()
             .unwrap()
             .remove(&(parent, name.to_string()));
-        let fh = self.add_writer(ino, key, pid);
+        let fh = self.add_writer(ino, key, process_of(pid));
         let attr = self.attr_of(&self.node(ino)?);
         Ok((attr, fh))
     }
@@ -587,17 +609,24 @@ impl Filesystem {
         if access != libc::O_RDONLY {
             self.writable()?;
             let truncate = flags & libc::O_TRUNC != 0;
-            if node.writers > 0 {
-                return Err(libc::EBUSY);
+            if !truncate {
+                // Whether the file is empty decides between a new version and no writing at
+                // all, so it must be the bucket's answer, not a stale one.
+                self.getattr(ino).await?;
             }
-            if !truncate && node.state.size > 0 {
-                // Opening is allowed (touch, utimes); writing to it is refused at write().
-                self.inodes.lock().unwrap().open(ino);
-                return Ok(self.add_handle(Handle::NoWrite));
-            }
+            let pid = process_of(pid);
             {
                 let mut inodes = self.inodes.lock().unwrap();
                 let node = inodes.get_mut(ino).ok_or(libc::ENOENT)?;
+                if node.writers > 0 {
+                    return Err(libc::EBUSY);
+                }
+                if !truncate && node.state.size > 0 {
+                    // Opening is allowed (touch, utimes); writing is refused at write().
+                    node.open_handles += 1;
+                    drop(inodes);
+                    return Ok(self.add_handle(Handle::NoWrite));
+                }
                 node.writers += 1;
                 node.state.size = 0;
                 node.open_handles += 1;
@@ -609,10 +638,18 @@ impl Filesystem {
             return Err(libc::EBUSY);
         }
         // Open-after-close consistency: revalidate stale attributes (another writer may have
-        // replaced the object).
+        // replaced the object); a reader also needs the ETag to pin the version it reads.
+        if node.state.etag.is_none()
+            && let Some(n) = self.inodes.lock().unwrap().get_mut(ino)
+        {
+            n.state.valid_until = Instant::now();
+        }
         self.getattr(ino).await?;
         let node = self.node(ino)?;
-        let etag = node.state.etag.clone().unwrap_or_default();
+        let etag = node.state.etag.clone().ok_or_else(|| {
+            warn!(key = %node.key, "the server gave no ETag for this object");
+            libc::EIO
+        })?;
         let reader = ObjectReader::new(
             self.read.clone(),
             ObjectVersion {
@@ -667,9 +704,13 @@ impl Filesystem {
             return Ok(());
         };
         let mut h = handle.lock().await;
-        // An empty file is not committed at flush either: a shell redirection opens, dup2()s
-        // and closes the original descriptor before anything is written.
-        if h.opener_pid != pid || h.writer.is_empty() {
+        if h.opener_pid != process_of(pid) {
+            return Ok(());
+        }
+        // An empty file is not committed at flush: a shell redirection opens, dup2()s and
+        // closes the original descriptor before anything is written. A file whose commit
+        // already ran (fsync, a failed write) reports that result again.
+        if h.writer.is_empty() && !h.writer.is_committed() {
             return Ok(());
         }
         self.commit(&mut h).await
@@ -728,10 +769,11 @@ impl Filesystem {
     }
 
     async fn commit(&self, h: &mut WriteHandle) -> FsResult<()> {
-        if h.writer.is_committed() {
-            return h.writer.commit().await.map(|_| ()).map_err(|e| e.errno());
-        }
+        // Idempotent: a second call returns the first one's result.
         let result = h.writer.commit().await;
+        if std::mem::replace(&mut h.settled, true) {
+            return result.map(|_| ()).map_err(|e| e.errno());
+        }
         let key = h.writer.key().to_string();
         let parent = {
             let mut inodes = self.inodes.lock().unwrap();
@@ -754,8 +796,9 @@ impl Filesystem {
                     Some(node.parent)
                 }
                 (Err(_), Some(node)) => {
+                    // The previous version (if any) is still in the bucket: forget what we
+                    // believed, the next use asks S3.
                     node.writers = node.writers.saturating_sub(1);
-                    node.state.size = 0;
                     node.state.valid_until = Instant::now();
                     Some(node.parent)
                 }
@@ -790,18 +833,24 @@ impl Filesystem {
                 _ => None,
             })
             .collect();
-        for handle in writers {
-            let mut h = handle.lock().await;
-            let key = h.writer.key().to_string();
-            match tokio::time::timeout(timeout, self.commit(&mut h)).await {
-                Ok(Ok(())) => info!(key = %key, "saved at shutdown"),
-                Ok(Err(errno)) => warn!(key = %key, errno, "could not be saved at shutdown"),
+        let commits = writers.into_iter().map(|handle| async move {
+            let saved = tokio::time::timeout(timeout, async {
+                let mut h = handle.lock().await;
+                let result = self.commit(&mut h).await;
+                (h.writer.key().to_string(), result)
+            })
+            .await;
+            match saved {
+                Ok((key, Ok(()))) => info!(key = %key, "saved at shutdown"),
+                Ok((key, Err(errno))) => {
+                    warn!(key = %key, errno, "could not be saved at shutdown")
+                }
                 Err(_) => {
-                    warn!(key = %key, "not saved: shutdown timeout");
-                    h.writer.abort().await;
+                    warn!("a file was not saved: shutdown timeout (its upload is left for fsck)")
                 }
             }
-        }
+        });
+        futures::future::join_all(commits).await;
     }
 
     pub fn statfs_files(&self) -> u64 {
@@ -835,6 +884,7 @@ impl Filesystem {
                 ino,
                 opener_pid: pid,
                 writer,
+                settled: false,
             },
         ))))
     }
@@ -849,11 +899,21 @@ impl Filesystem {
     /// Forgets what is cached about the directory `ino`'s entries (after this mount changed
     /// it): its listing and its negative lookups.
     fn invalidate_listing(&self, ino: u64) {
+        *self.generations.lock().unwrap().entry(ino).or_insert(0) += 1;
         self.listings.lock().unwrap().remove(&ino);
         self.negative
             .lock()
             .unwrap()
             .retain(|(parent, _), _| *parent != ino);
+    }
+
+    fn generation(&self, ino: u64) -> u64 {
+        self.generations
+            .lock()
+            .unwrap()
+            .get(&ino)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn forget_name(&self, parent: u64, name: &str) {
@@ -867,6 +927,29 @@ impl Filesystem {
             self.forget(ino, 1);
         }
     }
+}
+
+/// The process a request comes from: FUSE reports the calling thread, and a program may open
+/// a file on one thread and close it on another.
+fn process_of(tid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(tid)
+}
+
+/// A d_ino for a listed name without an inode: stable, non-zero, and outside the range of
+/// real inode numbers (which count up from 1).
+fn synthetic_ino(dir_prefix: &str, name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (dir_prefix, name).hash(&mut h);
+    h.finish() | (1 << 63)
 }
 
 fn far_future() -> Instant {

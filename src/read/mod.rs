@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 pub use cache::{SegmentCache, SegmentId};
 
-use crate::crypto::{CryptoError, HEADER_LEN, Layout, ObjectDecryptor, ObjectKind};
+use crate::crypto::{CryptoError, HEADER_LEN, Layout, ObjectDecryptor};
 use crate::store::StoreError;
 use crate::volume::Volume;
 
@@ -170,13 +170,6 @@ impl ObjectReader {
         Ok(out.freeze())
     }
 
-    /// The whole plaintext of a small object (symlink targets and the like).
-    pub async fn read_all(&self) -> Result<(ObjectKind, Vec<u8>), ReadError> {
-        let data = self.read(0, self.plaintext_size as u32).await?;
-        let kind = self.decryptor().await?.kind();
-        Ok((kind, data.to_vec()))
-    }
-
     fn cached(&self, seg: u64) -> Option<Bytes> {
         self.ctx.cache.get(&self.segment_id(seg))
     }
@@ -234,8 +227,11 @@ impl ObjectReader {
             if (from..to).all(|s| self.cached(s).is_some()) {
                 continue;
             }
+            // Registered under the lock the task takes to deregister itself, so a fetch that
+            // finishes at once cannot leave a stale entry behind.
+            let mut inflight = self.inflight.lock().unwrap();
             let fetch = self.spawn_fetch(from, to);
-            self.inflight.lock().unwrap().insert(chunk, fetch);
+            inflight.insert(chunk, fetch);
         }
         // Forget requests far behind the reader, so the set stays small.
         let behind = first_chunk.saturating_sub(2);
@@ -276,17 +272,6 @@ impl ObjectReader {
             decryptor: self.decryptor.clone(),
         }
         .fetch(from, to)
-        .await
-    }
-
-    async fn decryptor(&self) -> Result<Arc<ObjectDecryptor>, ReadError> {
-        FetchJob {
-            ctx: self.ctx.clone(),
-            version: self.version.clone(),
-            plaintext_size: self.plaintext_size,
-            decryptor: self.decryptor.clone(),
-        }
-        .decryptor(None)
         .await
     }
 }

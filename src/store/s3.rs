@@ -675,6 +675,18 @@ where
         SdkError::ConstructionFailure(_) => {
             StoreError::fatal(format!("{op} {key}: {}", DisplayErrorContext(&err)))
         }
+        _ if format!("{}", DisplayErrorContext(&err)).contains("credentials") => StoreError::new(
+            StoreErrorKind::AccessDenied,
+            format!(
+                "{op} {key}: no usable AWS credentials (set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY, pass --profile, or run with an instance role): {}",
+                DisplayErrorContext(&err)
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+            ),
+        ),
         _ => StoreError::transient(format!("{op} {key}: {}", DisplayErrorContext(&err))),
     }
 }
@@ -688,6 +700,14 @@ mod tests {
         assert_eq!(parse_content_range("bytes 0-99/1234"), Some((0..100, 1234)));
         assert_eq!(parse_content_range("bytes 5-5/6"), Some((5..6, 6)));
         assert_eq!(parse_content_range("bytes */6"), None);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_ca_bundle_is_an_error() {
+        let mut config = StoreConfig::new("b", "");
+        config.ca_bundle = Some("/nonexistent/ca.pem".into());
+        let err = S3Store::connect(config).await.unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 
     #[test]

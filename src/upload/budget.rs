@@ -12,6 +12,11 @@ use super::WriteError;
 const UNIT: usize = 1024;
 /// Free buffers kept for reuse (beyond that they are freed).
 const POOLED_BUFFERS: usize = 8;
+/// Only buffers up to this size are pooled: the large parts of huge files are rare and would
+/// pin a lot of memory outside the budget.
+const POOLED_MAX: usize = 16 * 1024 * 1024;
+/// How long a writer already uploading waits for more memory before giving up.
+const LATER_BUFFER_WAIT: Duration = Duration::from_secs(600);
 
 #[derive(Clone)]
 pub struct MemoryBudget {
@@ -56,7 +61,17 @@ impl MemoryBudget {
                 }
             }
         } else {
-            acquire.await
+            // A writer whose own parts are uploading gets memory back as they finish; only
+            // memory held by other, idle writers can keep it waiting this long.
+            match tokio::time::timeout(LATER_BUFFER_WAIT, acquire).await {
+                Ok(p) => p,
+                Err(_) => {
+                    warn!(
+                        "no upload memory for {LATER_BUFFER_WAIT:?}: other open files hold the budget (raise --max-upload-memory)"
+                    );
+                    return Err(WriteError::OutOfMemory);
+                }
+            }
         }
         .expect("the semaphore is never closed");
         Ok(Reservation {
@@ -76,7 +91,10 @@ impl Reservation {
     /// An empty buffer with at least `capacity`, from the pool when one fits.
     pub fn take_buffer(&self, capacity: usize) -> Vec<u8> {
         let mut pool = self.pool.lock().unwrap();
-        if let Some(i) = pool.iter().position(|b| b.capacity() >= capacity) {
+        if let Some(i) = pool
+            .iter()
+            .position(|b| b.capacity() >= capacity && b.capacity() <= capacity * 2)
+        {
             return pool.swap_remove(i);
         }
         drop(pool);
@@ -85,6 +103,9 @@ impl Reservation {
 
     /// Returns a buffer to the pool (the reservation is released by dropping `self`).
     pub fn return_buffer(self, mut buffer: Vec<u8>) {
+        if buffer.capacity() > POOLED_MAX {
+            return;
+        }
         buffer.clear();
         let mut pool = self.pool.lock().unwrap();
         if pool.len() < POOLED_BUFFERS {

@@ -160,7 +160,7 @@ impl ObjectWriter {
 
     /// Appends `data` at `offset`, which must be the current end of the file. Waits (never
     /// fails) when the file's parts in flight or the mount's memory budget are at their limit.
-    pub async fn write(&mut self, offset: u64, mut data: &[u8]) -> Result<(), WriteError> {
+    pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), WriteError> {
         if self.result.is_some() {
             return Err(WriteError::Committed);
         }
@@ -168,6 +168,18 @@ impl ObjectWriter {
         if offset != written {
             return Err(WriteError::NotSequential { offset, written });
         }
+        if let Err(e) = self.write_inner(data).await {
+            // The stream cannot continue (a segment may already be sealed as not-last), so the
+            // version is abandoned: later commits report this error and nothing is left behind.
+            self.abort().await;
+            self.result = Some(Err(e.clone()));
+            self.ctx.stats.failures.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn write_inner(&mut self, mut data: &[u8]) -> Result<(), WriteError> {
         while !data.is_empty() {
             self.ensure_buffer().await?;
             let limit = self.part_limit();
@@ -261,8 +273,11 @@ impl ObjectWriter {
     /// Gives up: aborts the multipart upload (if any) so no parts are left behind.
     pub async fn abort(&mut self) {
         if let Some(mp) = self.multipart.take() {
+            // Stop the parts still uploading and wait until they are gone, so none can land
+            // after the abort and leave a part behind.
             for handle in mp.in_flight {
                 handle.abort();
+                let _ = handle.await;
             }
             if let Err(e) = self
                 .ctx
@@ -391,6 +406,10 @@ impl Drop for ObjectWriter {
             let key = std::mem::take(&mut self.key);
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
+                    for handle in mp.in_flight {
+                        handle.abort();
+                        let _ = handle.await;
+                    }
                     let _ = store.abort_multipart(&key, &mp.upload_id).await;
                 });
             }
