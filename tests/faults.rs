@@ -190,10 +190,10 @@ async fn reads_survive_throttling_resets_and_stalls(kind: ServerKind) {
         assert!(cp(&local, &m.join("f")).status.success());
     }
     let proxy = FaultProxy::start(&v.server.endpoint);
-    let m = v.mount_via(&proxy.endpoint, &["--request-timeout", "2"]);
+    let m = v.mount_via(&proxy.endpoint, &["--request-timeout", "3"]);
     proxy.inject(get_object, Fault::Status(503, "SlowDown"), Some(2));
     proxy.inject(get_object, Fault::Reset, Some(2));
-    proxy.inject(get_object, Fault::Stall(Duration::from_secs(4)), Some(1));
+    proxy.inject(get_object, Fault::Stall(Duration::from_secs(8)), Some(1));
     assert!(
         std::fs::read(m.join("f")).unwrap() == data,
         "correct bytes after retries"
