@@ -136,4 +136,9 @@ async fn small_files_use_one_put_large_ones_multipart(kind: ServerKind) {
         .unwrap();
     assert_eq!(faults.calls(Op::CreateMultipart), 1);
     assert_eq!(faults.calls(Op::UploadPart), 2);
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(ctx.stats.single_put_files.load(Relaxed), 1);
+    assert_eq!(ctx.stats.multipart_files.load(Relaxed), 1);
+    assert_eq!(ctx.stats.parts.load(Relaxed), 2);
+    assert_eq!(ctx.stats.failures.load(Relaxed), 0);
 }

@@ -115,7 +115,7 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
         },
         stats: UploadStats::default(),
     });
-    let fs = Arc::new(Filesystem::new(volume, fs_options, read, upload));
+    let fs = Arc::new(Filesystem::new(volume, fs_options, read, upload.clone()));
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
 
     let mut config = fuser::Config::default();
@@ -189,7 +189,20 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
         fs.wait_for_releases(SHUTDOWN_COMMIT_TIMEOUT).await;
         info!("unmounted");
     });
+    log_upload_totals(&upload.stats);
     0
+}
+
+fn log_upload_totals(stats: &UploadStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    info!(
+        single_put_files = stats.single_put_files.load(Relaxed),
+        multipart_files = stats.multipart_files.load(Relaxed),
+        parts = stats.parts.load(Relaxed),
+        bytes = stats.bytes.load(Relaxed),
+        failed_files = stats.failures.load(Relaxed),
+        "upload totals"
+    );
 }
 
 /// Unmounts `path`; while files are still open there, detaches it lazily (the session then
