@@ -82,16 +82,7 @@ async fn sigterm_saves_files_still_open(kind: ServerKind) {
     drop(f);
     let log = m.log_text();
     assert!(log.contains("saved at shutdown"), "{log}");
-    let info = v.store.head("open").await.unwrap();
-    let object = v
-        .store
-        .get_range("open", 0..info.size, None)
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap();
+    let object = common::read_object(&v.store, "open").await;
     let key = s3cryptfs::crypto::UserKey::from_key_file(&v.key_file).unwrap();
     let store: std::sync::Arc<dyn ObjectStore> = std::sync::Arc::new(v.store.clone());
     let volume = s3cryptfs::volume::Volume::open(store, &v.location(), &key)

@@ -334,46 +334,54 @@ async fn wrong_key_and_missing_volume_are_refused(kind: ServerKind) {
     assert!(!common::mount::is_mounted(mountpoint.path()));
 
     // Nothing listening: a clear failure in bounded time, no mount left behind.
-    let out = std::process::Command::new(common::mount::BIN)
-        .args(["mount", &v.location()])
-        .arg(mountpoint.path())
-        .arg("--key-file")
-        .arg(&v.key_file)
-        .args([
-            "--endpoint-url",
-            "http://127.0.0.1:9",
-            "--force-path-style",
-            "--foreground",
-        ])
-        .args(["--max-attempts", "2"])
-        .envs(v.server.env())
-        .output()
-        .unwrap();
+    let out = foreground_mount(
+        &v,
+        mountpoint.path(),
+        "http://127.0.0.1:9",
+        &["--max-attempts", "2"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("HeadBucket"), "{}", stderr(&out));
     assert!(!common::mount::is_mounted(mountpoint.path()));
 
     if kind == ServerKind::Garage {
         // Garage checks signatures: a wrong secret is access denied, said plainly.
-        let out = std::process::Command::new(common::mount::BIN)
-            .args(["mount", &v.location()])
-            .arg(mountpoint.path())
-            .arg("--key-file")
-            .arg(&v.key_file)
-            .args([
-                "--endpoint-url",
-                &v.server.endpoint,
-                "--force-path-style",
-                "--foreground",
-            ])
-            .envs(v.server.env())
-            .env(
-                "AWS_SECRET_ACCESS_KEY",
-                "0000000000000000000000000000000000000000000000000000000000000bad",
-            )
-            .output()
-            .unwrap();
+        let bad = "0000000000000000000000000000000000000000000000000000000000000bad";
+        let out = foreground_mount(
+            &v,
+            mountpoint.path(),
+            &v.server.endpoint,
+            &[],
+            &[("AWS_SECRET_ACCESS_KEY", bad)],
+        );
         assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
         assert!(stderr(&out).contains("access denied"), "{}", stderr(&out));
     }
+}
+
+/// Runs `s3cryptfs mount --foreground` to completion (for mounts that must fail).
+fn foreground_mount(
+    v: &TestVolume,
+    mountpoint: &std::path::Path,
+    endpoint: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    std::process::Command::new(common::mount::BIN)
+        .args(["mount", &v.location()])
+        .arg(mountpoint)
+        .arg("--key-file")
+        .arg(&v.key_file)
+        .args([
+            "--endpoint-url",
+            endpoint,
+            "--force-path-style",
+            "--foreground",
+        ])
+        .args(extra)
+        .envs(v.server.env())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
 }

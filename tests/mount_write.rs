@@ -126,16 +126,7 @@ async fn bucket_holds_only_ciphertext_and_no_uploads_remain(kind: ServerKind) {
             .unwrap()
             .success()
     );
-    let info = v.store.head("text").await.unwrap();
-    let raw = v
-        .store
-        .get_range("text", 0..info.size, None)
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap();
+    let raw = common::read_object(&v.store, "text").await;
     assert!(
         raw.len() > data.len(),
         "ciphertext carries a header and tags"

@@ -102,15 +102,7 @@ async fn slow_parts_apply_backpressure_and_succeed(kind: ServerKind) {
     let data = random_bytes(4 * PART + 3 * 48 + 100, 3);
     write_file(&ctx, "f", &data).await.unwrap();
     assert_eq!(faults.calls(Op::UploadPart), 5);
-    let info = raw.head("f").await.unwrap();
-    let object = raw
-        .get_range("f", 0..info.size, None)
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap();
+    let object = common::read_object(&raw, "f").await;
     let (_, plain) = decrypt_to_vec(&ctx.volume.master, ctx.volume.layout, &object).unwrap();
     assert!(plain == data);
     assert_eq!(

@@ -31,6 +31,20 @@ pub async fn store_for(server: &Server, bucket: &str, prefix: &str) -> S3Store {
     S3Store::connect(config).await.expect("connect")
 }
 
+/// The whole stored object (ciphertext) under `key`.
+pub async fn read_object(store: &S3Store, key: &str) -> Vec<u8> {
+    use s3cryptfs::store::ObjectStore;
+    let info = store.head(key).await.expect("head");
+    store
+        .get_range(key, 0..info.size, None)
+        .await
+        .expect("get")
+        .body
+        .collect()
+        .await
+        .expect("body")
+}
+
 /// Runs an async test body against each real server, as `moto` and `garage` test functions.
 #[macro_export]
 macro_rules! on_both_servers {
