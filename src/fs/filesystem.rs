@@ -565,6 +565,81 @@ impl Filesystem {
         Ok(())
     }
 
+    /// rename(2) of a file: a server-side copy to the new key, then a delete of the old one.
+    /// Directories answer EXDEV, which makes `mv` copy them entry by entry instead.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        no_replace: bool,
+    ) -> FsResult<()> {
+        self.writable()?;
+        let src = self.lookup(parent, name).await?;
+        self.forget(src.ino, 1);
+        let node = self.node(src.ino)?;
+        if node.kind == NodeKind::Dir {
+            info!(key = %node.key, "renaming a directory is not supported yet: EXDEV");
+            return Err(libc::EXDEV);
+        }
+        if node.writers > 0 {
+            info!(key = %node.key, "refusing to rename a file that is still being written");
+            return Err(libc::EBUSY);
+        }
+        let target_parent = self.node(new_parent)?;
+        if target_parent.kind != NodeKind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        let new_name = names::to_key_component(new_name, new_parent == ROOT_INO)?;
+        let new_key = names::file_key(&target_parent.key, new_name, self.volume_prefix_len())?;
+        if new_key == node.key {
+            return Ok(());
+        }
+        match self.lookup(new_parent, OsStr::new(new_name)).await {
+            Ok(existing) => {
+                self.forget(existing.ino, 1);
+                if no_replace {
+                    return Err(libc::EEXIST);
+                }
+                let existing = self.node(existing.ino)?;
+                if existing.kind == NodeKind::Dir {
+                    return Err(libc::EISDIR);
+                }
+                if existing.writers > 0 {
+                    return Err(libc::EBUSY);
+                }
+            }
+            Err(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        let store = &self.volume.store;
+        // Copy first: if anything fails, the file is still under its old name; if the delete
+        // fails after the copy, it exists under both (never under neither).
+        let copied = store
+            .copy(&node.key, &new_key, None)
+            .await
+            .map_err(|e| log_store("COPY", &node.key, e))?;
+        store
+            .delete(&node.key)
+            .await
+            .map_err(|e| log_store("DELETE", &node.key, e))?;
+        self.read.cache.invalidate(&node.key);
+        self.read.cache.invalidate(&new_key);
+        {
+            let mut inodes = self.inodes.lock().unwrap();
+            inodes.rename(node.ino, new_parent, new_name, new_key);
+            if let Some(n) = inodes.get_mut(node.ino) {
+                n.state.etag = copied.etag;
+                // The copy's ETag and size are asked of S3 on next use.
+                n.state.valid_until = Instant::now();
+            }
+        }
+        self.invalidate_listing(parent);
+        self.invalidate_listing(new_parent);
+        Ok(())
+    }
+
     // ---- files ----
 
     pub async fn create(&self, parent: u64, name: &OsStr, pid: u32) -> FsResult<(Attr, u64)> {

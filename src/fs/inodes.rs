@@ -142,6 +142,26 @@ impl InodeTable {
         }
     }
 
+    /// Moves `ino` to `new_parent/new_name` under `new_key`, detaching whatever was there.
+    pub fn rename(&mut self, ino: u64, new_parent: u64, new_name: &str, new_key: String) {
+        let Some(node) = self.nodes.get(&ino) else {
+            return;
+        };
+        let old_slot = (node.parent, node.name.clone());
+        if self.by_name.get(&old_slot) == Some(&ino) {
+            self.by_name.remove(&old_slot);
+        }
+        let new_slot = (new_parent, new_name.to_string());
+        if let Some(replaced) = self.by_name.remove(&new_slot) {
+            self.maybe_drop(replaced);
+        }
+        let node = self.nodes.get_mut(&ino).expect("checked above");
+        node.parent = new_parent;
+        node.name = new_name.to_string();
+        node.key = new_key;
+        self.by_name.insert(new_slot, ino);
+    }
+
     pub fn forget(&mut self, ino: u64, count: u64) {
         if ino == ROOT_INO {
             return;
@@ -232,6 +252,22 @@ mod tests {
             t.forget(ino, 1);
         }
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn rename_moves_the_inode_and_detaches_the_target() {
+        let mut t = InodeTable::new(state());
+        let a = t.upsert(ROOT_INO, "a", NodeKind::File, "a".into(), state(), true);
+        let b = t.upsert(ROOT_INO, "b", NodeKind::File, "b".into(), state(), true);
+        t.rename(a, ROOT_INO, "b", "b".into());
+        assert_eq!(t.child(ROOT_INO, "b").unwrap().ino, a);
+        assert!(t.child(ROOT_INO, "a").is_none());
+        assert_eq!(t.get(a).unwrap().key, "b");
+        t.forget(b, 1);
+        assert!(
+            t.get(b).is_none(),
+            "the replaced inode goes on its final forget"
+        );
     }
 
     #[test]

@@ -1,0 +1,204 @@
+//! Namespace operations through a real mount: mkdir/rmdir/unlink errors, rename of files,
+//! odd and long names, hard links refused.
+
+mod common;
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::process::Command;
+
+use common::ServerKind;
+use common::mount::{TestVolume, stderr};
+use s3cryptfs::store::ObjectStore;
+
+on_both_servers!(
+    directory_operations_and_their_errors,
+    rename_files,
+    odd_and_long_names,
+);
+
+fn errno_of(r: std::io::Result<()>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+async fn directory_operations_and_their_errors(kind: ServerKind) {
+    let v = TestVolume::new(kind, "dirs", "ns").await;
+    let m = v.mount(&[]);
+    std::fs::create_dir(m.join("d")).unwrap();
+    assert_eq!(
+        errno_of(std::fs::create_dir(m.join("d"))),
+        Some(libc::EEXIST)
+    );
+    assert!(
+        v.store.head("d/").await.is_ok(),
+        "an empty directory is a marker object"
+    );
+    std::fs::create_dir_all(m.join("d/e/f")).unwrap();
+    std::fs::write(m.join("d/e/f/file"), b"x").unwrap();
+    assert_eq!(
+        errno_of(std::fs::remove_dir(m.join("d/e"))),
+        Some(libc::ENOTEMPTY)
+    );
+    assert_eq!(
+        errno_of(std::fs::remove_file(m.join("d/e"))),
+        Some(libc::EISDIR)
+    );
+    assert_eq!(
+        errno_of(std::fs::remove_dir(m.join("d/e/f/file"))),
+        Some(libc::ENOTDIR)
+    );
+    std::fs::remove_file(m.join("d/e/f/file")).unwrap();
+    std::fs::remove_dir(m.join("d/e/f")).unwrap();
+    std::fs::remove_dir(m.join("d/e")).unwrap();
+    // A directory that is non-empty only in the bucket (written by someone else) is not empty.
+    v.store
+        .put(
+            "d/from-elsewhere",
+            bytes::Bytes::from_static(b"?"),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        errno_of(std::fs::remove_dir(m.join("d"))),
+        Some(libc::ENOTEMPTY)
+    );
+    v.store.delete("d/from-elsewhere").await.unwrap();
+    std::fs::remove_dir(m.join("d")).unwrap();
+    assert!(!m.join("d").exists());
+    assert!(
+        v.store
+            .list_all("d", None)
+            .await
+            .unwrap()
+            .objects
+            .is_empty()
+    );
+    // Hard links are refused, never a silent copy.
+    std::fs::write(m.join("a"), b"a").unwrap();
+    assert_eq!(
+        errno_of(std::fs::hard_link(m.join("a"), m.join("b"))),
+        Some(libc::EPERM)
+    );
+    assert!(!m.join("b").exists());
+    drop(m);
+    let m = v.mount(&[]);
+    assert_eq!(
+        std::fs::read_dir(m.path()).unwrap().count(),
+        1,
+        "only 'a' is left"
+    );
+}
+
+async fn rename_files(kind: ServerKind) {
+    let v = TestVolume::new(kind, "rename", "").await;
+    let m = v.mount(&[]);
+    std::fs::create_dir(m.join("dir")).unwrap();
+    let big = common::random_bytes(9 * 1024 * 1024, 5);
+    std::fs::write(m.join("big"), &big).unwrap();
+    std::fs::write(m.join("small"), b"small file").unwrap();
+    std::fs::write(m.join("victim"), b"will be replaced").unwrap();
+
+    std::fs::rename(m.join("small"), m.join("dir/moved")).unwrap();
+    assert!(!m.join("small").exists());
+    assert_eq!(std::fs::read(m.join("dir/moved")).unwrap(), b"small file");
+    std::fs::rename(m.join("big"), m.join("victim")).unwrap();
+    assert!(
+        std::fs::read(m.join("victim")).unwrap() == big,
+        "replaces the target"
+    );
+    assert!(v.store.head("big").await.unwrap_err().is_not_found());
+
+    // RENAME_NOREPLACE is honoured.
+    std::fs::write(m.join("other"), b"other").unwrap();
+    let from = CString::new(m.join("other").as_os_str().as_bytes()).unwrap();
+    let to = CString::new(m.join("victim").as_os_str().as_bytes()).unwrap();
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    assert_eq!(rc, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EEXIST)
+    );
+    assert!(std::fs::read(m.join("victim")).unwrap() == big);
+
+    // A directory renames through mv's copy fallback (EXDEV).
+    std::fs::write(m.join("dir/second"), b"2").unwrap();
+    let out = Command::new("mv")
+        .arg(m.join("dir"))
+        .arg(m.join("dir2"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(m.join("dir2/moved")).unwrap(), b"small file");
+    assert_eq!(std::fs::read(m.join("dir2/second")).unwrap(), b"2");
+    assert!(!m.join("dir").exists());
+
+    drop(m);
+    let m = v.mount(&[]);
+    let mut names: Vec<_> = std::fs::read_dir(m.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["dir2", "other", "victim"]);
+    assert!(std::fs::read(m.join("victim")).unwrap() == big);
+}
+
+async fn odd_and_long_names(kind: ServerKind) {
+    let v = TestVolume::new(kind, "names", "p").await;
+    let m = v.mount(&[]);
+    let names = [
+        "with space",
+        "ünïcödé ファイル",
+        "hash#",
+        "percent%41",
+        "question?",
+        "plus+sign",
+        "back\\slash",
+        "trailing space ",
+        &"n".repeat(255),
+    ];
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(m.join(name), format!("content {i}")).unwrap();
+        std::fs::create_dir(m.join(&format!("{name}.d")))
+            .or_else(|e| {
+                // 255 + ".d" is over the POSIX limit.
+                if name.len() > 253 { Ok(()) } else { Err(e) }
+            })
+            .unwrap();
+    }
+    assert_eq!(
+        errno_of(std::fs::write(m.join(&"n".repeat(256)), b"x")),
+        Some(libc::ENAMETOOLONG)
+    );
+    drop(m);
+    let m = v.mount(&[]);
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(
+            std::fs::read_to_string(m.join(name)).unwrap(),
+            format!("content {i}"),
+            "{name}"
+        );
+    }
+    let keys: Vec<String> = v
+        .store
+        .list_all("", None)
+        .await
+        .unwrap()
+        .objects
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert!(
+        keys.iter().any(|k| k == "ünïcödé ファイル"),
+        "names are stored as they are: {keys:?}"
+    );
+}
