@@ -14,6 +14,7 @@ apt_packages() {
   command -v fusermount3 >/dev/null || missing+=(fuse3)
   command -v rsync >/dev/null || missing+=(rsync)
   command -v curl >/dev/null || missing+=(curl)
+  command -v systemd-analyze >/dev/null || missing+=(systemd)
   if [ ${#missing[@]} -gt 0 ]; then
     local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
     $sudo apt-get update -qq

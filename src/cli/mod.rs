@@ -4,6 +4,7 @@
 //! 3 the key does not match the volume, 4 S3 failure (unreachable, bucket missing, denied).
 
 mod args;
+mod helper;
 mod init;
 mod mount;
 
@@ -18,7 +19,14 @@ pub const EXIT_STORE: i32 = 4;
 
 /// Runs the command line; returns the process exit status.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match helper::as_mount_helper(&argv) {
+        None => {}
+        Some(Ok(translated)) if translated.is_empty() => return 0, // mount -f: pretend
+        Some(Ok(translated)) => argv = translated,
+        Some(Err(e)) => return fail(EXIT_USAGE, e),
+    }
+    let cli = Cli::parse_from(&argv);
     let (log_level, log_file) = match &cli.command {
         Command::Mount(m) => (m.log_level.clone(), m.log_file.clone()),
         _ => ("warn".to_string(), None),
@@ -28,7 +36,7 @@ pub fn main() -> i32 {
     }
     match cli.command {
         Command::Init(args) => init::run(args),
-        Command::Mount(args) => mount::run(args),
+        Command::Mount(args) => mount::run(args, &argv[1..]),
     }
 }
 

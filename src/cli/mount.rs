@@ -30,7 +30,9 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long shutdown waits for each file still being written.
 const SHUTDOWN_COMMIT_TIMEOUT: Duration = Duration::from_secs(300);
 
-pub fn run(args: MountArgs) -> i32 {
+/// `argv`: this command's arguments (after the program name), as the background child needs
+/// them (a mount helper's arguments are already translated).
+pub fn run(args: MountArgs, argv: &[std::ffi::OsString]) -> i32 {
     if !args.mountpoint.is_dir() {
         return fail(
             EXIT_USAGE,
@@ -41,7 +43,7 @@ pub fn run(args: MountArgs) -> i32 {
         );
     }
     if !args.foreground {
-        return run_in_background();
+        return run_in_background(argv);
     }
     let ready = ReadyPipe::from_env();
     let code = serve(args, &ready);
@@ -227,7 +229,7 @@ fn unmount(path: &std::path::Path) {
 }
 
 /// Re-runs this command in the foreground as a detached child and waits for its report.
-fn run_in_background() -> i32 {
+fn run_in_background(argv: &[std::ffi::OsString]) -> i32 {
     let mut fds = [0; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return fail(EXIT_FAILURE, std::io::Error::last_os_error());
@@ -240,7 +242,7 @@ fn run_in_background() -> i32 {
     };
     let child_fd = fds[1];
     let mut cmd = Command::new(exe);
-    cmd.args(std::env::args_os().skip(1))
+    cmd.args(argv)
         .arg("--foreground")
         .env(READY_FD_ENV, child_fd.to_string())
         .stdin(Stdio::null())

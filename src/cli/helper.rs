@@ -1,0 +1,212 @@
+//! The mount(8) helper: when the binary runs as `mount.s3cryptfs` or `mount.fuse.s3cryptfs`
+//! (symlinks made at install), `mount -t s3cryptfs|fuse.s3cryptfs SOURCE DIR -o opts` and
+//! fstab entries reach it as `SOURCE DIR -o opt,opt=value`. The options are turned into the
+//! arguments of `s3cryptfs mount`; options meant for mount(8) or systemd are ignored.
+
+use std::ffi::OsString;
+
+/// Names the binary answers to as a mount helper.
+const HELPER_NAMES: [&str; 2] = ["mount.s3cryptfs", "mount.fuse.s3cryptfs"];
+
+/// Options that take a value, as `-o name=value` (dashes or underscores), and the flag they
+/// become.
+const VALUE_OPTIONS: [&str; 20] = [
+    "key-file",
+    "key-credential",
+    "endpoint-url",
+    "region",
+    "profile",
+    "prefix",
+    "ca-bundle",
+    "request-timeout",
+    "max-attempts",
+    "uid",
+    "gid",
+    "file-mode",
+    "dir-mode",
+    "metadata-ttl",
+    "cache-size",
+    "max-prefetch",
+    "max-upload-memory",
+    "parts-in-flight",
+    "log-level",
+    "log-file",
+];
+
+/// Options without a value that map to a flag.
+const FLAG_OPTIONS: [&str; 3] = ["force-path-style", "allow-other", "foreground"];
+
+/// Options for mount(8), fstab or systemd, not for us.
+const IGNORED: [&str; 14] = [
+    "_netdev", "nofail", "noauto", "auto", "user", "users", "nouser", "defaults", "rw", "nosuid",
+    "nodev", "noatime", "relatime", "exec",
+];
+
+/// If the program was invoked under a helper name, the equivalent `s3cryptfs mount` argv.
+pub fn as_mount_helper(args: &[OsString]) -> Option<Result<Vec<OsString>, String>> {
+    let program = std::path::Path::new(args.first()?).file_name()?.to_str()?;
+    if !HELPER_NAMES.contains(&program) {
+        return None;
+    }
+    Some(translate(&args[1..]))
+}
+
+/// `SOURCE DIR [-o opts] [-f] [-n] [-s] [-v]` → `s3cryptfs mount SOURCE DIR --flags`; empty
+/// for a fake mount (`-f`).
+fn translate(args: &[OsString]) -> Result<Vec<OsString>, String> {
+    let mut positional = Vec::new();
+    let mut options = Vec::new();
+    let mut fake = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.to_str() {
+            Some("-o") => {
+                let opts = it.next().ok_or("-o needs a value")?;
+                options.push(opts.to_str().ok_or("options must be UTF-8")?.to_string());
+            }
+            Some(o) if o.starts_with("-o") => options.push(o[2..].to_string()),
+            // -f: fake (do nothing); -n: no mtab; -s: sloppy; -v: verbose (mount(8) passes
+            // these through to helpers).
+            Some("-f") => fake = true,
+            Some("-n" | "-s" | "-v") => {}
+            Some(o) if o.starts_with('-') => return Err(format!("unknown helper option {o}")),
+            _ => positional.push(arg.clone()),
+        }
+    }
+    let [source, dir] = positional.as_slice() else {
+        return Err("usage: mount.s3cryptfs BUCKET[/PREFIX] MOUNTPOINT [-o options]".into());
+    };
+    let source = source
+        .to_str()
+        .ok_or("the source must be UTF-8")?
+        // The `s3cryptfs#bucket` form of old fstab entries.
+        .trim_start_matches("s3cryptfs#")
+        .to_string();
+    let mut argv: Vec<OsString> = vec![
+        "s3cryptfs".into(),
+        "mount".into(),
+        source.into(),
+        dir.clone(),
+    ];
+    for opts in &options {
+        for opt in split_options(opts) {
+            argv.extend(option_to_flags(&opt)?);
+        }
+    }
+    // A fake mount checks the options and does nothing else.
+    Ok(if fake { Vec::new() } else { argv })
+}
+
+/// Splits `a,b=c,d=e\,f` on unescaped commas.
+fn split_options(opts: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut chars = opts.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    current.push(next);
+                }
+            }
+            ',' => out.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    out.push(current);
+    out.into_iter().filter(|o| !o.is_empty()).collect()
+}
+
+fn option_to_flags(opt: &str) -> Result<Vec<OsString>, String> {
+    let (name, value) = match opt.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (opt, None),
+    };
+    let normal = name.replace('_', "-");
+    if IGNORED.contains(&name) || name.starts_with("x-") || name == "comment" {
+        return Ok(Vec::new());
+    }
+    match (normal.as_str(), value) {
+        ("ro" | "read-only", None) => Ok(vec!["--read-only".into()]),
+        (n, None) if FLAG_OPTIONS.contains(&n) => Ok(vec![format!("--{n}").into()]),
+        (n, Some(v)) if VALUE_OPTIONS.contains(&n) => Ok(vec![format!("--{n}").into(), v.into()]),
+        (n, _) if VALUE_OPTIONS.contains(&n) => Err(format!("option {name} needs a value")),
+        _ => Err(format!("unknown mount option '{opt}'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Option<Result<Vec<String>, String>> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        as_mount_helper(&args).map(|r| {
+            r.map(|v| {
+                v.into_iter()
+                    .map(|a| a.to_string_lossy().to_string())
+                    .collect()
+            })
+        })
+    }
+
+    #[test]
+    fn maps_options_and_ignores_mount_ones() {
+        let argv = run(&[
+            "/sbin/mount.fuse.s3cryptfs",
+            "bkt/pre",
+            "/mnt/x",
+            "-o",
+            "rw,_netdev,nofail,x-systemd.automount,comment=hi,key_file=/etc/k\\,ey,allow_other,endpoint-url=http://h:9,force_path_style,uid=5,ro",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            argv,
+            [
+                "s3cryptfs",
+                "mount",
+                "bkt/pre",
+                "/mnt/x",
+                "--key-file",
+                "/etc/k,ey",
+                "--allow-other",
+                "--endpoint-url",
+                "http://h:9",
+                "--force-path-style",
+                "--uid",
+                "5",
+                "--read-only"
+            ]
+        );
+    }
+
+    #[test]
+    fn other_names_are_not_helpers_and_bad_input_is_refused() {
+        assert!(run(&["s3cryptfs", "mount", "b", "/m"]).is_none());
+        assert!(run(&["mount.s3cryptfs", "b"]).unwrap().is_err());
+        assert!(
+            run(&["mount.s3cryptfs", "b", "/m", "-o", "bogus=1"])
+                .unwrap()
+                .is_err()
+        );
+        assert!(
+            run(&["mount.s3cryptfs", "b", "/m", "-o", "key_file"])
+                .unwrap()
+                .is_err()
+        );
+        assert_eq!(
+            run(&[
+                "mount.s3cryptfs",
+                "s3cryptfs#b",
+                "/m",
+                "-o",
+                "key-file=/k",
+                "-n"
+            ])
+            .unwrap()
+            .unwrap()[2],
+            "b"
+        );
+    }
+}

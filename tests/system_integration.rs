@@ -1,0 +1,169 @@
+//! The mount(8) helper through util-linux `mount -t fuse.s3cryptfs`, and the systemd units.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::ServerKind;
+use common::mount::{BIN, TestVolume, is_mounted, stderr, write_key_file};
+
+/// The helper symlink util-linux looks for; removed again when the test ends.
+struct HelperLink(PathBuf);
+
+impl HelperLink {
+    fn install() -> Self {
+        let link = PathBuf::from("/sbin/mount.fuse.s3cryptfs");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(BIN, &link).expect("create /sbin/mount.fuse.s3cryptfs (root)");
+        Self(link)
+    }
+}
+
+impl Drop for HelperLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_t_fuse_s3cryptfs_reaches_the_helper() {
+    let v = TestVolume::new(ServerKind::Garage, "helper", "vol").await;
+    let _link = HelperLink::install();
+    let dir = tempfile::tempdir().unwrap();
+    let mount = |key: &Path| {
+        Command::new("mount")
+            .args(["-t", "fuse.s3cryptfs", &v.location()])
+            .arg(dir.path())
+            .arg("-o")
+            .arg(format!(
+                "key_file={},endpoint_url={},force_path_style,_netdev,nofail,allow_other,x-systemd.automount,comment=test",
+                key.display(),
+                v.server.endpoint
+            ))
+            .envs(v.server.env())
+            .output()
+            .unwrap()
+    };
+    let out = mount(&v.key_file);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        is_mounted(dir.path()),
+        "mount returned once the volume was live"
+    );
+    std::fs::write(dir.path().join("via-helper"), b"mounted by mount(8)").unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("via-helper")).unwrap(),
+        b"mounted by mount(8)"
+    );
+    let out = Command::new("umount").arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!is_mounted(dir.path()));
+
+    let wrong = v.dir.path().join("wrong.key");
+    write_key_file(&wrong, 123);
+    let out = mount(&wrong);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+    assert!(!is_mounted(dir.path()));
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let dir = tempfile::tempdir().unwrap();
+    // The template is verified as an instance, with ExecStart pointing at the built binary
+    // (verify checks that the command exists).
+    let mut to_verify = Vec::new();
+    for (name, as_name) in [
+        ("s3cryptfs@.service", "s3cryptfs@vault.service"),
+        ("mnt-vault.mount", "mnt-vault.mount"),
+        ("mnt-vault.automount", "mnt-vault.automount"),
+    ] {
+        let text = std::fs::read_to_string(units.join(name)).unwrap();
+        let path = dir.path().join(as_name);
+        std::fs::write(&path, text.replace("/usr/local/bin/s3cryptfs", BIN)).unwrap();
+        to_verify.push(path);
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&to_verify)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let complaints: Vec<&str> = std::str::from_utf8(&out.stderr)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            to_verify
+                .iter()
+                .any(|p| l.contains(p.file_name().unwrap().to_str().unwrap()))
+        })
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "systemd-analyze complains: {complaints:?}"
+    );
+    // The fstab example's options are all understood by the helper.
+    let fstab = std::fs::read_to_string(units.join("fstab.example")).unwrap();
+    let line = fstab
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[2], "s3cryptfs");
+    let helper = dir.path().join("mount.s3cryptfs");
+    std::os::unix::fs::symlink(BIN, &helper).unwrap();
+    // `mount -f` style dry run: the helper parses the options and does nothing.
+    let out = Command::new(&helper)
+        .args([fields[0], fields[1], "-o", fields[3], "-f"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = Command::new(&helper)
+        .args([fields[0], fields[1], "-o", "bogus_option", "-f"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "unknown options are refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifies_systemd_when_ready_and_when_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let v = TestVolume::new(ServerKind::Moto, "notify", "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = v.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["mount", &v.location()])
+        .arg(dir.path())
+        .arg("--key-file")
+        .arg(&v.key_file)
+        .args([
+            "--endpoint-url",
+            &v.server.endpoint,
+            "--force-path-style",
+            "--foreground",
+        ])
+        .envs(v.server.env())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("READY=1 within 60 s");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    assert!(is_mounted(dir.path()), "ready means mounted");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let n = socket.recv(&mut buf).expect("STOPPING=1 after SIGTERM");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(0),
+        "graceful shutdown exits 0"
+    );
+    assert!(!is_mounted(dir.path()));
+}
