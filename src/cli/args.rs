@@ -31,6 +31,76 @@ pub enum Command {
     Init(InitArgs),
     /// Mount the volume at BUCKET[/PREFIX] on a directory
     Mount(MountArgs),
+    /// Unmount a mounted volume (files still being written are saved first)
+    Umount(UmountArgs),
+    /// List the volume's files without mounting it (sizes are plaintext sizes)
+    Ls(LsArgs),
+    /// Decrypt one file of the volume to stdout, verified, without mounting it
+    Cat(ObjectArgs),
+    /// Copy a file out of the volume to a local path, verified, without mounting it
+    Get(GetArgs),
+    /// Copy a local file into the volume, encrypted, without mounting it
+    Put(PutArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UmountArgs {
+    /// The mount point
+    pub mountpoint: PathBuf,
+}
+
+/// The volume and how to reach and unlock it (for commands that work without a mount).
+#[derive(Debug, Args)]
+pub struct VolumeArgs {
+    /// The volume: BUCKET or BUCKET/PREFIX
+    pub location: String,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub volume: VolumeArgs,
+    /// Directory inside the volume to list (default: its root)
+    #[arg(default_value = "")]
+    pub path: String,
+    /// List subdirectories too
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ObjectArgs {
+    #[command(flatten)]
+    pub volume: VolumeArgs,
+    /// Path of the file inside the volume
+    pub path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub volume: VolumeArgs,
+    /// Path of the file inside the volume
+    pub path: String,
+    /// Local file to write (refuses to overwrite unless --force)
+    pub local: PathBuf,
+    /// Overwrite the local file if it exists
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    #[command(flatten)]
+    pub volume: VolumeArgs,
+    /// Local file to upload
+    pub local: PathBuf,
+    /// Path inside the volume (replaced if it exists)
+    pub path: String,
 }
 
 /// Where the bucket is and how to reach it.
@@ -139,6 +209,10 @@ pub struct InitArgs {
     /// Create the volume even if the prefix already holds other objects
     #[arg(long)]
     pub force: bool,
+    /// Generate a new random key into --key-file first (mode 0600; an existing file is
+    /// never overwritten)
+    #[arg(long, requires = "key_file")]
+    pub generate_key: bool,
 }
 
 #[derive(Debug, Args)]

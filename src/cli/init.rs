@@ -13,6 +13,20 @@ pub fn run(args: InitArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
+    if args.generate_key {
+        let path = args
+            .key
+            .key_file
+            .as_deref()
+            .expect("clap requires --key-file");
+        if let Err(e) = crate::crypto::UserKey::generate_key_file(path) {
+            return fail(EXIT_USAGE, e);
+        }
+        eprintln!(
+            "wrote a new key to {}: keep a copy somewhere safe, it is the only way to the data",
+            path.display()
+        );
+    }
     let user_key = match args.key.load() {
         Ok(k) => k,
         Err(e) => return fail(EXIT_USAGE, e),

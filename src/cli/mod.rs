@@ -7,6 +7,7 @@ mod args;
 mod helper;
 mod init;
 mod mount;
+mod recover;
 
 use clap::Parser;
 
@@ -37,6 +38,11 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Init(args) => init::run(args),
         Command::Mount(args) => mount::run(args, &argv[1..]),
+        Command::Umount(args) => mount::umount_command(&args.mountpoint),
+        Command::Ls(args) => recover::ls(args),
+        Command::Cat(args) => recover::cat(args),
+        Command::Get(args) => recover::get(args),
+        Command::Put(args) => recover::put(args),
     }
 }
 

@@ -207,6 +207,29 @@ fn log_upload_totals(stats: &UploadStats) {
     );
 }
 
+/// `s3cryptfs umount DIR`: as root, unmount(2) (the daemon then saves what is still being
+/// written and exits); otherwise `fusermount3 -u`.
+pub fn umount_command(path: &std::path::Path) -> i32 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return fail(EXIT_USAGE, "mount point contains a NUL byte");
+    };
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return 0;
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EPERM) {
+        return match Command::new("fusermount3").arg("-u").arg(path).status() {
+            Ok(s) if s.success() => 0,
+            _ => fail(EXIT_FAILURE, format!("cannot unmount {}", path.display())),
+        };
+    }
+    fail(
+        EXIT_FAILURE,
+        format!("cannot unmount {}: {err}", path.display()),
+    )
+}
+
 /// Unmounts `path`; while files are still open there, detaches it lazily (the session then
 /// ends when the last one is closed). fuser's own unmounter is not used: it skips the unmount
 /// when kernel requests are pending on the device.

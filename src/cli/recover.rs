@@ -1,0 +1,242 @@
+//! Working with a volume without FUSE: `ls`, `cat`, `get`, `put`. A user whose server died
+//! gets files back with nothing but the binary, the key and credentials.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::args::{GetArgs, LsArgs, ObjectArgs, PutArgs, VolumeArgs};
+use super::{EXIT_FAILURE, EXIT_STORE, EXIT_USAGE, fail, runtime};
+use crate::crypto::{HEADER_LEN, ObjectDecryptor};
+use crate::store::S3Store;
+use crate::upload::{MemoryBudget, ObjectWriter, UploadConfig, UploadContext, UploadStats};
+use crate::volume::{RESERVED_NAME, Volume};
+
+/// Segments fetched per GET when streaming a file out.
+const SEGMENTS_PER_GET: u64 = 128;
+
+/// Opens the volume; the error is already printed, its exit status returned.
+async fn open(args: &VolumeArgs) -> Result<Volume, i32> {
+    let config = args
+        .connection
+        .store_config(&args.location)
+        .map_err(|e| fail(EXIT_USAGE, e))?;
+    let key = args.key.load().map_err(|e| fail(EXIT_USAGE, e))?;
+    let location = config.location();
+    let store = S3Store::connect(config)
+        .await
+        .map_err(|e| fail(EXIT_STORE, e))?;
+    store
+        .check_bucket()
+        .await
+        .map_err(|e| fail(EXIT_STORE, e))?;
+    Volume::open(Arc::new(store), &location, &key)
+        .await
+        .map_err(|e| fail(e.exit_code(), e))
+}
+
+fn clean_path(path: &str) -> String {
+    path.trim_matches('/').to_string()
+}
+
+pub fn ls(args: LsArgs) -> i32 {
+    runtime().block_on(async {
+        let volume = match open(&args.volume).await {
+            Ok(v) => v,
+            Err(code) => return code,
+        };
+        let dir = clean_path(&args.path);
+        let prefix = if dir.is_empty() {
+            dir
+        } else {
+            format!("{dir}/")
+        };
+        let delimiter = (!args.recursive).then_some("/");
+        let listing = match volume.store.list_all(&prefix, delimiter).await {
+            Ok(l) => l,
+            Err(e) => return fail(EXIT_STORE, e),
+        };
+        let mut out = std::io::stdout().lock();
+        for p in &listing.common_prefixes {
+            if prefix.is_empty() && p.trim_end_matches('/') == RESERVED_NAME {
+                continue;
+            }
+            let _ = writeln!(out, "{:>15}  {p}", "-");
+        }
+        for o in &listing.objects {
+            if o.key.ends_with('/') || o.key.starts_with(&format!("{RESERVED_NAME}/")) {
+                continue; // directory markers and our own objects
+            }
+            let size = match volume.layout.plaintext_size(o.size) {
+                Ok(s) => s.to_string(),
+                Err(_) => "not-ours".to_string(),
+            };
+            let _ = writeln!(out, "{size:>15}  {}", o.key);
+        }
+        0
+    })
+}
+
+pub fn cat(args: ObjectArgs) -> i32 {
+    runtime().block_on(async {
+        let volume = match open(&args.volume).await {
+            Ok(v) => v,
+            Err(code) => return code,
+        };
+        let mut out = std::io::stdout().lock();
+        match stream_out(&volume, &clean_path(&args.path), &mut out).await {
+            Ok(()) => 0,
+            Err((code, message)) => fail(code, message),
+        }
+    })
+}
+
+pub fn get(args: GetArgs) -> i32 {
+    if args.local.exists() && !args.force {
+        return fail(
+            EXIT_USAGE,
+            format!(
+                "{} exists (pass --force to overwrite)",
+                args.local.display()
+            ),
+        );
+    }
+    runtime().block_on(async {
+        let volume = match open(&args.volume).await {
+            Ok(v) => v,
+            Err(code) => return code,
+        };
+        // Written next to the target and renamed at the end: a failed or tampered download
+        // never leaves a half-written file under the final name.
+        let dir = args.local.parent().filter(|p| !p.as_os_str().is_empty());
+        let tmp = match tempfile::NamedTempFile::new_in(dir.unwrap_or(std::path::Path::new("."))) {
+            Ok(t) => t,
+            Err(e) => return fail(EXIT_FAILURE, format!("cannot create a temporary file: {e}")),
+        };
+        let mut writer = std::io::BufWriter::new(tmp);
+        if let Err((code, message)) =
+            stream_out(&volume, &clean_path(&args.path), &mut writer).await
+        {
+            return fail(code, message);
+        }
+        let tmp = match writer.into_inner() {
+            Ok(t) => t,
+            Err(e) => return fail(EXIT_FAILURE, e.error().to_string()),
+        };
+        if let Err(e) = tmp
+            .as_file()
+            .sync_all()
+            .and_then(|_| tmp.persist(&args.local).map(|_| ()).map_err(|e| e.error))
+        {
+            return fail(
+                EXIT_FAILURE,
+                format!("cannot write {}: {e}", args.local.display()),
+            );
+        }
+        0
+    })
+}
+
+/// Streams the verified plaintext of `path` into `out`, a run of segments per GET.
+async fn stream_out(
+    volume: &Volume,
+    path: &str,
+    out: &mut impl Write,
+) -> Result<(), (i32, String)> {
+    let store_err = |e: crate::store::StoreError| {
+        let code = if e.is_not_found() {
+            EXIT_USAGE
+        } else {
+            EXIT_STORE
+        };
+        (code, format!("{path}: {e}"))
+    };
+    let corrupt = |e: crate::crypto::CryptoError| (EXIT_FAILURE, format!("{path}: {e}"));
+    let info = volume.store.head(path).await.map_err(store_err)?;
+    let etag = info.etag.clone();
+    let layout = volume.layout;
+    let header = volume
+        .store
+        .get_range(path, 0..HEADER_LEN as u64, etag.as_deref())
+        .await
+        .map_err(store_err)?
+        .body
+        .collect()
+        .await
+        .map_err(store_err)?;
+    let decryptor =
+        ObjectDecryptor::new(&volume.master, layout, &header, info.size).map_err(corrupt)?;
+    let segments = decryptor.segment_count();
+    let plaintext_size = decryptor.plaintext_size();
+    let mut first = 0;
+    while first < segments {
+        let last = (first + SEGMENTS_PER_GET).min(segments);
+        let start = layout.segment_ciphertext_range(first, plaintext_size).start;
+        let end = layout
+            .segment_ciphertext_range(last - 1, plaintext_size)
+            .end;
+        let mut body = volume
+            .store
+            .get_range(path, start..end, etag.as_deref())
+            .await
+            .map_err(store_err)?
+            .body;
+        for seg in first..last {
+            let range = layout.segment_ciphertext_range(seg, plaintext_size);
+            let mut buf = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
+            body.read_into(&mut buf, (range.end - range.start) as usize)
+                .await
+                .map_err(store_err)?;
+            let n = decryptor.open_segment(seg, &mut buf).map_err(corrupt)?;
+            out.write_all(&buf[..n])
+                .map_err(|e| (EXIT_FAILURE, format!("writing {path}: {e}")))?;
+        }
+        first = last;
+    }
+    out.flush()
+        .map_err(|e| (EXIT_FAILURE, format!("writing {path}: {e}")))
+}
+
+pub fn put(args: PutArgs) -> i32 {
+    let mut file = match std::fs::File::open(&args.local) {
+        Ok(f) => f,
+        Err(e) => return fail(EXIT_USAGE, format!("{}: {e}", args.local.display())),
+    };
+    runtime().block_on(async {
+        let volume = match open(&args.volume).await {
+            Ok(v) => Arc::new(v),
+            Err(code) => return code,
+        };
+        let ctx = Arc::new(UploadContext {
+            volume,
+            budget: MemoryBudget::new(64 << 20, Duration::from_secs(30)),
+            config: UploadConfig::default(),
+            stats: UploadStats::default(),
+        });
+        let path = clean_path(&args.path);
+        let mut writer = ObjectWriter::new(ctx, path.clone(), Default::default());
+        let mut buf = vec![0u8; 1 << 20];
+        let mut offset = 0u64;
+        loop {
+            let n = match std::io::Read::read(&mut file, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    writer.abort().await;
+                    return fail(EXIT_FAILURE, format!("{}: {e}", args.local.display()));
+                }
+            };
+            if let Err(e) = writer.write(offset, &buf[..n]).await {
+                return fail(EXIT_STORE, format!("{path}: {e}"));
+            }
+            offset += n as u64;
+        }
+        match writer.commit().await {
+            Ok(done) => {
+                eprintln!("{path}: {} bytes stored", done.plaintext_size);
+                0
+            }
+            Err(e) => fail(EXIT_STORE, format!("{path}: {e}")),
+        }
+    })
+}

@@ -1,0 +1,169 @@
+//! Working with a volume without FUSE: init --generate-key, ls, cat, get, put, umount.
+
+mod common;
+
+use common::mount::{TestVolume, is_mounted, sha256_file, stderr};
+use common::{ServerKind, random_bytes};
+
+on_both_servers!(files_come_back_without_fuse, generate_key_and_umount);
+
+const PART: usize = 128 * 65536 - 48;
+
+async fn files_come_back_without_fuse(kind: ServerKind) {
+    let v = TestVolume::new(kind, "recover", "vol").await;
+    let src = tempfile::tempdir().unwrap();
+    let big = src.path().join("big");
+    std::fs::write(&big, random_bytes(PART + 70_000, 1)).unwrap();
+    let small = src.path().join("small");
+    std::fs::write(&small, b"small and precious").unwrap();
+    let key = v.key_file.clone();
+    let loc = v.location();
+    let run = |args: &[&str]| v.cli(args, &[]);
+    let with_key = |mut args: Vec<String>| {
+        args.push("--key-file".into());
+        args.push(key.to_string_lossy().to_string());
+        args
+    };
+    // put: into the volume, encrypted.
+    for (local, path) in [(&big, "dir/big"), (&small, "small")] {
+        let args = with_key(vec![
+            "put".into(),
+            loc.clone(),
+            local.to_string_lossy().to_string(),
+            path.into(),
+        ]);
+        let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "put {path}: {}", stderr(&out));
+    }
+    // A mount sees what put stored.
+    {
+        let m = v.mount(&[]);
+        assert_eq!(sha256_file(&m.join("dir/big")), sha256_file(&big));
+        std::fs::write(m.join("from-mount"), b"written through the mount").unwrap();
+    }
+    // ls: plaintext sizes, no internal objects.
+    let out = run(&with_key(vec!["ls".into(), loc.clone(), "-R".into()])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        listing.contains(&format!("{}  dir/big", PART + 70_000)),
+        "{listing}"
+    );
+    assert!(listing.contains("18  small"), "{listing}");
+    assert!(!listing.contains(".s3cryptfs"), "{listing}");
+    // cat: verified plaintext on stdout.
+    let out = run(
+        &with_key(vec!["cat".into(), loc.clone(), "from-mount".into()])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"written through the mount");
+    // get: to a local file, never over an existing one without --force.
+    let restored = src.path().join("restored");
+    let args = with_key(vec![
+        "get".into(),
+        loc.clone(),
+        "dir/big".into(),
+        restored.to_string_lossy().to_string(),
+    ]);
+    let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(sha256_file(&restored), sha256_file(&big));
+    let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "refuses to overwrite: {}",
+        stderr(&out)
+    );
+    // A tampered object is refused, and get leaves no file behind.
+    let raw = common::read_object(&v.store, "small").await;
+    let mut bad = raw.clone();
+    let last = bad.len() - 40;
+    bad[last] ^= 1;
+    use s3cryptfs::store::ObjectStore;
+    v.store
+        .put("small", bytes::Bytes::from(bad), &Default::default())
+        .await
+        .unwrap();
+    let out = run(&with_key(vec!["cat".into(), loc.clone(), "small".into()])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no plaintext of a tampered segment");
+    assert!(
+        stderr(&out).contains("authentication failed"),
+        "{}",
+        stderr(&out)
+    );
+    let target = src.path().join("never");
+    let args = with_key(vec![
+        "get".into(),
+        loc.clone(),
+        "small".into(),
+        target.to_string_lossy().to_string(),
+    ]);
+    assert!(
+        !run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .status
+            .success()
+    );
+    assert!(
+        !target.exists(),
+        "no half-written file under the final name"
+    );
+    // A missing file is a clear error.
+    let out = run(&with_key(vec!["cat".into(), loc.clone(), "nope".into()])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+}
+
+async fn generate_key_and_umount(kind: ServerKind) {
+    let v = TestVolume::uninitialised(kind, "genkey", "").await;
+    let new_key = v.dir.path().join("generated.key");
+    let out = v.cli(
+        &["init", &v.location(), "--generate-key", "--key-file"],
+        &[&new_key],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&new_key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let first = std::fs::read(&new_key).unwrap();
+    // Never overwrites a key file.
+    let out = v.cli(
+        &["init", "other-bucket", "--generate-key", "--key-file"],
+        &[&new_key],
+    );
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read(&new_key).unwrap(), first);
+    // init refuses a prefix that already holds a volume.
+    let out = v.cli(&["init", &v.location(), "--key-file"], &[&new_key]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("already holds an s3cryptfs volume"),
+        "{}",
+        stderr(&out)
+    );
+    // The generated key mounts the volume; `s3cryptfs umount` unmounts it.
+    let m = v.mount_with_key(&new_key, &[]).unwrap();
+    std::fs::write(m.join("x"), b"x").unwrap();
+    let out = std::process::Command::new(common::mount::BIN)
+        .arg("umount")
+        .arg(m.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!is_mounted(m.path()));
+}
