@@ -12,6 +12,7 @@ use common::{ServerKind, random_bytes};
 use s3cryptfs::store::ObjectStore;
 
 on_both_servers!(
+    kill_9_mid_copy_leaves_only_whole_objects,
     background_mount_returns_once_live,
     sigterm_saves_files_still_open,
     server_outage_mid_copy_never_leaves_a_partial_object,
@@ -137,4 +138,60 @@ async fn server_outage_mid_copy_never_leaves_a_partial_object(kind: ServerKind) 
         v.store.list_uploads("").await.unwrap().is_empty(),
         "no upload left behind"
     );
+}
+
+async fn kill_9_mid_copy_leaves_only_whole_objects(kind: ServerKind) {
+    let v = TestVolume::new(kind, "kill9", "k").await;
+    let mut m = Some(v.mount(&[]));
+    let mount_path = m.as_ref().unwrap().path().to_path_buf();
+    std::fs::write(mount_path.join("f"), b"the old version").unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let local = src.path().join("f");
+    std::fs::write(&local, random_bytes(6 * PART, 21)).unwrap();
+    let target = mount_path.join("f");
+    let copy = std::thread::spawn(move || {
+        Command::new("cp")
+            .arg(&local)
+            .arg(&target)
+            .output()
+            .unwrap()
+    });
+    // Kill the daemon once parts are uploading.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while v.store.list_uploads("").await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no upload started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = m.as_ref().unwrap().pid();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let out = copy.join().unwrap();
+    assert!(
+        !out.status.success(),
+        "cp cannot succeed once the daemon is gone"
+    );
+    drop(m.take()); // cleans up the dead mount point
+
+    // The bucket holds the old version, whole; the new one never appeared.
+    let m = v.mount(&[]);
+    assert_eq!(std::fs::read(m.join("f")).unwrap(), b"the old version");
+    drop(m);
+    assert!(
+        !v.store.list_uploads("").await.unwrap().is_empty(),
+        "the killed upload is left"
+    );
+    let out = v.cli(
+        &[
+            "fsck",
+            &v.location(),
+            "--stale-after",
+            "0",
+            "--abort-stale",
+            "--key-file",
+        ],
+        &[&v.key_file],
+    );
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{report}{}", stderr(&out));
+    assert!(report.contains("ABORTED  stale upload of f"), "{report}");
+    assert!(v.store.list_uploads("").await.unwrap().is_empty());
 }

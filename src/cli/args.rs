@@ -41,6 +41,24 @@ pub enum Command {
     Get(GetArgs),
     /// Copy a local file into the volume, encrypted, without mounting it
     Put(PutArgs),
+    /// Verify every object of the volume and find (and optionally abort) stale uploads
+    Fsck(FsckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    #[command(flatten)]
+    pub volume: VolumeArgs,
+    /// Multipart uploads older than this are stale (a crashed or killed writer left them):
+    /// seconds, or with an s/m/h/d suffix
+    #[arg(long, default_value = "1d", value_parser = parse_duration)]
+    pub stale_after: std::time::Duration,
+    /// Abort the stale uploads (their parts stop costing storage)
+    #[arg(long)]
+    pub abort_stale: bool,
+    /// Check only each object's size and header, not every segment's tag (much faster)
+    #[arg(long)]
+    pub headers_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -272,6 +290,26 @@ pub struct MountArgs {
     pub log_file: Option<PathBuf>,
 }
 
+/// `90`, `90s`, `15m`, `2h`, `1d`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c),
+        _ => (t, 's'),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration such as 90s, 15m, 2h or 1d"))?;
+    let secs = match unit {
+        's' => n,
+        'm' => n * 60,
+        'h' => n * 3600,
+        'd' => n * 86400,
+        _ => return Err(format!("'{s}': unknown unit (use s, m, h or d)")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 pub fn parse_mode(s: &str) -> Result<u16, String> {
     u16::from_str_radix(s.trim_start_matches("0o"), 8)
         .ok()
@@ -316,6 +354,10 @@ mod tests {
         assert_eq!(parse_mode("0644"), Ok(0o644));
         assert_eq!(parse_mode("755"), Ok(0o755));
         assert!(parse_mode("0999").is_err());
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("15m").unwrap().as_secs(), 900);
+        assert_eq!(parse_duration("1d").unwrap().as_secs(), 86400);
+        assert!(parse_duration("1w").is_err());
     }
 
     #[test]

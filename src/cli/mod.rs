@@ -4,6 +4,7 @@
 //! 3 the key does not match the volume, 4 S3 failure (unreachable, bucket missing, denied).
 
 mod args;
+mod fsck;
 mod helper;
 mod init;
 mod mount;
@@ -43,6 +44,7 @@ pub fn main() -> i32 {
         Command::Cat(args) => recover::cat(args),
         Command::Get(args) => recover::get(args),
         Command::Put(args) => recover::put(args),
+        Command::Fsck(args) => fsck::run(args),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::volume::{RESERVED_NAME, Volume};
 const SEGMENTS_PER_GET: u64 = 128;
 
 /// Opens the volume; the error is already printed, its exit status returned.
-async fn open(args: &VolumeArgs) -> Result<Volume, i32> {
+pub(super) async fn open(args: &VolumeArgs) -> Result<Volume, i32> {
     let config = args
         .connection
         .store_config(&args.location)
@@ -138,7 +138,7 @@ pub fn get(args: GetArgs) -> i32 {
 }
 
 /// Streams the verified plaintext of `path` into `out`, a run of segments per GET.
-async fn stream_out(
+pub(super) async fn stream_out(
     volume: &Volume,
     path: &str,
     out: &mut impl Write,
