@@ -80,6 +80,16 @@ impl Volume {
         user_key: &UserKey,
     ) -> Result<Self, VolumeError> {
         let config = read_config(store.as_ref(), location).await?;
+        Self::unlock(store, location, config, user_key)
+    }
+
+    /// Unlocks an already read config (when the user key depends on it: passphrases).
+    pub fn unlock(
+        store: Arc<dyn ObjectStore>,
+        location: &str,
+        config: VolumeConfig,
+        user_key: &UserKey,
+    ) -> Result<Self, VolumeError> {
         let master = config.unlock(user_key).map_err(|e| match e {
             CryptoError::WrongKey => VolumeError::WrongKey {
                 location: location.to_string(),
@@ -99,6 +109,18 @@ impl Volume {
             layout,
             master,
         })
+    }
+
+    /// Replaces the volume config with `config` (after a rekey): the data is untouched, only
+    /// the wrapped master key changes.
+    pub async fn write_config(
+        store: &dyn ObjectStore,
+        config: &VolumeConfig,
+    ) -> Result<(), VolumeError> {
+        store
+            .put(CONFIG_KEY, Bytes::from(config.to_json()), &Metadata::new())
+            .await?;
+        Ok(())
     }
 
     /// Creates a volume config at the store's prefix. Refuses if a volume exists there, and,
@@ -140,7 +162,11 @@ impl Volume {
     }
 }
 
-async fn read_config(store: &dyn ObjectStore, location: &str) -> Result<VolumeConfig, VolumeError> {
+/// Reads and parses the volume config at the store's prefix.
+pub async fn read_config(
+    store: &dyn ObjectStore,
+    location: &str,
+) -> Result<VolumeConfig, VolumeError> {
     let no_volume = || VolumeError::NoVolume {
         location: location.to_string(),
     };

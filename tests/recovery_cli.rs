@@ -264,3 +264,70 @@ async fn fsck_finds_damage_and_cleans_stale_uploads(kind: ServerKind) {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 objects: 1 ok"));
 }
+
+on_both_servers!(passphrase_volumes_and_rekey);
+
+async fn passphrase_volumes_and_rekey(kind: ServerKind) {
+    let v = TestVolume::uninitialised(kind, "passphrase", "pp").await;
+    let loc = v.location();
+    let cli = |args: &[&str], passphrase: Option<&str>| {
+        let mut cmd = std::process::Command::new(common::mount::BIN);
+        cmd.args(args)
+            .args(["--endpoint-url", &v.server.endpoint, "--force-path-style"])
+            .envs(v.server.env())
+            .env_remove("S3CRYPTFS_PASSPHRASE");
+        if let Some(p) = passphrase {
+            cmd.env("S3CRYPTFS_PASSPHRASE", p);
+        }
+        cmd.output().unwrap()
+    };
+    let out = cli(
+        &["init", &loc, "--kdf-cost", "10"],
+        Some("correct horse battery staple"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let src = tempfile::tempdir().unwrap();
+    let local = src.path().join("doc");
+    std::fs::write(&local, b"secret document").unwrap();
+    let out = cli(
+        &["put", &loc, &local.to_string_lossy(), "doc"],
+        Some("correct horse battery staple"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli(&["cat", &loc, "doc"], Some("correct horse battery staple"));
+    assert_eq!(out.stdout, b"secret document", "{}", stderr(&out));
+
+    let out = cli(&["cat", &loc, "doc"], Some("wrong horse"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+    let key_path = v.key_file.to_string_lossy().to_string();
+    let out = cli(&["cat", &loc, "doc", "--key-file", &key_path], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("passphrase"), "{}", stderr(&out));
+
+    // Rekey to a newly generated key file: the data is untouched, the old secret stops working.
+    let new_key = v.dir.path().join("rekeyed.key");
+    let new_key_s = new_key.to_string_lossy().to_string();
+    let out = cli(
+        &[
+            "rekey",
+            &loc,
+            "--new-key-file",
+            &new_key_s,
+            "--generate-key",
+        ],
+        Some("correct horse battery staple"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli(&["cat", &loc, "doc", "--key-file", &new_key_s], None);
+    assert_eq!(out.stdout, b"secret document", "{}", stderr(&out));
+    let out = cli(&["cat", &loc, "doc"], Some("correct horse battery staple"));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the volume now wants a key file: {}",
+        stderr(&out)
+    );
+    let m = v.mount_with_key(&new_key, &[]).unwrap();
+    assert_eq!(std::fs::read(m.join("doc")).unwrap(), b"secret document");
+}

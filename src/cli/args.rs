@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::crypto::{CryptoError, UserKey};
+use crate::crypto::{CryptoError, KeySource, UserKey, VolumeConfig};
 use crate::store::StoreConfig;
 
 #[derive(Debug, Parser)]
@@ -43,6 +43,8 @@ pub enum Command {
     Put(PutArgs),
     /// Verify every object of the volume and find (and optionally abort) stale uploads
     Fsck(FsckArgs),
+    /// Change the key or passphrase that unlocks the volume (the data is not rewritten)
+    Rekey(RekeyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -183,9 +185,88 @@ pub struct KeyArgs {
     /// $CREDENTIALS_DIRECTORY
     #[arg(long, value_name = "NAME")]
     pub key_credential: Option<String>,
+    /// File whose first line is the passphrase (for passphrase volumes; also
+    /// $S3CRYPTFS_PASSPHRASE, or typed at a prompt on a terminal)
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// Environment variable that may hold the passphrase.
+pub const PASSPHRASE_ENV: &str = "S3CRYPTFS_PASSPHRASE";
+
+fn passphrase(bytes: Vec<u8>) -> Result<Secret, String> {
+    let bytes = zeroize::Zeroizing::new(bytes);
+    if bytes.is_empty() {
+        return Err("the passphrase is empty".into());
+    }
+    Ok(Secret::Passphrase(bytes))
+}
+
+/// What unlocks a volume, as the user gave it.
+pub enum Secret {
+    Key(UserKey),
+    Passphrase(zeroize::Zeroizing<Vec<u8>>),
+}
+
+impl Secret {
+    /// The user key for a volume whose config is `config`.
+    pub fn user_key(&self, config: &VolumeConfig) -> Result<UserKey, String> {
+        match (self, &config.key_source) {
+            (Secret::Key(k), KeySource::KeyFile) => Ok(k.clone()),
+            (Secret::Passphrase(p), source @ KeySource::Passphrase { .. }) => {
+                UserKey::from_passphrase(p, source).map_err(|e| e.to_string())
+            }
+            (Secret::Key(_), KeySource::Passphrase { .. }) => Err(
+                "this volume is unlocked with a passphrase: pass --passphrase-file FILE, set \
+                 S3CRYPTFS_PASSPHRASE, or type it when asked"
+                    .into(),
+            ),
+            (Secret::Passphrase(_), KeySource::KeyFile) => {
+                Err("this volume is unlocked with a key file: pass --key-file FILE".into())
+            }
+        }
+    }
 }
 
 impl KeyArgs {
+    /// The key or passphrase: --key-file, --key-credential, --passphrase-file,
+    /// $S3CRYPTFS_PASSPHRASE, the default systemd credential, or a prompt on a terminal
+    /// (`confirm`: ask twice, for a new passphrase).
+    pub fn secret(&self, confirm: bool) -> Result<Secret, String> {
+        if self.key_file.is_some() || self.key_credential.is_some() {
+            return self.load().map(Secret::Key);
+        }
+        if let Some(path) = &self.passphrase_file {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
+            );
+            let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
+            return passphrase(line.to_vec());
+        }
+        if let Some(p) = std::env::var_os(PASSPHRASE_ENV) {
+            use std::os::unix::ffi::OsStringExt;
+            return passphrase(p.into_vec());
+        }
+        if std::env::var_os("CREDENTIALS_DIRECTORY").is_some() {
+            return self.load().map(Secret::Key);
+        }
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            let first = zeroize::Zeroizing::new(
+                rpassword::prompt_password("passphrase: ").map_err(|e| e.to_string())?,
+            );
+            if confirm {
+                let again = zeroize::Zeroizing::new(
+                    rpassword::prompt_password("again: ").map_err(|e| e.to_string())?,
+                );
+                if *again != *first {
+                    return Err("the passphrases differ".into());
+                }
+            }
+            return passphrase(first.as_bytes().to_vec());
+        }
+        self.load().map(Secret::Key)
+    }
+
     pub fn load(&self) -> Result<UserKey, String> {
         match (&self.key_file, &self.key_credential) {
             (Some(path), _) => UserKey::from_key_file(path)
@@ -198,7 +279,7 @@ impl KeyArgs {
                         describe_key_error(&format!("credential '{DEFAULT_CREDENTIAL}'"), e)
                     })
                 } else {
-                    Err("no key given: pass --key-file FILE (or --key-credential NAME under systemd)".to_string())
+                    Err("no key given: pass --key-file FILE, --passphrase-file FILE or set S3CRYPTFS_PASSPHRASE (or --key-credential NAME under systemd)".to_string())
                 }
             }
         }
@@ -231,6 +312,29 @@ pub struct InitArgs {
     /// never overwritten)
     #[arg(long, requires = "key_file")]
     pub generate_key: bool,
+    /// scrypt cost of a passphrase volume, as log2(N): each step doubles the time and memory
+    /// an attacker needs per guess (17 = 128 MiB)
+    #[arg(long, default_value_t = 17, value_parser = clap::value_parser!(u8).range(10..=22))]
+    pub kdf_cost: u8,
+}
+
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    /// The volume and its current key or passphrase
+    #[command(flatten)]
+    pub volume: VolumeArgs,
+    /// The new key file (see --generate-key)
+    #[arg(long, value_name = "FILE", conflicts_with = "new_passphrase_file")]
+    pub new_key_file: Option<PathBuf>,
+    /// Generate the new key into --new-key-file first
+    #[arg(long, requires = "new_key_file")]
+    pub generate_key: bool,
+    /// File whose first line is the new passphrase
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    /// scrypt cost of a new passphrase, as log2(N)
+    #[arg(long, default_value_t = 17, value_parser = clap::value_parser!(u8).range(10..=22))]
+    pub kdf_cost: u8,
 }
 
 #[derive(Debug, Args)]

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use super::args::InitArgs;
 use super::{EXIT_STORE, EXIT_USAGE, fail, runtime};
-use crate::crypto::KeySource;
 use crate::store::{ObjectStore, S3Store};
 use crate::volume::Volume;
 
@@ -27,7 +26,11 @@ pub fn run(args: InitArgs) -> i32 {
             path.display()
         );
     }
-    let user_key = match args.key.load() {
+    let (user_key, key_source) = match args
+        .key
+        .secret(true)
+        .and_then(|secret| super::new_user_key(&secret, args.kdf_cost))
+    {
         Ok(k) => k,
         Err(e) => return fail(EXIT_USAGE, e),
     };
@@ -45,7 +48,7 @@ pub fn run(args: InitArgs) -> i32 {
             store.as_ref(),
             &location,
             &user_key,
-            KeySource::KeyFile,
+            key_source,
             args.segment_size,
             false,
             args.force,

@@ -9,6 +9,7 @@ mod helper;
 mod init;
 mod mount;
 mod recover;
+mod rekey;
 
 use clap::Parser;
 
@@ -45,6 +46,7 @@ pub fn main() -> i32 {
         Command::Get(args) => recover::get(args),
         Command::Put(args) => recover::put(args),
         Command::Fsck(args) => fsck::run(args),
+        Command::Rekey(args) => rekey::run(args),
     }
 }
 
@@ -83,6 +85,40 @@ fn init_logging(level: &str, file: Option<&std::path::Path>) -> Result<(), Strin
 pub(crate) fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
     eprintln!("s3cryptfs: {message}");
     code
+}
+
+/// Reads the volume config, turns the user's secret into the key it needs (a passphrase
+/// goes through the config's scrypt parameters) and unlocks the volume.
+pub(crate) async fn unlock(
+    store: std::sync::Arc<dyn crate::store::ObjectStore>,
+    location: &str,
+    secret: &args::Secret,
+) -> Result<crate::volume::Volume, (i32, String)> {
+    let config = crate::volume::read_config(store.as_ref(), location)
+        .await
+        .map_err(|e| (e.exit_code(), e.to_string()))?;
+    let user_key = secret.user_key(&config).map_err(|e| (EXIT_USAGE, e))?;
+    crate::volume::Volume::unlock(store, location, config, &user_key)
+        .map_err(|e| (e.exit_code(), e.to_string()))
+}
+
+/// The user key and key source for a new volume or a rekey.
+pub(crate) fn new_user_key(
+    secret: &args::Secret,
+    kdf_cost: u8,
+) -> Result<(crate::crypto::UserKey, crate::crypto::KeySource), String> {
+    use crate::crypto::{KeySource, UserKey};
+    match secret {
+        args::Secret::Key(k) => Ok((k.clone(), KeySource::KeyFile)),
+        args::Secret::Passphrase(p) => {
+            let mut source = KeySource::passphrase_default();
+            if let KeySource::Passphrase { log_n, .. } = &mut source {
+                *log_n = kdf_cost;
+            }
+            let key = UserKey::from_passphrase(p, &source).map_err(|e| e.to_string())?;
+            Ok((key, source))
+        }
+    }
 }
 
 pub(crate) fn runtime() -> tokio::runtime::Runtime {

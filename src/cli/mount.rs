@@ -21,7 +21,6 @@ use crate::fs::{Filesystem, FsOptions, FuseAdapter, raise_read_ahead};
 use crate::read::{PrefetchConfig, ReadContext, SegmentCache};
 use crate::store::{ObjectStore, S3Store};
 use crate::upload::{MemoryBudget, UploadConfig, UploadContext, UploadStats};
-use crate::volume::Volume;
 
 /// The background child reports readiness on this inherited descriptor.
 const READY_FD_ENV: &str = "S3CRYPTFS_READY_FD";
@@ -58,7 +57,7 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    let user_key = match args.key.load() {
+    let secret = match args.key.secret(false) {
         Ok(k) => k,
         Err(e) => return fail(EXIT_USAGE, e),
     };
@@ -72,9 +71,9 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
             let store = S3Store::connect(store_config).await.map_err(store_err)?;
             store.check_bucket().await.map_err(store_err)?;
             let store: Arc<dyn ObjectStore> = Arc::new(store);
-            Volume::open(store, &location, &user_key)
+            super::unlock(store, &location, &secret)
                 .await
-                .map_err(|e| (e.exit_code(), e.to_string()))
+                .map_err(|e| (e.0, e.1))
         })
         .await
     });
@@ -90,7 +89,7 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
             );
         }
     };
-    drop(user_key);
+    drop(secret);
 
     let fs_options = FsOptions {
         uid: args.uid.unwrap_or_else(|| unsafe { libc::getuid() }),

@@ -21,7 +21,7 @@ pub(super) async fn open(args: &VolumeArgs) -> Result<Volume, i32> {
         .connection
         .store_config(&args.location)
         .map_err(|e| fail(EXIT_USAGE, e))?;
-    let key = args.key.load().map_err(|e| fail(EXIT_USAGE, e))?;
+    let secret = args.key.secret(false).map_err(|e| fail(EXIT_USAGE, e))?;
     let location = config.location();
     let store = S3Store::connect(config)
         .await
@@ -30,9 +30,9 @@ pub(super) async fn open(args: &VolumeArgs) -> Result<Volume, i32> {
         .check_bucket()
         .await
         .map_err(|e| fail(EXIT_STORE, e))?;
-    Volume::open(Arc::new(store), &location, &key)
+    super::unlock(Arc::new(store), &location, &secret)
         .await
-        .map_err(|e| fail(e.exit_code(), e))
+        .map_err(|(code, message)| fail(code, message))
 }
 
 fn clean_path(path: &str) -> String {
