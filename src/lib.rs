@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod crypto;
 pub mod fs;
+pub mod metrics;
 pub mod read;
 pub mod store;
 pub mod upload;

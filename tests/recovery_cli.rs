@@ -244,6 +244,15 @@ async fn fsck_finds_damage_and_cleans_stale_uploads(kind: ServerKind) {
         assert!(report.contains("upload of killed"), "{report}");
     }
 
+    // A sample that skips the tampered object's tags still checks its header and size.
+    let out = fsck(&["--headers-only"]);
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !report.contains("CORRUPT"),
+        "a body flip is invisible to headers: {report}"
+    );
+    assert!(report.contains("FOREIGN  foreign.txt"), "{report}");
+
     let out = fsck(&["--stale-after", "0", "--abort-stale"]);
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(

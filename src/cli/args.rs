@@ -61,6 +61,11 @@ pub struct FsckArgs {
     /// Check only each object's size and header, not every segment's tag (much faster)
     #[arg(long)]
     pub headers_only: bool,
+    /// Check every segment's tag of only this percentage of the objects (chosen by a hash of
+    /// the name, so repeated runs with the same figure check the same ones); the others get
+    /// the size and header check
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub sample: u8,
 }
 
 #[derive(Debug, Args)]
@@ -388,6 +393,10 @@ pub struct MountArgs {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Serve Prometheus metrics (requests by kind, bytes, errors, parts in flight, cache
+    /// hits, single-PUT vs multipart files) at http://ADDR/metrics; loopback addresses only
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Append logs to this file. Without it logs go to stderr, which a background mount
     /// closes once the mount is live (use --foreground under systemd: journald keeps them)
     #[arg(long, value_name = "FILE")]

@@ -43,15 +43,21 @@ pub fn run(args: FsckArgs) -> i32 {
             .filter(|o| !(o.key.ends_with('/') && o.size == 0)) // directory markers
             .collect();
         let total = objects.len();
+        let progress = super::progress_bar(total as u64, false);
         let verdicts: Vec<(String, Verdict)> = futures::stream::iter(objects)
             .map(|o| {
-                let volume = &volume;
-                let headers_only = args.headers_only;
-                async move { (o.key.clone(), verify(volume, &o, headers_only).await) }
+                let (volume, progress) = (&volume, &progress);
+                let headers_only = args.headers_only || !sampled(&o.key, args.sample);
+                async move {
+                    let verdict = verify(volume, &o, headers_only).await;
+                    progress.inc(1);
+                    (o.key.clone(), verdict)
+                }
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
+        progress.finish_and_clear();
         let (mut ok, mut foreign, mut corrupt, mut unchecked) = (0, 0, 0, 0);
         for (key, verdict) in &verdicts {
             match verdict {
@@ -119,6 +125,14 @@ pub fn run(args: FsckArgs) -> i32 {
     })
 }
 
+/// Whether `key` falls in a `percent` sample (stable across runs).
+fn sampled(key: &str, percent: u8) -> bool {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish() % 100 < u64::from(percent)
+}
+
 async fn verify(volume: &Volume, object: &ObjectInfo, headers_only: bool) -> Verdict {
     if let Err(e) = volume.layout.plaintext_size(object.size) {
         return Verdict::Foreign(e.to_string());
@@ -144,7 +158,8 @@ async fn verify(volume: &Volume, object: &ObjectInfo, headers_only: bool) -> Ver
     if headers_only {
         return Verdict::Ok;
     }
-    match stream_out(volume, &object.key, &mut std::io::sink()).await {
+    let hidden = indicatif::ProgressBar::hidden();
+    match stream_out(volume, &object.key, &mut std::io::sink(), &hidden).await {
         Ok(()) => Verdict::Ok,
         Err((EXIT_FAILURE, why)) => Verdict::Corrupt(why),
         Err((_, why)) => Verdict::Unchecked(why),

@@ -121,6 +121,23 @@ pub(crate) fn new_user_key(
     }
 }
 
+/// A progress bar on stderr when it is a terminal; hidden otherwise (scripts, logs).
+pub(crate) fn progress_bar(total: u64, bytes: bool) -> indicatif::ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let template = if bytes {
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+    } else {
+        "{bar:40} {pos}/{len} objects, eta {eta}"
+    };
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -65,6 +65,12 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
     let key_prefix_len = store_config.prefix.len();
     let rt = runtime();
 
+    if let Some(addr) = args.metrics_addr {
+        let installed = rt.block_on(async { crate::metrics::install(addr) });
+        if let Err(e) = installed {
+            return fail(EXIT_USAGE, e);
+        }
+    }
     let opened = rt.block_on(async {
         tokio::time::timeout(OPEN_TIMEOUT, async {
             let store_err = |e: crate::store::StoreError| (EXIT_STORE, e.to_string());

@@ -84,7 +84,8 @@ pub fn cat(args: ObjectArgs) -> i32 {
             Err(code) => return code,
         };
         let mut out = std::io::stdout().lock();
-        match stream_out(&volume, &clean_path(&args.path), &mut out).await {
+        let hidden = indicatif::ProgressBar::hidden();
+        match stream_out(&volume, &clean_path(&args.path), &mut out, &hidden).await {
             Ok(()) => 0,
             Err((code, message)) => fail(code, message),
         }
@@ -114,9 +115,10 @@ pub fn get(args: GetArgs) -> i32 {
             Err(e) => return fail(EXIT_FAILURE, format!("cannot create a temporary file: {e}")),
         };
         let mut writer = std::io::BufWriter::new(tmp);
-        if let Err((code, message)) =
-            stream_out(&volume, &clean_path(&args.path), &mut writer).await
-        {
+        let progress = super::progress_bar(0, true);
+        let copied = stream_out(&volume, &clean_path(&args.path), &mut writer, &progress).await;
+        progress.finish_and_clear();
+        if let Err((code, message)) = copied {
             return fail(code, message);
         }
         let tmp = match writer.into_inner() {
@@ -142,6 +144,7 @@ pub(super) async fn stream_out(
     volume: &Volume,
     path: &str,
     out: &mut impl Write,
+    progress: &indicatif::ProgressBar,
 ) -> Result<(), (i32, String)> {
     let store_err = |e: crate::store::StoreError| {
         let code = if e.is_not_found() {
@@ -168,6 +171,7 @@ pub(super) async fn stream_out(
         ObjectDecryptor::new(&volume.master, layout, &header, info.size).map_err(corrupt)?;
     let segments = decryptor.segment_count();
     let plaintext_size = decryptor.plaintext_size();
+    progress.set_length(plaintext_size);
     let mut first = 0;
     while first < segments {
         let last = (first + SEGMENTS_PER_GET).min(segments);
@@ -190,6 +194,7 @@ pub(super) async fn stream_out(
             let n = decryptor.open_segment(seg, &mut buf).map_err(corrupt)?;
             out.write_all(&buf[..n])
                 .map_err(|e| (EXIT_FAILURE, format!("writing {path}: {e}")))?;
+            progress.inc(n as u64);
         }
         first = last;
     }
@@ -217,6 +222,8 @@ pub fn put(args: PutArgs) -> i32 {
         let mut writer = ObjectWriter::new(ctx, path.clone(), Default::default());
         let mut buf = vec![0u8; 1 << 20];
         let mut offset = 0u64;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let progress = super::progress_bar(size, true);
         loop {
             let n = match std::io::Read::read(&mut file, &mut buf) {
                 Ok(0) => break,
@@ -227,10 +234,13 @@ pub fn put(args: PutArgs) -> i32 {
                 }
             };
             if let Err(e) = writer.write(offset, &buf[..n]).await {
+                progress.abandon();
                 return fail(EXIT_STORE, format!("{path}: {e}"));
             }
             offset += n as u64;
+            progress.set_position(offset);
         }
+        progress.finish_and_clear();
         match writer.commit().await {
             Ok(done) => {
                 eprintln!("{path}: {} bytes stored", done.plaintext_size);

@@ -40,7 +40,9 @@ impl SegmentCache {
     }
 
     pub fn get(&self, id: &SegmentId) -> Option<Bytes> {
-        self.entries.lock().unwrap().get(id).cloned()
+        let found = self.entries.lock().unwrap().get(id).cloned();
+        crate::metrics::cache_lookup(found.is_some());
+        found
     }
 
     pub fn insert(&self, id: SegmentId, plaintext: Bytes) {

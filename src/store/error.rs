@@ -23,6 +23,22 @@ pub enum StoreErrorKind {
     Fatal,
 }
 
+impl StoreErrorKind {
+    /// A short stable name (for metrics labels).
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreErrorKind::NotFound => "not_found",
+            StoreErrorKind::NoSuchBucket => "no_such_bucket",
+            StoreErrorKind::AccessDenied => "access_denied",
+            StoreErrorKind::PreconditionFailed => "precondition_failed",
+            StoreErrorKind::InvalidRange => "invalid_range",
+            StoreErrorKind::Throttled => "throttled",
+            StoreErrorKind::Transient => "transient",
+            StoreErrorKind::Fatal => "fatal",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StoreError {
     pub kind: StoreErrorKind,

@@ -254,6 +254,7 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| map_err("GetObject", key, e))?;
         let length = out.content_length().unwrap_or(0).max(0) as u64;
+        crate::metrics::bytes_downloaded(length);
         let (returned, object_size) = out
             .content_range()
             .and_then(parse_content_range)
@@ -279,6 +280,7 @@ impl ObjectStore for S3Store {
         metadata: &Metadata,
     ) -> Result<PutResult, StoreError> {
         trace_request("PutObject", key);
+        crate::metrics::bytes_uploaded(body.len() as u64);
         let out = self
             .client
             .put_object()
@@ -322,6 +324,7 @@ impl ObjectStore for S3Store {
         body: Bytes,
     ) -> Result<CompletedPart, StoreError> {
         trace_request("UploadPart", key);
+        crate::metrics::bytes_uploaded(body.len() as u64);
         let out = self
             .client
             .upload_part()
@@ -627,8 +630,9 @@ fn completed_despite_parse_error<E>(
 }
 
 /// One debug line per request (`s3 request op=... key=...`): tests count requests from it.
-fn trace_request(op: &str, key: &str) {
+fn trace_request(op: &'static str, key: &str) {
     tracing::debug!(op = %op, key = %key, "s3 request");
+    crate::metrics::s3_request(op);
 }
 
 fn non_empty(metadata: &Metadata) -> Option<Metadata> {
@@ -649,7 +653,21 @@ fn parse_content_range(header: &str) -> Option<(Range<u64>, u64)> {
 }
 
 fn map_err<E>(
-    op: &str,
+    op: &'static str,
+    key: &str,
+    err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let mapped = classify(op, key, err);
+    crate::metrics::s3_error(op, mapped.kind.name());
+    mapped
+}
+
+/// Turns an SDK error into a [`StoreError`] with a message that names the request.
+fn classify<E>(
+    op: &'static str,
     key: &str,
     err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> StoreError

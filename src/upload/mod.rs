@@ -174,6 +174,7 @@ impl ObjectWriter {
             self.abort().await;
             self.result = Some(Err(e.clone()));
             self.ctx.stats.failures.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::file_failed();
             return Err(e);
         }
         Ok(())
@@ -204,6 +205,7 @@ impl ObjectWriter {
         let result = self.commit_inner().await;
         if result.is_err() {
             self.ctx.stats.failures.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::file_failed();
             self.abort().await;
         }
         self.buffer = Vec::new();
@@ -228,6 +230,7 @@ impl ObjectWriter {
                     .put(&self.key, body, &self.metadata)
                     .await?;
                 ctx.stats.single_put_files.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::file_committed("single_put");
                 (put.etag, 1)
             }
             Some(mp) => {
@@ -250,6 +253,7 @@ impl ObjectWriter {
                     .await?;
                 self.multipart = None;
                 ctx.stats.multipart_files.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::file_committed("multipart");
                 (done.etag, parts.len())
             }
         };
@@ -378,12 +382,14 @@ impl ObjectWriter {
         let number = self.part_number;
         self.part_number += 1;
         ctx.stats.parts.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::parts_in_flight(1.0);
         tokio::spawn(async move {
             let result = ctx
                 .volume
                 .store
                 .upload_part(&key, &upload_id, number, body.clone())
                 .await;
+            crate::metrics::parts_in_flight(-1.0);
             if let Err(e) = &result {
                 warn!(key = %key, part = number, "part upload failed: {e}");
             }
