@@ -22,6 +22,11 @@ pub fn s3_request(op: &'static str) {
     metrics::counter!("s3cryptfs_s3_requests_total", "op" => op).increment(1);
 }
 
+/// An S3 request attempt after the first (the SDK retries throttling, 5xx, timeouts).
+pub fn s3_retry() {
+    metrics::counter!("s3cryptfs_s3_retries_total").increment(1);
+}
+
 /// A failed S3 request (after the SDK's retries).
 pub fn s3_error(op: &'static str, kind: &'static str) {
     metrics::counter!("s3cryptfs_s3_errors_total", "op" => op, "kind" => kind).increment(1);

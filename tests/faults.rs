@@ -42,7 +42,8 @@ fn cp(from: &std::path::Path, to: &std::path::Path) -> std::process::Output {
 async fn a_part_that_fails_once_is_retried(kind: ServerKind) {
     let v = TestVolume::new(kind, "retry-part", "").await;
     let proxy = FaultProxy::start(&v.server.endpoint);
-    let m = v.mount_via(&proxy.endpoint, &[]);
+    let metrics = common::free_loopback_addr();
+    let m = v.mount_via(&proxy.endpoint, &["--metrics-addr", &metrics]);
     let src = tempfile::tempdir().unwrap();
     let local = src.path().join("f");
     std::fs::write(&local, random_bytes(2 * PART + 1000, 1)).unwrap();
@@ -52,6 +53,12 @@ async fn a_part_that_fails_once_is_retried(kind: ServerKind) {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(proxy.fired(), 2, "both faults were hit");
     assert_eq!(proxy.count(upload_part), 3 + 2, "three parts, two retried");
+    assert_eq!(common::metric(&metrics, "s3cryptfs_s3_retries_total"), 2.0);
+    assert_eq!(
+        common::metric(&metrics, "s3cryptfs_s3_requests_total{op=\"UploadPart\"}"),
+        3.0,
+        "requests count once however many attempts they take"
+    );
     assert_eq!(sha256_file(&m.join("f")), sha256_file(&local));
     assert!(v.store.list_uploads("").await.unwrap().is_empty());
 }

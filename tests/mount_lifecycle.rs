@@ -12,6 +12,7 @@ use common::{ServerKind, random_bytes};
 use s3cryptfs::store::ObjectStore;
 
 on_both_servers!(
+    a_second_signal_exits_at_once,
     kill_9_mid_copy_leaves_only_whole_objects,
     background_mount_returns_once_live,
     sigterm_saves_files_still_open,
@@ -194,4 +195,47 @@ async fn kill_9_mid_copy_leaves_only_whole_objects(kind: ServerKind) {
     assert!(out.status.success(), "{report}{}", stderr(&out));
     assert!(report.contains("ABORTED  stale upload of f"), "{report}");
     assert!(v.store.list_uploads("").await.unwrap().is_empty());
+}
+
+async fn a_second_signal_exits_at_once(kind: ServerKind) {
+    let v = TestVolume::new(kind, "second-signal", "").await;
+    let proxy = FaultProxy::start(&v.server.endpoint);
+    let mut m = v.mount_via(&proxy.endpoint, &[]);
+    let mut f = std::fs::File::create(m.join("slow")).unwrap();
+    f.write_all(b"this upload will hang").unwrap();
+    // The commit at shutdown hangs on a stalled PUT...
+    proxy.inject(
+        common::proxy::put_object,
+        Fault::Stall(Duration::from_secs(120)),
+        None,
+    );
+    unsafe { libc::kill(m.pid() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        m.log_text().contains("SIGTERM: saving open files"),
+        "{}",
+        m.log_text()
+    );
+    // ...and a second signal does not wait for it.
+    unsafe { libc::kill(m.pid() as i32, libc::SIGINT) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = m.exited() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon is still waiting"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status, Some(1), "exits at once, with a failure status");
+    assert!(
+        m.log_text()
+            .contains("second signal: exiting without waiting"),
+        "{}",
+        m.log_text()
+    );
+    drop(f);
+    proxy.clear();
 }

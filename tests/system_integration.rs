@@ -170,31 +170,14 @@ async fn notifies_systemd_when_ready_and_when_stopping() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_prometheus_metrics_on_loopback() {
-    use std::io::{Read, Write};
     let v = TestVolume::new(ServerKind::Garage, "metrics", "").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = common::free_loopback_addr();
     let m = v.mount(&["--metrics-addr", &addr]);
     std::fs::write(m.join("small"), b"small").unwrap();
     // Two parts: 8 MiB parts hold 8,388,560 plaintext bytes (the first) and 8,388,608 (later ones).
     std::fs::write(m.join("large"), common::random_bytes(16_000_000, 9)).unwrap();
     assert_eq!(std::fs::read(m.join("small")).unwrap(), b"small");
-    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    conn.read_to_string(&mut text).unwrap();
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
-    };
+    let value = |name: &str| common::metric(&addr, name);
     assert_eq!(
         value("s3cryptfs_files_committed_total{upload=\"single_put\"}"),
         1.0

@@ -82,6 +82,7 @@ impl S3Store {
         let sdk = loader.load().await;
 
         let mut s3 = aws_sdk_s3::config::Builder::from(&sdk)
+            .interceptor(RetryCounter)
             .force_path_style(config.force_path_style)
             // Every segment carries an HMAC tag that is checked end to end, so CRC checksums
             // on uploads and downloads would only cost CPU on both sides.
@@ -627,6 +628,32 @@ fn completed_despite_parse_error<E>(
     let start = body.find("<ETag>")? + "<ETag>".len();
     let end = start + body[start..].find("</ETag>")?;
     Some(body[start..end].replace("&quot;", "\""))
+}
+
+/// Counts the SDK's retries (attempts after the first) for the metrics.
+#[derive(Debug)]
+struct RetryCounter;
+
+impl aws_sdk_s3::config::Intercept for RetryCounter {
+    fn name(&self) -> &'static str {
+        "s3cryptfs-retry-counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let attempt = cfg
+            .load::<aws_smithy_runtime_api::client::retries::RequestAttempts>()
+            .map_or(1, |a| a.attempts());
+        if attempt > 1 {
+            tracing::debug!(attempt, "retrying an S3 request");
+            crate::metrics::s3_retry();
+        }
+        Ok(())
+    }
 }
 
 /// One debug line per request (`s3 request op=... key=...`): tests count requests from it.

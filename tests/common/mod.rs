@@ -45,6 +45,30 @@ pub async fn read_object(store: &S3Store, key: &str) -> Vec<u8> {
         .expect("body")
 }
 
+/// A free loopback address for a mount's --metrics-addr.
+pub fn free_loopback_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// The value of one metric line (`name` includes its labels) scraped from `addr`.
+pub fn metric(addr: &str, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("response");
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+}
+
 /// Runs an async test body against each real server, as `moto` and `garage` test functions.
 #[macro_export]
 macro_rules! on_both_servers {

@@ -156,6 +156,12 @@ impl Mount {
         self.child.as_ref().expect("running").id()
     }
 
+    /// The daemon's exit status once it has exited (`Some(None)`: killed by a signal).
+    pub fn exited(&mut self) -> Option<Option<i32>> {
+        let child = self.child.as_mut()?;
+        child.try_wait().ok().flatten().map(|s| s.code())
+    }
+
     /// The daemon's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
