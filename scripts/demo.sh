@@ -35,9 +35,9 @@ say "starting a local S3 server (Garage) with bucket 'demo'"
 garage_start "$WORK/garage" demo
 echo "endpoint $S3_ENDPOINT"
 
-say "creating a key and an encrypted volume at demo/photos"
-(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/volume.key" && echo >> "$WORK/volume.key")
-"$BIN" init demo/photos --key-file "$WORK/volume.key" --endpoint-url "$S3_ENDPOINT" --force-path-style
+say "creating an encrypted volume at demo/photos, with a newly generated key"
+"$BIN" init demo/photos --generate-key --key-file "$WORK/volume.key" \
+  --endpoint-url "$S3_ENDPOINT" --force-path-style
 
 say "mounting it on $MNT"
 "$BIN" mount demo/photos "$MNT" --key-file "$WORK/volume.key" \
