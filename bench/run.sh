@@ -114,7 +114,7 @@ dirty=$(cd "$REPO" && { git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/de
 
 # ---------------------------------------------------------------------------------------------
 # work directory and cleanup
-WORK=$(mktemp -d "${BENCH_TMP:-/tmp}/s3cryptfs-bench.XXXXXX")
+WORK=$(mktemp -d --tmpdir="${BENCH_TMP:-/tmp}" --suffix=-s3cryptfs-bench)
 MNT=$WORK/mnt
 LOGS=$WORK/logs
 DATA=$WORK/data.bin

@@ -19,7 +19,7 @@ cargo build --release --quiet --bin s3cryptfs --example s3_baseline
 BIN=$REPO/target/release/s3cryptfs
 BASELINE=$REPO/target/release/examples/s3_baseline
 
-WORK=$(mktemp -d /tmp/s3cryptfs-demo.XXXXXX)
+WORK=$(mktemp -d --suffix=-s3cryptfs-demo)
 MNT=$WORK/mnt
 mkdir -p "$MNT"
 # shellcheck source=local-garage.sh
