@@ -1,6 +1,7 @@
 //! Shared test support: real S3 servers, buckets, stores and mounts.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fault_store;
 pub mod mount;
 pub mod proxy;

@@ -25,7 +25,12 @@ pub struct TestVolume {
 impl TestVolume {
     /// A fresh bucket and a volume at `prefix` in it, created with `s3cryptfs init`.
     pub async fn new(kind: ServerKind, tag: &str, prefix: &str) -> Self {
-        let volume = Self::uninitialised(kind, tag, prefix).await;
+        Self::new_on(server(kind), tag, prefix).await
+    }
+
+    /// A volume on a given server (a cluster node, for example).
+    pub async fn new_on(server: &'static Server, tag: &str, prefix: &str) -> Self {
+        let volume = Self::uninitialised_on(server, tag, prefix).await;
         let out = volume.cli(
             &["init", &volume.location(), "--key-file"],
             &[&volume.key_file],
@@ -36,7 +41,10 @@ impl TestVolume {
 
     /// A fresh bucket with a key file but no volume config.
     pub async fn uninitialised(kind: ServerKind, tag: &str, prefix: &str) -> Self {
-        let server = server(kind);
+        Self::uninitialised_on(server(kind), tag, prefix).await
+    }
+
+    async fn uninitialised_on(server: &'static Server, tag: &str, prefix: &str) -> Self {
         let bucket = server.new_bucket_name(tag);
         let root = super::store_for(server, &bucket, "").await;
         root.create_bucket().await.expect("create bucket");

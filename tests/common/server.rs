@@ -61,6 +61,18 @@ pub fn server(kind: ServerKind) -> &'static Server {
 }
 
 impl Server {
+    /// A server the test started itself (a cluster node), for the volume helpers.
+    pub fn external(endpoint: String, access_key: &str, secret_key: &str) -> Self {
+        Self {
+            kind: ServerKind::Garage,
+            endpoint,
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+            data_dir: PathBuf::new(),
+            pid: 0,
+        }
+    }
+
     /// A fresh bucket name, unique in this process.
     pub fn new_bucket_name(&self, tag: &str) -> String {
         let n = BUCKET_COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -93,14 +105,14 @@ impl Server {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free port")
 }
 
-fn find_binary(env_var: &str, name: &str, extra: &[&str]) -> Result<PathBuf, String> {
+pub fn find_binary(env_var: &str, name: &str, extra: &[&str]) -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os(env_var) {
         return Ok(PathBuf::from(p));
     }
@@ -120,7 +132,7 @@ fn find_binary(env_var: &str, name: &str, extra: &[&str]) -> Result<PathBuf, Str
 
 /// Spawns `cmd` from a thread that never exits, with PR_SET_PDEATHSIG, so the server dies
 /// with the test process even if a test panics or the process is killed.
-fn spawn_tied_to_process(mut cmd: Command) -> std::io::Result<Child> {
+pub fn spawn_tied_to_process(mut cmd: Command) -> std::io::Result<Child> {
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -158,7 +170,7 @@ fn remove_stale_data_dirs(root: &Path) {
     }
 }
 
-fn wait_for_port(port: u16, child: &mut Child, log: &Path) -> Result<(), String> {
+pub fn wait_for_port(port: u16, child: &mut Child, log: &Path) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -221,37 +233,12 @@ fn start_garage(
     log: std::fs::File,
     log_path: &Path,
 ) -> Result<Server, String> {
-    let bin = find_binary(
-        "S3CRYPTFS_GARAGE",
-        "garage",
-        &["/opt/s3test/bin/garage", "/root/.cargo/bin/garage"],
-    )?;
+    let bin = garage_binary()?;
     let (rpc_port, admin_port) = (free_port(), free_port());
     let secret: String = (0..32)
         .map(|i| format!("{:02x}", (i * 37 + port as usize) % 256))
         .collect();
-    let config = format!(
-        r#"metadata_dir = "{d}/meta"
-data_dir = "{d}/data"
-db_engine = "lmdb"
-replication_factor = 1
-metadata_fsync = false
-data_fsync = false
-compression_level = "none"
-rpc_bind_addr = "127.0.0.1:{rpc_port}"
-rpc_public_addr = "127.0.0.1:{rpc_port}"
-rpc_secret = "{secret}"
-
-[s3_api]
-s3_region = "us-east-1"
-api_bind_addr = "127.0.0.1:{port}"
-root_domain = ".s3.localhost"
-
-[admin]
-api_bind_addr = "127.0.0.1:{admin_port}"
-"#,
-        d = data_dir.display()
-    );
+    let config = garage_config(&data_dir, port, rpc_port, admin_port, &secret, 1);
     let config_path = data_dir.join("garage.toml");
     std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(&bin);
@@ -265,23 +252,7 @@ api_bind_addr = "127.0.0.1:{admin_port}"
     let mut child = spawn_tied_to_process(cmd).map_err(|e| e.to_string())?;
     wait_for_port(port, &mut child, log_path)?;
 
-    let garage = |args: &[&str]| -> Result<String, String> {
-        let out = Command::new(&bin)
-            .arg("-c")
-            .arg(&config_path)
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).to_string())
-        } else {
-            Err(format!(
-                "garage {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
+    let garage = |args: &[&str]| garage_cli(&bin, &config_path, args);
     // The node answers the CLI a moment after it starts listening.
     let deadline = Instant::now() + Duration::from_secs(30);
     let node = loop {
@@ -311,4 +282,65 @@ api_bind_addr = "127.0.0.1:{admin_port}"
         data_dir,
         pid: child.id(),
     })
+}
+
+/// A Garage node's configuration file.
+pub fn garage_config(
+    data_dir: &Path,
+    s3_port: u16,
+    rpc_port: u16,
+    admin_port: u16,
+    rpc_secret: &str,
+    replication: u8,
+) -> String {
+    format!(
+        r#"metadata_dir = "{d}/meta"
+data_dir = "{d}/data"
+db_engine = "lmdb"
+replication_factor = {replication}
+metadata_fsync = false
+data_fsync = false
+compression_level = "none"
+rpc_bind_addr = "127.0.0.1:{rpc_port}"
+rpc_public_addr = "127.0.0.1:{rpc_port}"
+rpc_secret = "{rpc_secret}"
+
+[s3_api]
+s3_region = "us-east-1"
+api_bind_addr = "127.0.0.1:{s3_port}"
+root_domain = ".s3.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:{admin_port}"
+"#,
+        d = data_dir.display()
+    )
+}
+
+/// Runs the garage CLI against the node configured in `config`.
+pub fn garage_cli(bin: &Path, config: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(bin)
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    } else {
+        Err(format!(
+            "garage {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The garage binary the tests use.
+pub fn garage_binary() -> Result<PathBuf, String> {
+    find_binary(
+        "S3CRYPTFS_GARAGE",
+        "garage",
+        &["/opt/s3test/bin/garage", "/root/.cargo/bin/garage"],
+    )
 }

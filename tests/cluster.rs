@@ -1,0 +1,73 @@
+//! s3cryptfs on a real distributed store: a three-node Garage cluster (replication 3) on
+//! loopback, with one node stopped in the middle of a large copy.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::cluster::{ACCESS_KEY, Cluster, SECRET_KEY};
+use common::mount::{TestVolume, sha256_file, stderr};
+use common::random_bytes;
+use common::server::Server;
+use s3cryptfs::store::ObjectStore;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_node_stopped_mid_copy() {
+    let mut cluster = Cluster::start().expect("three-node cluster");
+    let server: &'static Server = Box::leak(Box::new(Server::external(
+        cluster.endpoint(0),
+        ACCESS_KEY,
+        SECRET_KEY,
+    )));
+    let v = TestVolume::new_on(server, "cluster", "vol").await;
+    let m = v.mount(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let local = src.path().join("big");
+    std::fs::write(&local, random_bytes(96 << 20, 77)).unwrap();
+    let target = m.join("big");
+    let copy = {
+        let (local, target) = (local.clone(), target.clone());
+        std::thread::spawn(move || {
+            Command::new("cp")
+                .arg(&local)
+                .arg(&target)
+                .output()
+                .unwrap()
+        })
+    };
+    // One of the three replicas goes away while parts are uploading.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while v.store.list_uploads("").await.unwrap().is_empty() && !copy.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never started uploading"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !copy.is_finished(),
+        "the node must go away while the copy runs"
+    );
+    cluster.stop(2);
+    let out = copy.join().unwrap();
+    assert!(
+        out.status.success(),
+        "a quorum of 2 of 3 keeps writes going: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        sha256_file(&target),
+        sha256_file(&local),
+        "read back with a node down"
+    );
+    cluster.restart(2).expect("node comes back");
+    drop(m);
+    let m = v.mount(&[]);
+    assert_eq!(
+        sha256_file(&m.join("big")),
+        sha256_file(&local),
+        "after the node returned"
+    );
+    assert!(v.store.list_uploads("").await.unwrap().is_empty());
+}
