@@ -71,3 +71,89 @@ async fn survives_a_node_stopped_mid_copy() {
     );
     assert!(v.store.list_uploads("").await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_restarting_mid_copy_leaves_only_whole_objects() {
+    let mut cluster = Cluster::start().expect("three-node cluster");
+    let server: &'static Server = Box::leak(Box::new(Server::external(
+        cluster.endpoint(0),
+        ACCESS_KEY,
+        SECRET_KEY,
+    )));
+    let v = TestVolume::new_on(server, "restart", "").await;
+    let m = v.mount(&[]);
+    std::fs::write(m.join("big"), b"the previous version").unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let local = src.path().join("big");
+    std::fs::write(&local, random_bytes(96 << 20, 78)).unwrap();
+    let copy = {
+        let (local, target) = (local.clone(), m.join("big"));
+        std::thread::spawn(move || {
+            Command::new("cp")
+                .arg(&local)
+                .arg(&target)
+                .output()
+                .unwrap()
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while v.store.list_uploads("").await.unwrap().is_empty() && !copy.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never started uploading"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The node the mount talks to goes down, and comes back two seconds later.
+    cluster.stop(0);
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.restart(0).expect("node restarts");
+    let out = copy.join().unwrap();
+    // The node needs a moment to rejoin; until then reads fail with EIO (never wrong bytes).
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let contents = loop {
+        match std::fs::read(m.join("big")) {
+            Ok(c) => break c,
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the store never came back"
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    if out.status.success() {
+        assert!(
+            contents == std::fs::read(&local).unwrap(),
+            "a successful copy is intact"
+        );
+    } else {
+        assert_eq!(
+            contents, b"the previous version",
+            "a failed copy leaves the old version"
+        );
+    }
+    drop(m);
+    // Whatever happened, fsck finds only whole, verifiable objects and no upload is left
+    // once it has cleaned up.
+    let out = v.cli(
+        &[
+            "fsck",
+            &v.location(),
+            "--stale-after",
+            "0",
+            "--abort-stale",
+            "--key-file",
+        ],
+        &[&v.key_file],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    assert!(v.store.list_uploads("").await.unwrap().is_empty());
+}
