@@ -19,6 +19,23 @@
 #   BENCH_PEER_LIST  which peers (default "rclone-writes rclone-off s3fs")
 #   BENCH_RCLONE_WRITE_BACK  rclone --vfs-write-back for rclone-writes (default 0s: the upload
 #                    starts at close; rclone's own default, 5s, would add a fixed idle wait)
+#   BENCH_WORKLOADS  comma-separated workloads to run (default "1,2,3,4"; "1" = the large-file
+#                    workload only, as before):
+#                      1  large file: sequential write and cold read (below)
+#                      2  small files: BENCH_SMALL_FILES (default 2000) files of 1-64 KiB of fresh
+#                         random data in 20 directories: `cp -r` in, cold `ls -lR`, read all
+#                         back (cat), `rm -rf`, each on a fresh mount, seconds per step
+#                      3  cold `ls -l` of one directory of BENCH_LS_FILES (default 10000) files
+#                         of 64 bytes (created untimed), and the S3 requests it made (s3cryptfs:
+#                         "s3 request" lines at --log-level debug; rclone: --dump headers)
+#                      4  `rsync -a` of a mixed tree (300 files, 1 KiB-2 MiB, nested directories,
+#                         an empty one, some old mtimes), then again with --itemize-changes on a
+#                         fresh mount: time and files transferred again
+#                    Plain client for 2 and 3: rclone on the plain s3 remote (copy / lsl / copy
+#                    back / purge); examples/s3_baseline has no small-file mode. Workloads 2-4
+#                    run once per system (not BENCH_RUNS times); a failing step is recorded as
+#                    failed and does not abort the run. Their directories in workloads 3 and 4
+#                    are left in the bucket (Garage's data is removed on exit anyway).
 #   CARGO_TARGET_DIR honoured for the binaries
 #
 # Needs root (FUSE mount, umount, /proc/sys/vm/drop_caches). Starts its own Garage (single
@@ -63,6 +80,10 @@ SIZE=$((SIZE_MIB * 1024 * 1024))
 CLK_TCK=$(getconf CLK_TCK)
 # generous per-command limit, so a hang is reported instead of waited on forever
 STEP_TIMEOUT=$((300 + SIZE_MIB / 2))
+WORKLOADS=${BENCH_WORKLOADS:-1,2,3,4}
+has_w() { [[ ",$WORKLOADS," == *",$1,"* ]]; }
+SMALL_N=${BENCH_SMALL_FILES:-2000}
+LS_N=${BENCH_LS_FILES:-10000}
 
 log() { echo "[bench] $*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -70,6 +91,12 @@ die() { log "FAILED: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (FUSE mount, umount and drop_caches need it)"
 [[ $SIZE_MIB =~ ^[1-9][0-9]*$ ]] || die "BENCH_SIZE_MIB must be a positive integer"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
+[[ $WORKLOADS =~ ^[1-4](,[1-4])*$ ]] || die "BENCH_WORKLOADS must be a comma-separated list of 1, 2, 3, 4"
+[[ $SMALL_N =~ ^[1-9][0-9]*$ ]] || die "BENCH_SMALL_FILES must be a positive integer"
+[[ $LS_N =~ ^[1-9][0-9]*$ ]] || die "BENCH_LS_FILES must be a positive integer"
+if has_w 2 || has_w 3 || has_w 4; then
+  for t in python3 rsync; do command -v $t > /dev/null || die "workloads 2-4 need $t"; done
+fi
 
 GARAGE=${BENCH_GARAGE:-$(command -v garage || true)}
 [ -n "$GARAGE" ] || GARAGE=/opt/s3test/bin/garage
@@ -198,10 +225,10 @@ VOL=$BUCKET/vol
 # ---------------------------------------------------------------------------------------------
 # helpers for the mount daemon (run in the foreground, in our background, so $! is its pid)
 DAEMON_LOG=""
-mount_fs() { # logname
+mount_fs() { # logname [extra mount options]
   DAEMON_LOG=$LOGS/$1
   "$FS" mount "$VOL" "$MNT" --key-file "$KEYF" --endpoint-url "$EP" --force-path-style \
-    --foreground > "$DAEMON_LOG" 2>&1 < /dev/null &
+    --foreground "${@:2}" > "$DAEMON_LOG" 2>&1 < /dev/null &
   DPID=$!
   for i in $(seq 300); do
     mountpoint -q "$MNT" && return 0
@@ -346,15 +373,16 @@ EOF
 # the file a peer's mount shows for run $2 (rclone: the crypt remote's root is its own prefix;
 # s3fs mounts the bucket root and uses the s3fs/ prefix)
 peer_file() { case $1 in s3fs) echo "$PMNT/s3fs/run$2.bin";; *) echo "$PMNT/run$2.bin";; esac; }
-peer_mount() { # peer logname
+peer_mount() { # peer logname [debug: rclone logs every HTTP request]
   PEER_LOG=$LOGS/$2
   case $1 in
     rclone-writes|rclone-off)
-      local mode=${1#rclone-}
+      local mode=${1#rclone-} verb=(-v)
+      [ "${3:-}" != debug ] || verb=(-vv --dump headers)
       PEER_CACHE=$PCONF/cache-${2%.log}   # a fresh, empty VFS cache for every mount
       env -u AWS_CA_BUNDLE rclone --config "$RCONF" mount "crypt-$mode:" "$PMNT" \
         --vfs-cache-mode "$mode" --vfs-write-back "${BENCH_RCLONE_WRITE_BACK:-0s}" \
-        --cache-dir "$PEER_CACHE" --log-file "$PEER_LOG" -v < /dev/null > /dev/null 2>&1 &
+        --cache-dir "$PEER_CACHE" --log-file "$PEER_LOG" "${verb[@]}" < /dev/null > /dev/null 2>&1 &
       PEER_PID=$!;;
     s3fs)
       s3fs "$BUCKET" "$PMNT" -f -o "url=$EP,use_path_request_style,endpoint=us-east-1,passwd_file=$PCONF/s3fs.passwd,logfile=$PEER_LOG,dbglevel=warn" \
@@ -486,7 +514,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 # (c) runs
 log "size ${SIZE_MIB} MiB, $RUNS run(s), work dir $WORK"
-for r in $(seq "$RUNS"); do
+for r in $(has_w 1 && seq "$RUNS"); do
   log "run $r: generating ${SIZE_MIB} MiB of fresh random data"
   head -c "$SIZE" /dev/urandom > "$DATA"
   if [ $((r % 2)) = 1 ]; then
@@ -505,6 +533,291 @@ for r in $(seq "$RUNS"); do
   fi
 done
 rm -f "$DATA"
+
+# ---------------------------------------------------------------------------------------------
+# (e) workloads 2-4 (BENCH_WORKLOADS): small files, cold `ls -l` of a big directory, rsync.
+# Every system (s3cryptfs and each peer) gets its own directory w2/w3/w4 under its mount root
+# and a fresh mount per step; a failing step is recorded as failed and the next system goes on.
+# The plain client for workloads 2 and 3 is rclone on the plain s3 remote (no FUSE, no
+# encryption): examples/s3_baseline has no small-file or listing mode.
+T=""; T0=""; ERR=""
+# run a timed command: sets T0, T (seconds) and, on failure, ERR (exit status, first stderr line)
+tstep() { # errfile command...
+  local ef=$1 rc=0; shift
+  T0=$(now)
+  timeout "$STEP_TIMEOUT" "$@" 2> "$ef" || rc=$?
+  T=$(calc "$(now) - $T0" 2)
+  ERR=""
+  [ $rc = 0 ] || ERR="exit status $rc$([ $rc = 124 ] && echo ' (timeout)'): $(grep -m1 . "$ef" | cut -c1-200 | tr '|' '/')"
+  return $rc
+}
+# fresh random trees (the data is fresh per system: Garage deduplicates blocks, and s3fs and
+# rclone plain store plain text)
+gen_tree() { # small|tiny|mixed dir n
+  rm -rf "$2"
+  python3 - "$@" <<'PY'
+import os, random, sys
+mode, root, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rnd = random.SystemRandom()
+os.makedirs(root)
+def put(path, size):
+    with open(path, "wb") as f:
+        f.write(os.urandom(size))
+if mode == "small":      # n files of 1-64 KiB in 20 directories
+    for d in range(20):
+        os.mkdir(f"{root}/d{d:02d}")
+    for i in range(n):
+        put(f"{root}/d{i % 20:02d}/f{i:05d}.bin", rnd.randint(1024, 65536))
+elif mode == "tiny":     # n files of 64 bytes in one directory
+    for i in range(n):
+        put(f"{root}/f{i:05d}", 64)
+else:                    # n files, 1 KiB-2 MiB (log-uniform), in nested directories, + an empty one
+    dirs = ["", "docs", "docs/old", "src", "src/lib", "src/lib/deep", "media"]
+    for d in dirs[1:] + ["empty"]:
+        os.makedirs(f"{root}/{d}")
+    for i in range(n):
+        d = dirs[i % len(dirs)]
+        put(f"{root}/{d + '/' if d else ''}file{i:03d}.dat", int(1024 * 2 ** rnd.uniform(0, 11)))
+PY
+}
+tree_md5() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 cat | md5sum | cut -c1-32); }
+SYS_DIR=""; XLOG=""
+xmount() { # system logname [debug]
+  if [ "$1" = s3cryptfs ]; then
+    if [ "${3:-}" = debug ]; then mount_fs "$2" --log-level debug; else mount_fs "$2"; fi
+    XLOG=$DAEMON_LOG; SYS_DIR=$MNT
+  else
+    peer_mount "$1" "$2" "${3:-}" || return 1
+    XLOG=$PEER_LOG; SYS_DIR=$PMNT; [ "$1" != s3fs ] || SYS_DIR=$PMNT/s3fs
+  fi
+}
+xumount() { if [ "$1" = s3cryptfs ]; then unmount_fs; else peer_unmount "$1"; fi; }
+# after a failure: take the mount down whatever state it is in
+xabort() {
+  if [ "$1" = s3cryptfs ]; then
+    if mountpoint -q "$MNT"; then unmount_fs; fi
+    return 0
+  fi
+  if mountpoint -q "$PMNT"; then umount "$PMNT" 2>/dev/null || umount -l "$PMNT"; fi
+  if [ -n "$PEER_PID" ]; then
+    kill "$PEER_PID" 2>/dev/null; sleep 1; kill -9 "$PEER_PID" 2>/dev/null; wait "$PEER_PID" 2>/dev/null
+    PEER_PID=""
+  fi
+  [ -z "$PEER_CACHE" ] || rm -rf "$PEER_CACHE"; PEER_CACHE=""
+  return 0
+}
+# rclone-writes: wait until rclone has logged at least $1 completed uploads ("...: Copied")
+rclone_copied() { # count [timeout s]
+  local deadline=$(( $(date +%s) + ${2:-$STEP_TIMEOUT} ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    [ "$(grep -c ': Copied' "$PEER_LOG")" -ge "$1" ] && return 0
+    kill -0 "$PEER_PID" 2>/dev/null || { ERR="rclone exited before the uploads completed"; return 1; }
+    sleep 0.1
+  done
+  ERR="only $(grep -c ': Copied' "$PEER_LOG") of $1 uploads completed after ${2:-$STEP_TIMEOUT} s"
+  return 1
+}
+sname() {
+  case $1 in
+    s3cryptfs) echo "s3cryptfs";;
+    plain) echo "plain client: rclone copy / lsl / purge on the s3 remote (no FUSE, no encryption)";;
+    rclone-writes) echo "rclone crypt mount, \`--vfs-cache-mode writes\`";;
+    rclone-off) echo "rclone crypt mount, \`--vfs-cache-mode off\`";;
+    s3fs) echo "s3fs (no encryption)";;
+    *) echo "$1";;
+  esac
+}
+declare -a W2ROWS W3ROWS W4ROWS
+row() { # table system step seconds [notes] [requests]
+  local -n rows=$1
+  if [ "$1" = W3ROWS ]; then rows+=("| $(sname "$2") | $3 | $4 | ${6:-} | ${5:-} |")
+  else rows+=("| $(sname "$2") | $3 | $4 | ${5:-} |"); fi
+}
+# a plain rclone s3 remote even when no rclone peer is configured
+plain_setup() {
+  [ -f "$RCONF" ] && return 0
+  (umask 077 && cat > "$RCONF" <<EOF
+[s3local]
+type = s3
+provider = Other
+endpoint = $EP
+access_key_id = $AWS_ACCESS_KEY_ID
+secret_access_key = $AWS_SECRET_ACCESS_KEY
+region = us-east-1
+force_path_style = true
+EOF
+  )
+}
+PLAIN=$BUCKET/rclone-plain
+
+# workload 2: small files
+w2_sys() { # system
+  local s=$1 src=$WORK/w2-src sum got note n
+  gen_tree small "$src" "$SMALL_N" || { row W2ROWS "$s" "generate" failed "generator failed"; return 1; }
+  sum=$(tree_md5 "$src")   # also brings the source into the page cache
+  settle
+  if [ "$s" = plain ]; then
+    tstep "$LOGS/plain-w2-cp.err" rclone --config "$RCONF" copy "$src" "s3local:$PLAIN/w2" \
+      || { row W2ROWS "$s" "\`rclone copy\` (create)" failed "$ERR"; return 1; }
+    row W2ROWS "$s" "\`rclone copy\` (create, until in the bucket)" "$T"
+    drop_caches; settle
+    tstep "$LOGS/plain-w2-ls.err" sh -c 'rclone --config "$1" lsl "$2" > "$3"' sh "$RCONF" "s3local:$PLAIN/w2" "$WORK/w2-ls.out" \
+      || { row W2ROWS "$s" "\`rclone lsl\`" failed "$ERR"; return 1; }
+    n=$(wc -l < "$WORK/w2-ls.out")
+    row W2ROWS "$s" "\`rclone lsl\` (cold listing)" "$T" "$n files listed"
+    rm -rf "$WORK/w2-dl"; settle
+    tstep "$LOGS/plain-w2-read.err" rclone --config "$RCONF" copy "s3local:$PLAIN/w2" "$WORK/w2-dl" \
+      || { row W2ROWS "$s" "\`rclone copy\` back (read)" failed "$ERR"; return 1; }
+    got=$(tree_md5 "$WORK/w2-dl"); note="content identical (md5 of all files)"
+    [ "$got" = "$sum" ] || note="**content differs**"
+    row W2ROWS "$s" "\`rclone copy\` back to local disk (read)" "$T" "$note"
+    rm -rf "$WORK/w2-dl"; settle
+    tstep "$LOGS/plain-w2-rm.err" rclone --config "$RCONF" purge "s3local:$PLAIN/w2" \
+      || { row W2ROWS "$s" "\`rclone purge\`" failed "$ERR"; return 1; }
+    row W2ROWS "$s" "\`rclone purge\` (delete)" "$T"
+    rm -rf "$src"; return 0
+  fi
+  xmount "$s" "$s-w2-cp.log" || { row W2ROWS "$s" "mount" failed "see $s-w2-cp.log"; return 1; }
+  tstep "$LOGS/$s-w2-cp.err" cp -r "$src" "$SYS_DIR/w2" \
+    || { row W2ROWS "$s" "\`cp -r\`" failed "$ERR"; return 1; }
+  if [ "$s" = rclone-writes ]; then
+    local tcp=$T
+    rclone_copied "$SMALL_N" || { row W2ROWS "$s" "\`cp -r\` until uploaded" failed "$ERR"; return 1; }
+    T=$(calc "$(now) - $T0" 2)
+    row W2ROWS "$s" "\`cp -r\` (until all uploads completed)" "$T" "cp itself returned after $tcp s"
+  else
+    row W2ROWS "$s" "\`cp -r\` (until cp returns)" "$T"
+  fi
+  xumount "$s" || { row W2ROWS "$s" "umount" failed ""; return 1; }
+  xmount "$s" "$s-w2-ls.log" || return 1
+  drop_caches; settle
+  tstep "$LOGS/$s-w2-ls.err" sh -c 'ls -lR "$1" > "$2"' sh "$SYS_DIR/w2" "$WORK/w2-ls.out" \
+    || { row W2ROWS "$s" "\`ls -lR\` cold" failed "$ERR"; return 1; }
+  n=$(grep -c '^-' "$WORK/w2-ls.out")
+  row W2ROWS "$s" "\`ls -lR\` (cold, fresh mount)" "$T" "$n files listed"
+  xumount "$s" || return 1
+  xmount "$s" "$s-w2-read.log" || return 1
+  drop_caches; settle
+  tstep "$LOGS/$s-w2-read.err" sh -c 'cd "$1" && find . -type f -print0 | sort -z | xargs -0 cat | md5sum | cut -c1-32 > "$2"' \
+    sh "$SYS_DIR/w2" "$WORK/w2-md5.out" || { row W2ROWS "$s" "read all" failed "$ERR"; return 1; }
+  note="content identical (md5 of all files)"
+  [ "$(cat "$WORK/w2-md5.out")" = "$sum" ] || note="**content differs from the source**"
+  row W2ROWS "$s" "read all (\`cat\` every file, cold, fresh mount)" "$T" "$note"
+  xumount "$s" || return 1
+  xmount "$s" "$s-w2-rm.log" || return 1
+  settle
+  tstep "$LOGS/$s-w2-rm.err" rm -rf "$SYS_DIR/w2" || { row W2ROWS "$s" "\`rm -rf\`" failed "$ERR"; return 1; }
+  row W2ROWS "$s" "\`rm -rf\` (fresh mount)" "$T"
+  xumount "$s" || return 1
+  rm -rf "$src"
+}
+
+# workload 3: cold `ls -l` of one directory of LS_N files, with the S3 requests it makes
+w3_sys() { # system
+  local s=$1 src=$WORK/w3-src n l0 req ops note
+  gen_tree tiny "$src" "$LS_N" || { row W3ROWS "$s" "generate" failed "generator failed"; return 1; }
+  if [ "$s" = plain ]; then
+    tstep "$LOGS/plain-w3-cp.err" rclone --config "$RCONF" copy "$src" "s3local:$PLAIN/w3" \
+      || { row W3ROWS "$s" "create (untimed)" failed "$ERR"; return 1; }
+    local tc=$T
+    drop_caches; settle
+    tstep "$LOGS/plain-w3-ls.err" sh -c 'rclone --config "$1" lsl --max-depth 1 "$2" -vv --dump headers --log-file "$4" > "$3"' \
+      sh "$RCONF" "s3local:$PLAIN/w3" "$WORK/w3-ls.out" "$LOGS/plain-w3-ls.log" \
+      || { row W3ROWS "$s" "\`rclone lsl\`" failed "$ERR"; return 1; }
+    n=$(wc -l < "$WORK/w3-ls.out")
+    req=$(grep -c 'HTTP REQUEST' "$LOGS/plain-w3-ls.log")
+    row W3ROWS "$s" "\`rclone lsl --max-depth 1\` (cold)" "$T" "$n entries; create took $tc s (untimed step); requests from \`--dump headers\`" "$req"
+    rm -rf "$src"; return 0
+  fi
+  # create, untimed (its time goes into the notes for information only)
+  xmount "$s" "$s-w3-create.log" || { row W3ROWS "$s" "mount" failed ""; return 1; }
+  tstep "$LOGS/$s-w3-cp.err" cp -r "$src" "$SYS_DIR/w3" \
+    || { row W3ROWS "$s" "create (\`cp -r\`, untimed)" failed "$ERR"; return 1; }
+  if [ "$s" = rclone-writes ]; then
+    rclone_copied "$LS_N" || { row W3ROWS "$s" "create (uploads)" failed "$ERR"; return 1; }
+    T=$(calc "$(now) - $T0" 2)
+  fi
+  local tc=$T
+  xumount "$s" || return 1
+  xmount "$s" "$s-w3-ls.log" debug || return 1
+  drop_caches; settle
+  l0=$(wc -l < "$XLOG")
+  tstep "$LOGS/$s-w3-ls.err" sh -c 'ls -l "$1" > "$2"' sh "$SYS_DIR/w3" "$WORK/w3-ls.out" \
+    || { row W3ROWS "$s" "\`ls -l\` cold" failed "$ERR"; return 1; }
+  sleep 0.2   # let the log catch up
+  n=$(grep -c '^-' "$WORK/w3-ls.out")
+  note="$n files listed; create took $tc s (untimed)"
+  case $s in
+    s3cryptfs)
+      req=$(tail -n +"$((l0 + 1))" "$XLOG" | grep -c 's3 request')
+      ops=$(tail -n +"$((l0 + 1))" "$XLOG" | grep 's3 request' | grep -o 'op=[A-Za-z0-9]*' | sort | uniq -c \
+        | awk '{ sub(/^op=/, "", $2); printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1 }')
+      note="$note; requests: ${ops:-none}; daemon at --log-level debug";;
+    rclone-*)
+      req=$(tail -n +"$((l0 + 1))" "$XLOG" | grep -c 'HTTP REQUEST')
+      note="$note; requests from rclone \`-vv --dump headers\` (slows it)";;
+    *) req="n/a";;
+  esac
+  row W3ROWS "$s" "\`ls -l\` (cold, fresh mount)" "$T" "$note" "$req"
+  xumount "$s" || return 1
+  rm -rf "$src"
+}
+
+# workload 4: rsync -a of a mixed tree, then again (what does it re-send?)
+w4_sys() { # system
+  local s=$1 src=$WORK/w4-src nf rc x
+  gen_tree mixed "$src" 300 || { row W4ROWS "$s" "generate" failed "generator failed"; return 1; }
+  touch -d '2019-06-01 12:00:00' "$src"/file000.dat "$src"/docs/file001.dat "$src"/src/lib/file004.dat
+  touch -d '2015-01-15 08:30:00' "$src"/media/file006.dat "$src"/docs/old/file002.dat
+  nf=$(find "$src" -type f | wc -l)
+  cat "$src"/*/* "$src"/*.dat > /dev/null 2>&1; settle
+  xmount "$s" "$s-w4-rsync1.log" || { row W4ROWS "$s" "mount" failed ""; return 1; }
+  rc=0
+  tstep "$LOGS/$s-w4-rsync1.err" rsync -a "$src/" "$SYS_DIR/w4/" || rc=$?
+  if [ $rc != 0 ] && [ $rc != 23 ] && [ $rc != 24 ]; then
+    row W4ROWS "$s" "\`rsync -a\` (first run)" "failed ($T s)" "$ERR"; return 1
+  fi
+  x=$([ $rc = 0 ] || echo "**failed**: $ERR; ")
+  if [ "$s" = rclone-writes ]; then
+    local tr=$T
+    if rclone_copied "$nf" 60; then T=$(calc "$(now) - $T0" 2); x="${x}rsync returned after $tr s, uploads completed after $T s"
+    else x="${x}rsync returned after $tr s; $ERR"; fi
+  fi
+  row W4ROWS "$s" "\`rsync -a\` (first run, $nf files, $(du -sm "$src" | cut -f1) MiB)" "$T" "$x"
+  xumount "$s" || return 1
+  xmount "$s" "$s-w4-rsync2.log" || return 1
+  settle
+  rc=0
+  tstep "$LOGS/$s-w4-rsync2.err" sh -c 'rsync -a --itemize-changes "$1/" "$2/" > "$3"' sh "$src" "$SYS_DIR/w4" "$WORK/w4-items.out" || rc=$?
+  if [ $rc != 0 ] && [ $rc != 23 ] && [ $rc != 24 ]; then
+    row W4ROWS "$s" "\`rsync -a --itemize-changes\` (second run, fresh mount)" "failed ($T s)" "$ERR"; return 1
+  fi
+  x=$([ $rc = 0 ] || echo "**failed**: $ERR; ")
+  local again other
+  again=$(grep -c '^>f' "$WORK/w4-items.out")
+  other=$(grep -vc '^>f' "$WORK/w4-items.out")
+  x="${x}$again of $nf files transferred again; $other other itemized lines"
+  [ "$again" = 0 ] || x="$x (e.g. \`$(grep -m1 '^>f' "$WORK/w4-items.out")\`)"
+  row W4ROWS "$s" "\`rsync -a --itemize-changes\` (second run, fresh mount)" "$T" "$x"
+  xumount "$s" || return 1
+  rm -rf "$src"
+}
+
+XSYS="s3cryptfs $PEERS"
+XPLAIN=""
+if has_w 2 || has_w 3 || has_w 4; then
+  if command -v rclone > /dev/null && { has_w 2 || has_w 3; }; then
+    plain_setup && XPLAIN=plain || log "rclone plain remote: configuration failed; no plain client"
+  fi
+fi
+for w in 2 3 4; do
+  has_w "$w" || continue
+  sys=$XSYS; [ "$w" = 4 ] || sys="$XPLAIN $XSYS"
+  for s in $sys; do
+    log "workload $w: $s"
+    "w${w}_sys" "$s" || { log "workload $w: $s FAILED (see the table and $LOGS)"; xabort "$s"; }
+  done
+done
 
 # ---------------------------------------------------------------------------------------------
 # (d) report
@@ -586,12 +899,9 @@ peer_section() {
   done; done
 }
 PEER_REPORT=""
-if [ -n "$PEERS" ]; then PEER_REPORT=$(peer_section); fi
-report=$(cat <<EOF
-# s3cryptfs benchmark
-
-$(date -u '+%Y-%m-%d %H:%M UTC') · $(nproc) CPUs, ${cpu_model}, ${mem_gib} GiB RAM · $(uname -r)
-Commit ${commit}${dirty} · Garage $("$GARAGE" --version 2>/dev/null | head -1 | awk '{ sub(/^cargo:/, "", $2); print $2 }') (local, single node, no fsync, no compression)
+if [ -n "$PEERS" ] && has_w 1; then PEER_REPORT=$(peer_section); fi
+W1_REPORT=""
+if has_w 1; then W1_REPORT=$(cat <<EOF
 ${SIZE_MIB} MiB of fresh random data per run, ${RUNS} run(s), medians. Client, daemon and Garage share the machine.
 
 | workload | s3cryptfs MiB/s | baseline MiB/s | ratio | peak RSS MiB | CPU s/GiB |
@@ -612,9 +922,43 @@ $(for r in $(seq "$RUNS"); do
   echo "| $r | ${BU[$r]} (${BU_G[$r]}) | ${FW[$r]} (${FW_G[$r]}) | ${BD[$r]} (${BD_G[$r]}) | ${FR[$r]} (${FR_G[$r]}) | ${FW_RSS[$r]} / ${FR_RSS[$r]} | ${FW_CPU[$r]} / ${FR_CPU[$r]} |"
 done)
 | range | $(range "${BU[@]}") | $(range "${FW[@]}") | $(range "${BD[@]}") | $(range "${FR[@]}") | | |
-${PEER_REPORT}
+EOF
+)
+fi
+# workloads 2-4: one table each
+extra_table() { # title header-row separator-row rows-array-name notes
+  local -n rows=$4
+  [ ${#rows[@]} -gt 0 ] || return 0
+  echo
+  echo "## $1"
+  echo
+  echo "$2"
+  echo "$3"
+  printf '%s\n' "${rows[@]}"
+  echo
+  echo "$5"
+}
+EXTRA_REPORT=$(
+  extra_table "Workload 2: ${SMALL_N} small files (1–64 KiB, 20 directories)" \
+    "| system | step | seconds | notes |" "|---|---|---|---|" W2ROWS \
+    "Fresh random data per system; each step on a fresh mount (cold steps with the page cache dropped). Read = \`cat\` of every file in sorted order piped to md5sum, compared with the source. Plain client: \`rclone copy\` up, \`rclone lsl\`, \`rclone copy\` back to local disk, \`rclone purge\` (default --transfers 4, --checkers 8)."
+  extra_table "Workload 3: cold \`ls -l\` of a directory of ${LS_N} files" \
+    "| system | step | seconds | requests | notes |" "|---|---|---|---|---|" W3ROWS \
+    "Files of 64 bytes created untimed by \`cp -r\` into the mount (rclone-writes: until uploaded), then \`ls -l\` on a fresh mount with the page cache dropped. Requests: s3cryptfs counts its \"s3 request\" debug lines during the ls (the daemon runs at --log-level debug for that mount only); rclone counts \"HTTP REQUEST\" lines of \`--dump headers\` (also only for that mount; the logging costs it time); s3fs: not counted (n/a)."
+  extra_table "Workload 4: \`rsync -a\` of a mixed tree" \
+    "| system | step | seconds | notes |" "|---|---|---|---|" W4ROWS \
+    "Source: 300 files of 1 KiB–2 MiB (log-uniform sizes) of fresh random data in nested directories, an empty directory, five files with old mtimes (\`touch -d\`). Second run on a fresh mount; \"transferred again\" counts itemized lines starting with \`>f\`. rsync exit status 23/24 (partial transfer) is reported as failed with rsync's first error line, with the time it took. s3cryptfs does not persist mtimes yet, so a re-send on the second run is expected there."
+)
+report=$(cat <<EOF
+# s3cryptfs benchmark
 
-Command: \`${BENCH_PEERS:+BENCH_PEERS=$BENCH_PEERS }BENCH_SIZE_MIB=${SIZE_MIB} BENCH_RUNS=${RUNS} bench/run.sh\`
+$(date -u '+%Y-%m-%d %H:%M UTC') · $(nproc) CPUs, ${cpu_model}, ${mem_gib} GiB RAM · $(uname -r)
+Commit ${commit}${dirty} · Garage $("$GARAGE" --version 2>/dev/null | head -1 | awk '{ sub(/^cargo:/, "", $2); print $2 }') (local, single node, no fsync, no compression)
+${W1_REPORT}
+${PEER_REPORT}
+${EXTRA_REPORT}
+
+Command: \`${BENCH_PEERS:+BENCH_PEERS=$BENCH_PEERS }BENCH_WORKLOADS=${WORKLOADS} BENCH_SMALL_FILES=${SMALL_N} BENCH_LS_FILES=${LS_N} BENCH_SIZE_MIB=${SIZE_MIB} BENCH_RUNS=${RUNS} bench/run.sh\`
 EOF
 )
 echo "$report"
