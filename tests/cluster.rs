@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::cluster::{ACCESS_KEY, Cluster, SECRET_KEY};
@@ -26,25 +25,8 @@ async fn survives_a_node_stopped_mid_copy() {
     let local = src.path().join("big");
     std::fs::write(&local, random_bytes(96 << 20, 77)).unwrap();
     let target = m.join("big");
-    let copy = {
-        let (local, target) = (local.clone(), target.clone());
-        std::thread::spawn(move || {
-            Command::new("cp")
-                .arg(&local)
-                .arg(&target)
-                .output()
-                .unwrap()
-        })
-    };
     // One of the three replicas goes away while parts are uploading.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while v.store.list_uploads("").await.unwrap().is_empty() && !copy.is_finished() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the copy never started uploading"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let copy = common::copy_until_uploading(&v.store, &local, &target).await;
     assert!(
         !copy.is_finished(),
         "the node must go away while the copy runs"
@@ -86,24 +68,7 @@ async fn the_server_restarting_mid_copy_leaves_only_whole_objects() {
     let src = tempfile::tempdir().unwrap();
     let local = src.path().join("big");
     std::fs::write(&local, random_bytes(96 << 20, 78)).unwrap();
-    let copy = {
-        let (local, target) = (local.clone(), m.join("big"));
-        std::thread::spawn(move || {
-            Command::new("cp")
-                .arg(&local)
-                .arg(&target)
-                .output()
-                .unwrap()
-        })
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while v.store.list_uploads("").await.unwrap().is_empty() && !copy.is_finished() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the copy never started uploading"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let copy = common::copy_until_uploading(&v.store, &local, &m.join("big")).await;
     // The node the mount talks to goes down, and comes back two seconds later.
     cluster.stop(0);
     std::thread::sleep(Duration::from_secs(2));

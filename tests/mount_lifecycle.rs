@@ -103,21 +103,12 @@ async fn server_outage_mid_copy_never_leaves_a_partial_object(kind: ServerKind) 
     let src = tempfile::tempdir().unwrap();
     let local = src.path().join("f");
     std::fs::write(&local, random_bytes(4 * PART, 12)).unwrap();
-    let target = m.join("f");
-    let copy = std::thread::spawn(move || {
-        Command::new("cp")
-            .arg(&local)
-            .arg(&target)
-            .output()
-            .unwrap()
-    });
     // The server goes away for a while in the middle of the copy, then comes back.
-    std::thread::sleep(Duration::from_millis(300));
+    let copy = common::copy_until_uploading(&v.store, &local, &m.join("f")).await;
     proxy.inject(|_, _| true, Fault::Reset, None);
     std::thread::sleep(Duration::from_secs(3));
     proxy.clear();
     let out = copy.join().unwrap();
-    let local = src.path().join("f");
     match v.store.head("f").await {
         Ok(_) => {
             assert!(
@@ -149,20 +140,12 @@ async fn kill_9_mid_copy_leaves_only_whole_objects(kind: ServerKind) {
     let src = tempfile::tempdir().unwrap();
     let local = src.path().join("f");
     std::fs::write(&local, random_bytes(6 * PART, 21)).unwrap();
-    let target = mount_path.join("f");
-    let copy = std::thread::spawn(move || {
-        Command::new("cp")
-            .arg(&local)
-            .arg(&target)
-            .output()
-            .unwrap()
-    });
     // Kill the daemon once parts are uploading.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while v.store.list_uploads("").await.unwrap().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no upload started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let copy = common::copy_until_uploading(&v.store, &local, &mount_path.join("f")).await;
+    assert!(
+        !copy.is_finished(),
+        "the daemon must die while the copy runs"
+    );
     let pid = m.as_ref().unwrap().pid();
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let out = copy.join().unwrap();

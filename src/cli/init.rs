@@ -1,10 +1,7 @@
 //! `s3cryptfs init`: writes the volume config for an existing key.
 
-use std::sync::Arc;
-
 use super::args::InitArgs;
 use super::{EXIT_STORE, EXIT_USAGE, fail, runtime};
-use crate::store::{ObjectStore, S3Store};
 use crate::volume::Volume;
 
 pub fn run(args: InitArgs) -> i32 {
@@ -36,14 +33,10 @@ pub fn run(args: InitArgs) -> i32 {
     };
     let location = config.location();
     runtime().block_on(async move {
-        let store = match S3Store::connect(config).await {
+        let store = match super::connect(config).await {
             Ok(s) => s,
             Err(e) => return fail(EXIT_STORE, e),
         };
-        if let Err(e) = store.check_bucket().await {
-            return fail(EXIT_STORE, e);
-        }
-        let store: Arc<dyn ObjectStore> = Arc::new(store);
         match Volume::init(
             store.as_ref(),
             &location,

@@ -87,6 +87,16 @@ pub(crate) fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
     code
 }
 
+/// Builds the S3 client and checks that the bucket exists and is reachable, so that every
+/// command fails the same clear way before it does anything else.
+pub(crate) async fn connect(
+    config: crate::store::StoreConfig,
+) -> Result<std::sync::Arc<dyn crate::store::ObjectStore>, crate::store::StoreError> {
+    let store = crate::store::S3Store::connect(config).await?;
+    store.check_bucket().await?;
+    Ok(std::sync::Arc::new(store))
+}
+
 /// Reads the volume config, turns the user's secret into the key it needs (a passphrase
 /// goes through the config's scrypt parameters) and unlocks the volume.
 pub(crate) async fn unlock(

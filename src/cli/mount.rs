@@ -19,7 +19,6 @@ use super::args::MountArgs;
 use super::{EXIT_FAILURE, EXIT_STORE, EXIT_USAGE, fail, runtime};
 use crate::fs::{Filesystem, FsOptions, FuseAdapter, raise_read_ahead};
 use crate::read::{PrefetchConfig, ReadContext, SegmentCache};
-use crate::store::{ObjectStore, S3Store};
 use crate::upload::{MemoryBudget, UploadConfig, UploadContext, UploadStats};
 
 /// The background child reports readiness on this inherited descriptor.
@@ -74,9 +73,7 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
     let opened = rt.block_on(async {
         tokio::time::timeout(OPEN_TIMEOUT, async {
             let store_err = |e: crate::store::StoreError| (EXIT_STORE, e.to_string());
-            let store = S3Store::connect(store_config).await.map_err(store_err)?;
-            store.check_bucket().await.map_err(store_err)?;
-            let store: Arc<dyn ObjectStore> = Arc::new(store);
+            let store = super::connect(store_config).await.map_err(store_err)?;
             super::unlock(store, &location, &secret)
                 .await
                 .map_err(|e| (e.0, e.1))

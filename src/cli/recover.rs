@@ -8,7 +8,6 @@ use std::time::Duration;
 use super::args::{GetArgs, LsArgs, ObjectArgs, PutArgs, VolumeArgs};
 use super::{EXIT_FAILURE, EXIT_STORE, EXIT_USAGE, fail, runtime};
 use crate::crypto::{HEADER_LEN, ObjectDecryptor};
-use crate::store::S3Store;
 use crate::upload::{MemoryBudget, ObjectWriter, UploadConfig, UploadContext, UploadStats};
 use crate::volume::{RESERVED_NAME, Volume};
 
@@ -23,14 +22,10 @@ pub(super) async fn open(args: &VolumeArgs) -> Result<Volume, i32> {
         .map_err(|e| fail(EXIT_USAGE, e))?;
     let secret = args.key.secret(false).map_err(|e| fail(EXIT_USAGE, e))?;
     let location = config.location();
-    let store = S3Store::connect(config)
+    let store = super::connect(config)
         .await
         .map_err(|e| fail(EXIT_STORE, e))?;
-    store
-        .check_bucket()
-        .await
-        .map_err(|e| fail(EXIT_STORE, e))?;
-    super::unlock(Arc::new(store), &location, &secret)
+    super::unlock(store, &location, &secret)
         .await
         .map_err(|(code, message)| fail(code, message))
 }

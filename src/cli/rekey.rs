@@ -3,11 +3,8 @@
 //! which does not change, so no data is rewritten. (Rotating the master key itself means
 //! copying the data into a new volume: `s3cryptfs get`/`put` or a mount of each.)
 
-use std::sync::Arc;
-
 use super::args::{KeyArgs, RekeyArgs};
 use super::{EXIT_STORE, EXIT_USAGE, fail, new_user_key, runtime, unlock};
-use crate::store::{ObjectStore, S3Store};
 use crate::volume::Volume;
 
 pub fn run(args: RekeyArgs) -> i32 {
@@ -49,11 +46,10 @@ pub fn run(args: RekeyArgs) -> i32 {
     };
     let location = config.location();
     runtime().block_on(async move {
-        let store = match S3Store::connect(config).await {
+        let store = match super::connect(config).await {
             Ok(s) => s,
             Err(e) => return fail(EXIT_STORE, e),
         };
-        let store: Arc<dyn ObjectStore> = Arc::new(store);
         let volume = match unlock(store.clone(), &location, &old_secret).await {
             Ok(v) => v,
             Err((code, message)) => return fail(code, message),

@@ -46,6 +46,39 @@ pub async fn read_object(store: &S3Store, key: &str) -> Vec<u8> {
         .expect("body")
 }
 
+/// Starts `cp FROM TO` on a thread and returns once its multipart upload has begun (or the
+/// copy already ended), so that a test can break something in the middle of it.
+pub async fn copy_until_uploading(
+    store: &S3Store,
+    from: &std::path::Path,
+    to: &std::path::Path,
+) -> std::thread::JoinHandle<std::process::Output> {
+    use s3cryptfs::store::ObjectStore;
+    let (from, to) = (from.to_path_buf(), to.to_path_buf());
+    let copy = std::thread::spawn(move || {
+        std::process::Command::new("cp")
+            .arg(&from)
+            .arg(&to)
+            .output()
+            .expect("run cp")
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while store
+        .list_uploads("")
+        .await
+        .expect("list uploads")
+        .is_empty()
+        && !copy.is_finished()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never started uploading"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    copy
+}
+
 /// A free loopback address for a mount's --metrics-addr.
 pub fn free_loopback_addr() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
