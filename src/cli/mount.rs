@@ -142,6 +142,15 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
         SessionACL::Owner
     };
     config.n_threads = Some(2);
+    // Handlers go in before READY=1 is sent: a SIGTERM that follows readiness at once must
+    // get the graceful path, not the default action (killed, mount left behind).
+    let (mut term, mut int) = {
+        let _guard = rt.enter();
+        (
+            signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        )
+    };
     let session = match fuser::Session::new(adapter, &args.mountpoint, &config) {
         Ok(s) => s,
         Err(e) => {
@@ -165,8 +174,6 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
 
     let mountpoint = args.mountpoint.clone();
     rt.block_on(async {
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         let mut session_done = tokio::task::spawn_blocking(move || background.join());
         tokio::select! {
             _ = term.recv() => info!("SIGTERM: saving open files, then unmounting"),
