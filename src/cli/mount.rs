@@ -183,6 +183,7 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
                     warn!("FUSE session ended: {e}");
                 }
                 fs.wait_for_releases(SHUTDOWN_COMMIT_TIMEOUT).await;
+                fs.flush_all_attrs().await;
                 info!("unmounted");
                 return;
             }
@@ -198,6 +199,7 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
         unmount(&mountpoint);
         let _ = session_done.await;
         fs.wait_for_releases(SHUTDOWN_COMMIT_TIMEOUT).await;
+        fs.flush_all_attrs().await;
         info!("unmounted");
     });
     log_upload_totals(&upload.stats);

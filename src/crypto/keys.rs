@@ -244,6 +244,20 @@ impl ObjectKeys {
         ObjectKeys { aes, mac }
     }
 
+    /// Keys for a small sealed record other than an object body (attributes):
+    /// HKDF-SHA256(ikm = master, salt, info) -> aes key || mac key. Distinct `info` labels
+    /// keep these keys apart from object keys.
+    pub(crate) fn derive_labeled(master: &MasterKey, salt: &[u8], info: &[u8]) -> Self {
+        let hk = Hkdf::<Sha256>::new(Some(salt), master.expose());
+        let mut okm = Zeroizing::new([0u8; 64]);
+        hk.expand(info, &mut okm[..])
+            .expect("64 bytes is a valid HKDF-SHA256 output length");
+        let aes = Aes256::new_from_slice(&okm[..32]).expect("32-byte AES key");
+        let mac =
+            <HmacSha256 as KeyInit>::new_from_slice(&okm[32..]).expect("HMAC accepts any key");
+        ObjectKeys { aes, mac }
+    }
+
     /// The 16-byte CTR IV of a segment:
     /// nonce prefix (7) | index u32 BE (4) | last flag (1) | 0u32 (4).
     pub(crate) fn segment_iv(nonce_prefix: &[u8; 7], index: u32, last: bool) -> [u8; 16] {

@@ -12,7 +12,9 @@
 //! - [`seal`]: encryption ([`StreamEncryptor`]).
 //! - [`open`]: decryption ([`ObjectDecryptor`]).
 //! - [`volume`]: the volume config with the wrapped master key.
+//! - [`attrs`]: POSIX attributes sealed into S3 user metadata.
 
+pub mod attrs;
 pub mod error;
 pub mod header;
 pub mod keys;
@@ -21,6 +23,7 @@ pub mod open;
 pub mod seal;
 pub mod volume;
 
+pub use attrs::{ATTRS_METADATA_NAME, PosixAttrs, open_attrs, seal_attrs};
 pub use error::CryptoError;
 pub use header::{FORMAT_VERSION, Header, MAGIC, ObjectKind};
 pub use keys::{MasterKey, UserKey};

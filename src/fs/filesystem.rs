@@ -3,15 +3,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use tracing::{debug, info, warn};
 
 use super::inodes::{InodeTable, Node, NodeKind, NodeState, ROOT_INO};
 use super::names;
+use crate::crypto::{ATTRS_METADATA_NAME, PosixAttrs, open_attrs, seal_attrs};
 use crate::read::{ObjectReader, ObjectVersion, ReadContext};
 use crate::store::{Metadata, StoreError, StoreErrorKind};
 use crate::upload::{ObjectWriter, UploadContext};
@@ -19,9 +22,19 @@ use crate::volume::Volume;
 
 pub type FsResult<T> = Result<T, i32>;
 
+/// HEADs (for attributes) in flight at once per mount.
+const MAX_CONCURRENT_HEADS: usize = 32;
+/// After a second lookup in a listed directory (`ls -l`, `rsync`, `rm -r` look up every
+/// entry in order), the attributes of this many following entries are fetched ahead.
+const ATTR_READ_AHEAD: usize = 128;
+/// How long a metadata-only change waits for a rename that can carry it (rsync sets the
+/// times and mode of its temporary file, then renames it) before it is copied in place.
+const ATTR_FLUSH_DELAY: Duration = Duration::from_millis(500);
+
 /// Settings of a mount that the filesystem core uses.
 #[derive(Debug, Clone)]
 pub struct FsOptions {
+    /// Owner, group and permissions of objects that record none (written by other tools).
     pub uid: u32,
     pub gid: u32,
     pub file_mode: u16,
@@ -44,6 +57,24 @@ pub struct Attr {
     pub gid: u32,
 }
 
+/// The caller of a request that creates something: the new node's owner.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+/// A setattr request: each field that is `Some` changes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub mtime: Option<SystemTime>,
+}
+
 /// One entry of a directory listing.
 #[derive(Debug, Clone)]
 pub struct DirEntry {
@@ -52,18 +83,30 @@ pub struct DirEntry {
     pub kind: NodeKind,
 }
 
+/// A name in a listing. Sizes, ETags and times are not kept: attributes come from a HEAD
+/// (listings carry no user metadata), which also gives those.
 #[derive(Debug, Clone)]
 struct ListedEntry {
     kind: NodeKind,
-    ciphertext_size: u64,
-    etag: Option<String>,
-    mtime: SystemTime,
 }
 
 struct DirListing {
-    entries: BTreeMap<String, ListedEntry>,
+    entries: Arc<BTreeMap<String, ListedEntry>>,
+    lookups: AtomicU32,
     valid_until: Instant,
 }
+
+/// What a HEAD said about an object.
+#[derive(Debug, Clone)]
+struct Headed {
+    size: u64,
+    etag: Option<String>,
+    last_modified: SystemTime,
+    attrs: Option<PosixAttrs>,
+}
+
+type HeadResult = Result<Option<Arc<Headed>>, i32>;
+type HeadFuture = Shared<BoxFuture<'static, HeadResult>>;
 
 /// A file opened for writing.
 pub struct WriteHandle {
@@ -78,7 +121,8 @@ pub struct WriteHandle {
 
 enum Handle {
     Read(Arc<ObjectReader>),
-    Write(Arc<tokio::sync::Mutex<WriteHandle>>),
+    /// The inode it writes, and the writer.
+    Write(u64, Arc<tokio::sync::Mutex<WriteHandle>>),
     /// A write-mode open that may not write (an existing file without O_TRUNC).
     NoWrite,
     Dir(Arc<Vec<DirEntry>>),
@@ -94,10 +138,18 @@ pub struct Filesystem {
     /// Bumped whenever this mount changes a directory: a listing or probe that started
     /// before the change is not cached over it.
     generations: Mutex<HashMap<u64, u64>>,
+    /// HEADs by key, shared by everyone who asks while one is in flight and kept for the
+    /// metadata TTL: attributes are fetched once per object, also when read ahead.
+    heads: Mutex<HashMap<String, (Instant, HeadFuture)>>,
+    head_slots: Arc<tokio::sync::Semaphore>,
+    /// Nodes with a delayed attribute save pending (one per node, however many changes).
+    flushes_scheduled: Mutex<std::collections::HashSet<u64>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_handle: AtomicU64,
     read: Arc<ReadContext>,
     upload: Arc<UploadContext>,
+    /// When the mount started: the mtime of directories that record none.
+    mounted_at: SystemTime,
     /// LIST requests made, for tests and metrics.
     pub list_requests: AtomicU64,
     /// Releases still committing (shutdown waits for them).
@@ -111,11 +163,18 @@ impl Filesystem {
         read: Arc<ReadContext>,
         upload: Arc<UploadContext>,
     ) -> Self {
+        let mounted_at = SystemTime::now();
         let root = NodeState {
             size: 0,
             ciphertext_size: 0,
             etag: None,
-            mtime: SystemTime::now(),
+            attrs: PosixAttrs {
+                mode: libc::S_IFDIR | u32::from(options.dir_mode),
+                uid: options.uid,
+                gid: options.gid,
+                mtime: mounted_at,
+            },
+            attrs_dirty: false,
             valid_until: far_future(),
         };
         Self {
@@ -125,10 +184,14 @@ impl Filesystem {
             listings: Mutex::new(HashMap::new()),
             negative: Mutex::new(HashMap::new()),
             generations: Mutex::new(HashMap::new()),
+            heads: Mutex::new(HashMap::new()),
+            head_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HEADS)),
+            flushes_scheduled: Mutex::new(std::collections::HashSet::new()),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             read,
             upload,
+            mounted_at,
             list_requests: AtomicU64::new(0),
             releasing: AtomicU64::new(0),
         }
@@ -145,16 +208,13 @@ impl Filesystem {
             ino: node.ino,
             kind: node.kind,
             size: match node.kind {
-                NodeKind::File => node.state.size,
                 NodeKind::Dir => 0,
+                _ => node.state.size,
             },
-            mtime: node.state.mtime,
-            perm: match node.kind {
-                NodeKind::File => self.options.file_mode,
-                NodeKind::Dir => self.options.dir_mode,
-            },
-            uid: self.options.uid,
-            gid: self.options.gid,
+            mtime: node.state.attrs.mtime,
+            perm: node.state.attrs.permissions(),
+            uid: node.state.attrs.uid,
+            gid: node.state.attrs.gid,
         }
     }
 
@@ -167,18 +227,171 @@ impl Filesystem {
             .ok_or(libc::ENOENT)
     }
 
-    fn state_from_listing(&self, e: &ListedEntry) -> NodeState {
-        NodeState {
-            size: self
-                .volume
-                .layout
-                .plaintext_size(e.ciphertext_size)
+    /// The attributes of an object that records none.
+    fn default_attrs(&self, kind: NodeKind, mtime: SystemTime) -> PosixAttrs {
+        let perm = match kind {
+            NodeKind::Dir => self.options.dir_mode,
+            NodeKind::Symlink => 0o777,
+            NodeKind::File => self.options.file_mode,
+        };
+        PosixAttrs {
+            mode: kind.type_bits() | u32::from(perm),
+            uid: self.options.uid,
+            gid: self.options.gid,
+            mtime,
+        }
+    }
+
+    /// The user metadata that records `attrs` with an object.
+    fn attrs_metadata(&self, attrs: &PosixAttrs) -> Metadata {
+        Metadata::from([(
+            ATTRS_METADATA_NAME.to_string(),
+            seal_attrs(&self.volume.master, attrs),
+        )])
+    }
+
+    /// A file's (or symlink's) state from a HEAD.
+    fn file_state(&self, key: &str, h: &Headed) -> (NodeKind, NodeState) {
+        let attrs = h
+            .attrs
+            .filter(|a| NodeKind::from_mode(a.mode) != NodeKind::Dir)
+            .unwrap_or_else(|| self.default_attrs(NodeKind::File, h.last_modified));
+        let kind = NodeKind::from_mode(attrs.mode);
+        let size = match self.volume.layout.plaintext_size(h.size) {
+            Ok(size) => size,
+            Err(_) => {
                 // Not our format: shown with its raw size, reads fail with EIO.
-                .unwrap_or(e.ciphertext_size),
-            ciphertext_size: e.ciphertext_size,
-            etag: e.etag.clone(),
-            mtime: e.mtime,
+                debug!(key = %key, "size is not one of our objects'");
+                h.size
+            }
+        };
+        let state = NodeState {
+            size,
+            ciphertext_size: h.size,
+            etag: h.etag.clone(),
+            attrs,
+            attrs_dirty: false,
             valid_until: Instant::now() + self.options.metadata_ttl,
+        };
+        (kind, state)
+    }
+
+    /// A directory's state from the HEAD of its marker (`None`: no marker).
+    fn dir_state(&self, marker: Option<&Headed>) -> NodeState {
+        let attrs = marker
+            .and_then(|h| {
+                h.attrs
+                    .or_else(|| Some(self.default_attrs(NodeKind::Dir, h.last_modified)))
+            })
+            .filter(|a| NodeKind::from_mode(a.mode) == NodeKind::Dir)
+            .unwrap_or_else(|| self.default_attrs(NodeKind::Dir, self.mounted_at));
+        NodeState {
+            size: 0,
+            ciphertext_size: 0,
+            etag: marker.and_then(|h| h.etag.clone()),
+            attrs,
+            attrs_dirty: false,
+            valid_until: Instant::now() + self.options.metadata_ttl,
+        }
+    }
+
+    /// HEAD of `key`, shared with concurrent askers and cached for the metadata TTL.
+    /// `Ok(None)`: no such object.
+    async fn head(&self, key: &str) -> HeadResult {
+        let future = {
+            let mut heads = self.heads.lock().unwrap();
+            let now = Instant::now();
+            match heads.get(key) {
+                Some((until, f)) if *until > now => f.clone(),
+                _ => {
+                    if heads.len() > 100_000 {
+                        heads.retain(|_, (until, _)| *until > now);
+                    }
+                    let f = self.head_future(key.to_string());
+                    heads.insert(
+                        key.to_string(),
+                        (now + self.options.metadata_ttl, f.clone()),
+                    );
+                    f
+                }
+            }
+        };
+        let result = future.await;
+        if result.is_err() {
+            // Failures are not cached: the next ask tries again.
+            self.forget_head(key);
+        }
+        result
+    }
+
+    fn head_future(&self, key: String) -> HeadFuture {
+        let store = self.volume.store.clone();
+        let master = self.volume.master.clone();
+        let slots = self.head_slots.clone();
+        async move {
+            let _slot = slots.acquire_owned().await.expect("never closed");
+            match store.head(&key).await {
+                Ok(info) => {
+                    let attrs = info.metadata.get(ATTRS_METADATA_NAME).and_then(|sealed| {
+                        open_attrs(&master, sealed)
+                            .map_err(|e| {
+                                warn!(key = %key, "recorded attributes ignored: {e}");
+                            })
+                            .ok()
+                    });
+                    Ok(Some(Arc::new(Headed {
+                        size: info.size,
+                        etag: info.etag,
+                        last_modified: info.last_modified.unwrap_or(SystemTime::UNIX_EPOCH),
+                        attrs,
+                    })))
+                }
+                Err(e) if e.kind == StoreErrorKind::NotFound => Ok(None),
+                Err(e) => Err(log_store("HEAD", &key, e)),
+            }
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Forgets the cached HEAD of `key` (this mount changed the object).
+    fn forget_head(&self, key: &str) {
+        self.heads.lock().unwrap().remove(key);
+    }
+
+    /// Starts HEADs for the entries listed after `name` in `parent`, so that a walk over the
+    /// directory finds their attributes ready.
+    fn read_ahead_attrs(
+        &self,
+        parent_key: &str,
+        entries: &BTreeMap<String, ListedEntry>,
+        name: &str,
+    ) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let following = entries.range::<str, _>((Excluded(name), Unbounded));
+        for (next, entry) in following.take(ATTR_READ_AHEAD) {
+            let key = match entry.kind {
+                NodeKind::Dir => names::dir_prefix(parent_key, next),
+                _ => match names::file_key(parent_key, next, 0) {
+                    Ok(k) => k,
+                    Err(_) => continue,
+                },
+            };
+            let fresh = self
+                .heads
+                .lock()
+                .unwrap()
+                .get(&key)
+                .is_some_and(|(until, _)| *until > Instant::now());
+            if !fresh {
+                let future = {
+                    let mut heads = self.heads.lock().unwrap();
+                    let f = self.head_future(key.clone());
+                    heads.insert(key, (Instant::now() + self.options.metadata_ttl, f.clone()));
+                    f
+                };
+                tokio::spawn(future);
+            }
         }
     }
 
@@ -194,7 +407,9 @@ impl Filesystem {
             let mut inodes = self.inodes.lock().unwrap();
             let known = inodes
                 .child(parent, name)
-                .filter(|n| n.writers > 0 || n.state.valid_until > Instant::now())
+                .filter(|n| {
+                    n.writers > 0 || n.state.attrs_dirty || n.state.valid_until > Instant::now()
+                })
                 .map(|n| n.ino);
             if let Some(ino) = known {
                 let node = inodes.get_mut(ino).expect("just seen");
@@ -212,8 +427,16 @@ impl Filesystem {
         {
             return Err(libc::ENOENT);
         }
-        let entry = match self.fresh_listing_entry(parent, name) {
-            Some(found) => found,
+        let mut listed = self.fresh_listing_entry(parent, &parent_node.key, name);
+        if listed.is_none() && self.was_walked(parent) {
+            // A walk (`ls -l`, `rsync`) outlived the listing: listing again costs one LIST
+            // per 1000 names, probing each name costs one each.
+            self.listing(parent).await?;
+            listed = self.fresh_listing_entry(parent, &parent_node.key, name);
+        }
+        let found = match listed {
+            Some(Some(kind)) => self.resolve(&parent_node.key, name, kind).await?,
+            Some(None) => None,
             None => {
                 let generation = self.generation(parent);
                 let found = self.probe(&parent_node.key, name).await?;
@@ -221,97 +444,127 @@ impl Filesystem {
                     found
                 } else {
                     // This mount changed the directory while we asked: ask again.
+                    self.forget_head(&names::file_key(&parent_node.key, name, 0)?);
+                    self.forget_head(&names::dir_prefix(&parent_node.key, name));
                     self.probe(&parent_node.key, name).await?
                 }
             }
         };
-        let (kind, state) = match entry {
-            Some(e) => (e.kind, self.state_from_listing(&e)),
-            None => {
-                let mut negative = self.negative.lock().unwrap();
-                // Bounded: expired entries go when the cache grows large.
-                if negative.len() > 100_000 {
-                    let now = Instant::now();
-                    negative.retain(|_, until| *until > now);
-                }
-                negative.insert(slot, Instant::now() + self.options.metadata_ttl);
-                return Err(libc::ENOENT);
+        let Some((kind, state)) = found else {
+            let mut negative = self.negative.lock().unwrap();
+            // Bounded: expired entries go when the cache grows large.
+            if negative.len() > 100_000 {
+                let now = Instant::now();
+                negative.retain(|_, until| *until > now);
             }
+            negative.insert(slot, Instant::now() + self.options.metadata_ttl);
+            return Err(libc::ENOENT);
         };
         let key = match kind {
-            NodeKind::File => names::file_key(&parent_node.key, name, self.volume_prefix_len())?,
             NodeKind::Dir => names::dir_prefix(&parent_node.key, name),
+            _ => names::file_key(&parent_node.key, name, self.volume_prefix_len())?,
         };
         let mut inodes = self.inodes.lock().unwrap();
         let ino = inodes.upsert(parent, name, kind, key, state, true);
         Ok(self.attr_of(inodes.get(ino).expect("just inserted")))
     }
 
-    /// `Some(Some(entry))` / `Some(None)` from a fresh listing of `parent` (the listing is also
-    /// the negative cache); `None` when no fresh listing exists.
-    fn fresh_listing_entry(&self, parent: u64, name: &str) -> Option<Option<ListedEntry>> {
-        let listings = self.listings.lock().unwrap();
-        let listing = listings.get(&parent)?;
-        (listing.valid_until > Instant::now()).then(|| listing.entries.get(name).cloned())
+    /// `Some(Some(kind))` / `Some(None)` from a fresh listing of `parent` (the listing is also
+    /// the negative cache); `None` when no fresh listing exists. A second lookup in the same
+    /// listing starts reading the following entries' attributes ahead.
+    fn fresh_listing_entry(
+        &self,
+        parent: u64,
+        parent_key: &str,
+        name: &str,
+    ) -> Option<Option<NodeKind>> {
+        let (entries, walk) = {
+            let listings = self.listings.lock().unwrap();
+            let listing = listings.get(&parent)?;
+            if listing.valid_until <= Instant::now() {
+                return None;
+            }
+            let lookups = listing.lookups.fetch_add(1, Ordering::Relaxed) + 1;
+            (listing.entries.clone(), lookups >= 2)
+        };
+        let kind = entries.get(name).map(|e| e.kind);
+        if kind.is_some() && walk {
+            self.read_ahead_attrs(parent_key, &entries, name);
+        }
+        Some(kind)
+    }
+
+    /// Whether names of `parent`'s (possibly expired) listing were being looked up in turn.
+    fn was_walked(&self, parent: u64) -> bool {
+        self.listings
+            .lock()
+            .unwrap()
+            .get(&parent)
+            .is_some_and(|l| l.lookups.load(Ordering::Relaxed) >= 2)
+    }
+
+    /// A listed name's attributes: the HEAD of the file, or of the directory's marker.
+    async fn resolve(
+        &self,
+        dir_prefix: &str,
+        name: &str,
+        listed: NodeKind,
+    ) -> FsResult<Option<(NodeKind, NodeState)>> {
+        if listed == NodeKind::Dir {
+            let marker = self.head(&names::dir_prefix(dir_prefix, name)).await?;
+            return Ok(Some((NodeKind::Dir, self.dir_state(marker.as_deref()))));
+        }
+        let key = names::file_key(dir_prefix, name, 0)?;
+        Ok(self.head(&key).await?.map(|h| self.file_state(&key, &h)))
     }
 
     /// Asks S3 whether `dir_prefix + name` is a directory (any key under `name/`) or a file.
     /// The directory wins when both exist.
-    async fn probe(&self, dir_prefix: &str, name: &str) -> FsResult<Option<ListedEntry>> {
+    async fn probe(&self, dir_prefix: &str, name: &str) -> FsResult<Option<(NodeKind, NodeState)>> {
         let store = &self.volume.store;
         let file_key = names::file_key(dir_prefix, name, 0)?;
         let sub = names::dir_prefix(dir_prefix, name);
         self.list_requests.fetch_add(1, Ordering::Relaxed);
-        let (head, list) = tokio::join!(
-            store.head(&file_key),
-            store.list_page(&sub, Some("/"), None)
-        );
+        let (head, list) =
+            tokio::join!(self.head(&file_key), store.list_page(&sub, Some("/"), None));
         let list = list.map_err(|e| log_store("LIST", &sub, e))?;
         if !list.objects.is_empty() || !list.common_prefixes.is_empty() {
-            return Ok(Some(ListedEntry {
-                kind: NodeKind::Dir,
-                ciphertext_size: 0,
-                etag: None,
-                mtime: list
-                    .objects
-                    .first()
-                    .and_then(|o| o.last_modified)
-                    .unwrap_or_else(SystemTime::now),
-            }));
+            let marker = if list.objects.iter().any(|o| o.key == sub) {
+                self.head(&sub).await?
+            } else {
+                None
+            };
+            return Ok(Some((NodeKind::Dir, self.dir_state(marker.as_deref()))));
         }
-        match head {
-            Ok(info) => Ok(Some(ListedEntry {
-                kind: NodeKind::File,
-                ciphertext_size: info.size,
-                etag: info.etag,
-                mtime: info.last_modified.unwrap_or_else(SystemTime::now),
-            })),
-            Err(e) if e.kind == StoreErrorKind::NotFound => Ok(None),
-            Err(e) => Err(log_store("HEAD", &file_key, e)),
-        }
+        Ok(head?.map(|h| self.file_state(&file_key, &h)))
     }
 
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let node = self.node(ino)?;
-        if node.kind == NodeKind::Dir || node.writers > 0 || node.state.valid_until > Instant::now()
+        if ino == ROOT_INO
+            || node.writers > 0
+            || node.state.attrs_dirty
+            || node.state.valid_until > Instant::now()
         {
             return Ok(self.attr_of(&node));
         }
-        let info = self
-            .volume
-            .store
-            .head(&node.key)
-            .await
-            .map_err(|e| log_store("HEAD", &node.key, e))?;
-        let state = self.state_from_listing(&ListedEntry {
-            kind: NodeKind::File,
-            ciphertext_size: info.size,
-            etag: info.etag,
-            mtime: info.last_modified.unwrap_or_else(SystemTime::now),
-        });
+        let (kind, state) = match node.kind {
+            NodeKind::Dir => (
+                NodeKind::Dir,
+                self.dir_state(self.head(&node.key).await?.as_deref()),
+            ),
+            _ => match self.head(&node.key).await? {
+                Some(h) => self.file_state(&node.key, &h),
+                None => return Err(libc::ENOENT),
+            },
+        };
+        if kind != node.kind {
+            // Replaced by a different kind of object: the kernel must look the name up again.
+            return Err(libc::ENOENT);
+        }
         let mut inodes = self.inodes.lock().unwrap();
         let node = inodes.get_mut(ino).ok_or(libc::ENOENT)?;
-        if node.writers == 0 {
+        if node.writers == 0 && !node.state.attrs_dirty {
             node.state = state;
         }
         Ok(self.attr_of(node))
@@ -321,11 +574,16 @@ impl Filesystem {
         self.inodes.lock().unwrap().forget(ino, count);
     }
 
-    /// Accepts only what the object already says: sizes other than the current one are
-    /// refused (changing existing files is not supported yet); mode, owner and times are
-    /// mount-wide settings for now.
-    pub async fn setattr(&self, ino: u64, size: Option<u64>, fh: Option<u64>) -> FsResult<Attr> {
-        if let Some(size) = size {
+    /// chmod, chown, utimes and truncate. Mode, owner and times are recorded with the object:
+    /// while it is being written they go with its upload; otherwise they are saved shortly
+    /// after with a server-side copy, unless a rename carries them first.
+    pub async fn setattr(
+        self: &Arc<Self>,
+        ino: u64,
+        change: AttrChange,
+        fh: Option<u64>,
+    ) -> FsResult<Attr> {
+        if let Some(size) = change.size {
             let current = match fh.and_then(|fh| self.write_handle(fh)) {
                 Some(h) => h.lock().await.writer.len(),
                 None => self.getattr(ino).await?.size,
@@ -338,12 +596,111 @@ impl Filesystem {
                 return Err(libc::EPERM);
             }
         }
-        self.getattr(ino).await
+        if change.mode.is_none()
+            && change.uid.is_none()
+            && change.gid.is_none()
+            && change.mtime.is_none()
+        {
+            return self.getattr(ino).await;
+        }
+        self.writable()?;
+        // Start from what the bucket says, not from stale attributes.
+        self.getattr(ino).await?;
+        let (attr, writing) = {
+            let mut inodes = self.inodes.lock().unwrap();
+            let node = inodes.get_mut(ino).ok_or(libc::ENOENT)?;
+            let mut attrs = node.state.attrs;
+            if let Some(mode) = change.mode {
+                attrs.mode = (attrs.mode & libc::S_IFMT) | (mode & 0o7777);
+            }
+            attrs.uid = change.uid.unwrap_or(attrs.uid);
+            attrs.gid = change.gid.unwrap_or(attrs.gid);
+            attrs.mtime = change.mtime.unwrap_or(attrs.mtime);
+            if attrs != node.state.attrs {
+                node.state.attrs = attrs;
+                node.state.attrs_dirty = true;
+            }
+            (
+                self.attr_of(node),
+                node.writers > 0 && node.state.attrs_dirty,
+            )
+        };
+        if writing {
+            // Carried by the upload when it can be; commit() checks again and saves the rest.
+            if let Some(handle) = self.writer_of(ino) {
+                let mut h = handle.lock().await;
+                let metadata = self.attrs_metadata(&self.node(ino)?.state.attrs);
+                h.writer.set_metadata(metadata);
+            }
+        } else if self.node(ino)?.state.attrs_dirty {
+            self.schedule_attr_flush(ino);
+        }
+        Ok(attr)
+    }
+
+    fn schedule_attr_flush(self: &Arc<Self>, ino: u64) {
+        if !self.flushes_scheduled.lock().unwrap().insert(ino) {
+            return; // chmod, chown and utimes in a row are saved together
+        }
+        let fs = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ATTR_FLUSH_DELAY).await;
+            fs.flushes_scheduled.lock().unwrap().remove(&ino);
+            let _ = fs.flush_attrs(ino).await;
+        });
+    }
+
+    /// Saves a node's changed attributes: a copy of the object onto itself with new metadata
+    /// (for a directory, its marker is written).
+    async fn flush_attrs(&self, ino: u64) -> FsResult<()> {
+        let Ok(node) = self.node(ino) else {
+            return Ok(());
+        };
+        if !node.state.attrs_dirty || node.writers > 0 {
+            return Ok(());
+        }
+        let attrs = node.state.attrs;
+        let metadata = self.attrs_metadata(&attrs);
+        let store = &self.volume.store;
+        let saved = match node.kind {
+            NodeKind::Dir => store.put(&node.key, Bytes::new(), &metadata).await,
+            _ => store.copy(&node.key, &node.key, Some(&metadata)).await,
+        };
+        self.forget_head(&node.key);
+        match saved {
+            Ok(put) => {
+                let mut inodes = self.inodes.lock().unwrap();
+                if let Some(n) = inodes.get_mut(ino) {
+                    if n.key == node.key {
+                        n.state.etag = put.etag.or(n.state.etag.take());
+                    }
+                    if n.state.attrs == attrs {
+                        n.state.attrs_dirty = false;
+                        n.state.valid_until = Instant::now() + self.options.metadata_ttl;
+                    }
+                }
+                inodes.release_if_unused(ino);
+                Ok(())
+            }
+            // Renamed or removed meanwhile: whoever did that carried or dropped the change.
+            Err(e) if e.kind == StoreErrorKind::NotFound => Ok(()),
+            Err(e) => Err(log_store("saving attributes of", &node.key, e)),
+        }
+    }
+
+    /// Saves every pending attribute change now (fsync of the directory, unmount).
+    pub async fn flush_all_attrs(&self) {
+        let dirty = self.inodes.lock().unwrap().dirty();
+        for ino in dirty {
+            if let Err(errno) = self.flush_attrs(ino).await {
+                warn!(ino, errno, "attributes not saved");
+            }
+        }
     }
 
     // ---- directories ----
 
-    async fn listing(&self, ino: u64) -> FsResult<BTreeMap<String, ListedEntry>> {
+    async fn listing(&self, ino: u64) -> FsResult<Arc<BTreeMap<String, ListedEntry>>> {
         {
             let listings = self.listings.lock().unwrap();
             if let Some(l) = listings.get(&ino)
@@ -372,9 +729,6 @@ impl Filesystem {
                         name.to_string(),
                         ListedEntry {
                             kind: NodeKind::Dir,
-                            ciphertext_size: 0,
-                            etag: None,
-                            mtime: SystemTime::now(),
                         },
                     );
                 }
@@ -398,17 +752,17 @@ impl Filesystem {
                 name.to_string(),
                 ListedEntry {
                     kind: NodeKind::File,
-                    ciphertext_size: object.size,
-                    etag: object.etag,
-                    mtime: object.last_modified.unwrap_or_else(SystemTime::now),
                 },
             );
         }
+        let entries = Arc::new(entries);
+        let walked = if self.was_walked(ino) { 2 } else { 0 };
         if self.generation(ino) == generation {
             self.listings.lock().unwrap().insert(
                 ino,
                 DirListing {
                     entries: entries.clone(),
+                    lookups: AtomicU32::new(walked),
                     valid_until: Instant::now() + self.options.metadata_ttl,
                 },
             );
@@ -444,7 +798,7 @@ impl Filesystem {
                 });
             }
         }
-        for (name, e) in &listed {
+        for (name, e) in listed.iter() {
             // No inode is made for a listed name: the kernel looks a name up before it uses
             // it, and `find` over millions of keys must not grow the table. Names not looked
             // up yet get a stable synthetic number for d_ino.
@@ -474,36 +828,214 @@ impl Filesystem {
         self.inodes.lock().unwrap().close(ino);
     }
 
-    pub async fn mkdir(&self, parent: u64, name: &OsStr) -> FsResult<Attr> {
-        self.writable()?;
-        let parent_node = self.node(parent)?;
-        let name = names::to_key_component(name, parent == ROOT_INO)?;
+    /// Fails with EEXIST when `parent/name` exists (forgetting the lookup made to find out).
+    async fn ensure_absent(&self, parent: u64, name: &str) -> FsResult<()> {
         match self.lookup(parent, OsStr::new(name)).await {
             Ok(_) => {
                 self.forget_name(parent, name);
-                return Err(libc::EEXIST);
+                Err(libc::EEXIST)
             }
-            Err(libc::ENOENT) => {}
-            Err(e) => return Err(e),
+            Err(libc::ENOENT) => Ok(()),
+            Err(e) => Err(e),
         }
+    }
+
+    fn new_attrs(&self, kind: NodeKind, mode: u32, caller: Caller) -> PosixAttrs {
+        PosixAttrs {
+            mode: kind.type_bits() | (mode & 0o7777),
+            uid: caller.uid,
+            gid: caller.gid,
+            mtime: SystemTime::now(),
+        }
+    }
+
+    /// Records a node this mount just made (its object is in the bucket).
+    fn add_made_node(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: NodeKind,
+        key: String,
+        state: NodeState,
+    ) -> Attr {
+        self.forget_head(&key);
+        self.update_listing(parent, name, Some(kind));
+        let mut inodes = self.inodes.lock().unwrap();
+        let ino = inodes.upsert(parent, name, kind, key, state, true);
+        self.attr_of(inodes.get(ino).expect("just inserted"))
+    }
+
+    fn committed_state(
+        &self,
+        size: u64,
+        ciphertext_size: u64,
+        etag: Option<String>,
+        attrs: PosixAttrs,
+    ) -> NodeState {
+        NodeState {
+            size,
+            ciphertext_size,
+            // Without an ETag, ask S3 on next use.
+            valid_until: if etag.is_some() {
+                Instant::now() + self.options.metadata_ttl
+            } else {
+                Instant::now()
+            },
+            etag,
+            attrs,
+            attrs_dirty: false,
+        }
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        self.writable()?;
+        let parent_node = self.dir_node(parent)?;
+        let name = names::to_key_component(name, parent == ROOT_INO)?;
+        self.ensure_absent(parent, name).await?;
         let prefix = names::dir_prefix(&parent_node.key, name);
-        names::file_key(&parent_node.key, name, 0)?;
-        self.volume
+        names::file_key(&parent_node.key, name, self.volume_prefix_len())?;
+        let attrs = self.new_attrs(NodeKind::Dir, mode, caller);
+        let put = self
+            .volume
             .store
-            .put(&prefix, Bytes::new(), &Metadata::new())
+            .put(&prefix, Bytes::new(), &self.attrs_metadata(&attrs))
             .await
             .map_err(|e| log_store("PUT", &prefix, e))?;
-        self.invalidate_listing(parent);
-        let state = NodeState {
-            size: 0,
-            ciphertext_size: 0,
-            etag: None,
-            mtime: SystemTime::now(),
-            valid_until: Instant::now() + self.options.metadata_ttl,
+        let state = self.committed_state(0, 0, put.etag, attrs);
+        let attr = self.add_made_node(parent, name, NodeKind::Dir, prefix, state);
+        // A new directory is known to be empty: lookups in it (`rsync`, `tar x` check each
+        // name before creating it) need no request until the metadata TTL passes.
+        self.listings.lock().unwrap().insert(
+            attr.ino,
+            DirListing {
+                entries: Arc::new(BTreeMap::new()),
+                lookups: AtomicU32::new(0),
+                valid_until: Instant::now() + self.options.metadata_ttl,
+            },
+        );
+        Ok(attr)
+    }
+
+    /// mknod(2) of a regular file: an empty file, saved at once. Devices, FIFOs and sockets
+    /// cannot be stored (EPERM).
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        self.writable()?;
+        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            info!("mknod of a device, FIFO or socket is not supported: EPERM");
+            return Err(libc::EPERM);
+        }
+        let parent_node = self.dir_node(parent)?;
+        let name = names::to_key_component(name, parent == ROOT_INO)?;
+        let key = names::file_key(&parent_node.key, name, self.volume_prefix_len())?;
+        self.ensure_absent(parent, name).await?;
+        let attrs = self.new_attrs(NodeKind::File, mode, caller);
+        self.put_small(parent, name, key, NodeKind::File, b"", attrs)
+            .await
+    }
+
+    /// symlink(2): the target is stored encrypted, as a small object of the symlink kind.
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        target: &std::path::Path,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        use std::os::unix::ffi::OsStrExt;
+        self.writable()?;
+        let parent_node = self.dir_node(parent)?;
+        let name = names::to_key_component(name, parent == ROOT_INO)?;
+        let key = names::file_key(&parent_node.key, name, self.volume_prefix_len())?;
+        let target = target.as_os_str().as_bytes();
+        if target.is_empty() || target.len() > 4095 {
+            return Err(if target.is_empty() {
+                libc::ENOENT
+            } else {
+                libc::ENAMETOOLONG
+            });
+        }
+        self.ensure_absent(parent, name).await?;
+        let attrs = self.new_attrs(NodeKind::Symlink, 0o777, caller);
+        self.put_small(parent, name, key, NodeKind::Symlink, target, attrs)
+            .await
+    }
+
+    /// Encrypts and PUTs a small object (an empty file, a symlink) and records its node.
+    async fn put_small(
+        &self,
+        parent: u64,
+        name: &str,
+        key: String,
+        kind: NodeKind,
+        plaintext: &[u8],
+        attrs: PosixAttrs,
+    ) -> FsResult<Attr> {
+        let object_kind = match kind {
+            NodeKind::Symlink => crate::crypto::ObjectKind::Symlink,
+            _ => crate::crypto::ObjectKind::File,
         };
-        let mut inodes = self.inodes.lock().unwrap();
-        let ino = inodes.upsert(parent, name, NodeKind::Dir, prefix, state, true);
-        Ok(self.attr_of(inodes.get(ino).expect("just inserted")))
+        let body = crate::crypto::encrypt_to_vec(
+            &self.volume.master,
+            self.volume.layout,
+            object_kind,
+            plaintext,
+        );
+        let ciphertext_size = body.len() as u64;
+        let put = self
+            .volume
+            .store
+            .put(&key, Bytes::from(body), &self.attrs_metadata(&attrs))
+            .await
+            .map_err(|e| log_store("PUT", &key, e))?;
+        self.read.cache.invalidate(&key);
+        let state = self.committed_state(plaintext.len() as u64, ciphertext_size, put.etag, attrs);
+        Ok(self.add_made_node(parent, name, kind, key, state))
+    }
+
+    /// readlink(2): fetches, verifies and decrypts the symlink object.
+    pub async fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let node = self.node(ino)?;
+        if node.kind != NodeKind::Symlink {
+            return Err(libc::EINVAL);
+        }
+        let store = &self.volume.store;
+        let size = node.state.ciphertext_size;
+        let mut object = vec![0u8; size as usize];
+        let mut got = store
+            .get_range(&node.key, 0..size, node.state.etag.as_deref())
+            .await
+            .map_err(|e| log_store("GET", &node.key, e))?;
+        if got.range.end - got.range.start != size {
+            warn!(key = %node.key, "symlink object changed size");
+            return Err(libc::EIO);
+        }
+        got.body
+            .read_exact(&mut object)
+            .await
+            .map_err(|e| log_store("GET", &node.key, e))?;
+        match crate::crypto::decrypt_to_vec(&self.volume.master, self.volume.layout, &object) {
+            Ok((crate::crypto::ObjectKind::Symlink, target)) => Ok(target),
+            Ok(_) => {
+                warn!(key = %node.key, "recorded as a symlink but the object is not one");
+                Err(libc::EIO)
+            }
+            Err(e) => {
+                warn!(key = %node.key, "symlink cannot be read: {e}");
+                Err(libc::EIO)
+            }
+        }
     }
 
     pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
@@ -524,8 +1056,14 @@ impl Filesystem {
             .await
             .map_err(|e| log_store("DELETE", &node.key, e))?;
         self.read.cache.invalidate(&node.key);
-        self.invalidate_listing(parent);
-        self.inodes.lock().unwrap().remove_name(parent, &node.name);
+        self.forget_head(&node.key);
+        self.update_listing(parent, &node.name, None);
+        let mut inodes = self.inodes.lock().unwrap();
+        if let Some(n) = inodes.get_mut(node.ino) {
+            // Nothing left to save attributes to.
+            n.state.attrs_dirty = false;
+        }
+        inodes.remove_name(parent, &node.name);
         Ok(())
     }
 
@@ -537,21 +1075,7 @@ impl Filesystem {
         if node.kind != NodeKind::Dir {
             return Err(libc::ENOTDIR);
         }
-        // Checked against S3, not just the cache: anything under the prefix but the marker.
-        let page = self
-            .volume
-            .store
-            .list_page(&node.key, None, None)
-            .await
-            .map_err(|e| log_store("LIST", &node.key, e))?;
-        let has_children = page.objects.iter().any(|o| o.key != node.key)
-            || !self
-                .inodes
-                .lock()
-                .unwrap()
-                .pending_children(node.ino)
-                .is_empty();
-        if has_children {
+        if !self.dir_is_empty(&node).await? {
             return Err(libc::ENOTEMPTY);
         }
         self.volume
@@ -559,14 +1083,38 @@ impl Filesystem {
             .delete(&node.key)
             .await
             .map_err(|e| log_store("DELETE", &node.key, e))?;
-        self.invalidate_listing(parent);
+        self.forget_head(&node.key);
+        self.update_listing(parent, &node.name, None);
         self.invalidate_listing(node.ino);
-        self.inodes.lock().unwrap().remove_name(parent, &node.name);
+        let mut inodes = self.inodes.lock().unwrap();
+        if let Some(n) = inodes.get_mut(node.ino) {
+            n.state.attrs_dirty = false;
+        }
+        inodes.remove_name(parent, &node.name);
         Ok(())
     }
 
-    /// rename(2) of a file: a server-side copy to the new key, then a delete of the old one.
-    /// Directories answer EXDEV, which makes `mv` copy them entry by entry instead.
+    /// Checked against S3, not just the cache: anything under the prefix but the marker, or
+    /// a file being written there.
+    async fn dir_is_empty(&self, dir: &Node) -> FsResult<bool> {
+        let page = self
+            .volume
+            .store
+            .list_page(&dir.key, None, None)
+            .await
+            .map_err(|e| log_store("LIST", &dir.key, e))?;
+        let pending = !self
+            .inodes
+            .lock()
+            .unwrap()
+            .pending_children(dir.ino)
+            .is_empty();
+        Ok(!pending && page.objects.iter().all(|o| o.key == dir.key))
+    }
+
+    /// rename(2). A file: a server-side copy to the new key (carrying changed attributes),
+    /// then a delete of the old one; a file still being written is committed under the new
+    /// name. A directory: every object under it is copied, then the old ones deleted.
     pub async fn rename(
         &self,
         parent: u64,
@@ -579,23 +1127,20 @@ impl Filesystem {
         let src = self.lookup(parent, name).await?;
         self.forget(src.ino, 1);
         let node = self.node(src.ino)?;
-        if node.kind == NodeKind::Dir {
-            info!(key = %node.key, "renaming a directory is not supported yet: EXDEV");
-            return Err(libc::EXDEV);
-        }
-        if node.writers > 0 {
-            info!(key = %node.key, "refusing to rename a file that is still being written");
-            return Err(libc::EBUSY);
-        }
-        let target_parent = self.node(new_parent)?;
-        if target_parent.kind != NodeKind::Dir {
-            return Err(libc::ENOTDIR);
-        }
+        let target_parent = self.dir_node(new_parent)?;
         let new_name = names::to_key_component(new_name, new_parent == ROOT_INO)?;
-        let new_key = names::file_key(&target_parent.key, new_name, self.volume_prefix_len())?;
+        let new_key = match node.kind {
+            NodeKind::Dir => {
+                names::file_key(&target_parent.key, new_name, self.volume_prefix_len())?;
+                names::dir_prefix(&target_parent.key, new_name)
+            }
+            _ => names::file_key(&target_parent.key, new_name, self.volume_prefix_len())?,
+        };
         if new_key == node.key {
             return Ok(());
         }
+        // What is at the new name: refused, or replaced.
+        let mut replaced = None;
         match self.lookup(new_parent, OsStr::new(new_name)).await {
             Ok(existing) => {
                 self.forget(existing.ino, 1);
@@ -603,58 +1148,197 @@ impl Filesystem {
                     return Err(libc::EEXIST);
                 }
                 let existing = self.node(existing.ino)?;
-                if existing.kind == NodeKind::Dir {
-                    return Err(libc::EISDIR);
+                match (node.kind == NodeKind::Dir, existing.kind == NodeKind::Dir) {
+                    (false, true) => return Err(libc::EISDIR),
+                    (true, false) => return Err(libc::ENOTDIR),
+                    (true, true) if !self.dir_is_empty(&existing).await? => {
+                        return Err(libc::ENOTEMPTY);
+                    }
+                    _ => {}
                 }
                 if existing.writers > 0 {
                     return Err(libc::EBUSY);
                 }
+                replaced = Some(existing);
             }
             Err(libc::ENOENT) => {}
             Err(e) => return Err(e),
         }
+        if node.kind == NodeKind::Dir {
+            self.rename_dir(&node, &new_key).await?;
+        } else if !(node.writers > 0 && self.rename_writing(&node, &new_key).await?) {
+            // A version whose commit is under way (its last close) is renamed once it is in.
+            if node.writers > 0 && !self.wait_for_commit(node.ino).await {
+                return Err(libc::EBUSY);
+            }
+            let node = self.node(node.ino)?;
+            self.rename_file(&node, &new_key).await?;
+        }
+        if let Some(replaced) = replaced
+            && replaced.kind == NodeKind::Dir
+            && replaced.key != new_key
+        {
+            // An empty directory replaced by a directory: its marker is gone too.
+            let _ = self.volume.store.delete(&replaced.key).await;
+        }
+        {
+            let mut inodes = self.inodes.lock().unwrap();
+            inodes.rename(node.ino, new_parent, new_name, new_key.clone());
+            if node.kind == NodeKind::Dir {
+                inodes.rename_prefix(&node.key, &new_key);
+            }
+            if let Some(n) = inodes.get_mut(node.ino)
+                && n.writers == 0
+            {
+                // The copy's ETag is asked of S3 on next use.
+                n.state.valid_until = Instant::now();
+            }
+        }
+        self.forget_head(&node.key);
+        self.forget_head(&new_key);
+        self.update_listing(parent, &node.name, None);
+        self.update_listing(new_parent, new_name, Some(node.kind));
+        Ok(())
+    }
+
+    async fn rename_file(&self, node: &Node, new_key: &str) -> FsResult<()> {
         let store = &self.volume.store;
+        // Changed attributes ride along with the copy instead of a copy of their own.
+        let carried = node
+            .state
+            .attrs_dirty
+            .then(|| self.attrs_metadata(&node.state.attrs));
         // Copy first: if anything fails, the file is still under its old name; if the delete
         // fails after the copy, it exists under both (never under neither).
-        let copied = store
-            .copy(&node.key, &new_key, None)
+        store
+            .copy(&node.key, new_key, carried.as_ref())
             .await
             .map_err(|e| log_store("COPY", &node.key, e))?;
+        if carried.is_some()
+            && let Some(n) = self.inodes.lock().unwrap().get_mut(node.ino)
+            && n.state.attrs == node.state.attrs
+        {
+            n.state.attrs_dirty = false;
+        }
         store
             .delete(&node.key)
             .await
             .map_err(|e| log_store("DELETE", &node.key, e))?;
         self.read.cache.invalidate(&node.key);
-        self.read.cache.invalidate(&new_key);
-        {
-            let mut inodes = self.inodes.lock().unwrap();
-            inodes.rename(node.ino, new_parent, new_name, new_key);
-            if let Some(n) = inodes.get_mut(node.ino) {
-                n.state.etag = copied.etag;
-                // The copy's ETag and size are asked of S3 on next use.
-                n.state.valid_until = Instant::now();
-            }
+        self.read.cache.invalidate(new_key);
+        Ok(())
+    }
+
+    /// A file still being written: its version is committed under the new name, and what the
+    /// old name held (an earlier version) goes now, as a rename would take it away. False
+    /// when the version is already committed (or committing): then it is renamed as a file.
+    async fn rename_writing(&self, node: &Node, new_key: &str) -> FsResult<bool> {
+        let Some(handle) = self.writer_of(node.ino) else {
+            return Ok(false);
+        };
+        match handle.lock().await.writer.retarget(new_key.to_string()) {
+            crate::upload::Retarget::AlreadyCommitted => return Ok(false),
+            crate::upload::Retarget::AtCommit => return Ok(true),
+            crate::upload::Retarget::Moved => {}
         }
-        self.invalidate_listing(parent);
-        self.invalidate_listing(new_parent);
+        self.volume
+            .store
+            .delete(&node.key)
+            .await
+            .map_err(|e| log_store("DELETE", &node.key, e))?;
+        self.read.cache.invalidate(&node.key);
+        Ok(true)
+    }
+
+    /// Every object under the directory is copied to the new prefix, then the old ones are
+    /// deleted: a crash in between leaves each object under the old name, the new one or
+    /// both, never neither (docs/SEMANTICS.md).
+    async fn rename_dir(&self, node: &Node, new_prefix: &str) -> FsResult<()> {
+        use futures::StreamExt;
+        if self.inodes.lock().unwrap().writers_under(&node.key) > 0 {
+            info!(key = %node.key, "refusing to rename a directory with files being written");
+            return Err(libc::EBUSY);
+        }
+        self.flush_all_attrs().await;
+        let store = &self.volume.store;
+        let listing = store
+            .list_all(&node.key, None)
+            .await
+            .map_err(|e| log_store("LIST", &node.key, e))?;
+        let keys: Vec<String> = listing.objects.into_iter().map(|o| o.key).collect();
+        let moved = |key: &str| format!("{new_prefix}{}", &key[node.key.len()..]);
+        if keys
+            .iter()
+            .any(|k| self.options.key_prefix_len + moved(k).len() > names::MAX_KEY_BYTES)
+        {
+            return Err(libc::ENAMETOOLONG);
+        }
+        let total = keys.len();
+        if total > 100 {
+            info!(from = %node.key, to = %new_prefix, objects = total, "renaming a directory");
+        }
+        let done = Arc::new(AtomicU64::new(0));
+        let copies = futures::stream::iter(keys.clone())
+            .map(|key| {
+                let (store, done, to) = (store.clone(), done.clone(), moved(&key));
+                let from_dir = node.key.clone();
+                async move {
+                    let result = store.copy(&key, &to, None).await;
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n % 1000 == 0 {
+                        info!(from = %from_dir, copied = n, of = total, "renaming a directory");
+                    }
+                    result.map_err(|e| log_store("COPY", &key, e))
+                }
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await;
+        if let Some(errno) = copies.iter().find_map(|r| r.as_ref().err()) {
+            // Nothing was deleted yet: remove the partial copy so the tree is only where it was.
+            let copied: Vec<String> = keys.iter().map(|k| moved(k)).collect();
+            if let Err(e) = store.delete_many(&copied).await {
+                warn!(to = %new_prefix, "could not remove a partial directory copy: {e}");
+            }
+            return Err(*errno);
+        }
+        store
+            .delete_many(&keys)
+            .await
+            .map_err(|e| log_store("DELETE", &node.key, e))?;
+        for key in &keys {
+            self.read.cache.invalidate(key);
+            self.forget_head(key);
+        }
+        // Listings of directories below moved with them.
+        self.listings.lock().unwrap().clear();
+        self.negative.lock().unwrap().clear();
+        if total > 100 {
+            info!(from = %node.key, to = %new_prefix, objects = total, "directory renamed");
+        }
         Ok(())
     }
 
     // ---- files ----
 
-    pub async fn create(&self, parent: u64, name: &OsStr, pid: u32) -> FsResult<(Attr, u64)> {
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<(Attr, u64)> {
         self.writable()?;
-        let parent_node = self.node(parent)?;
-        if parent_node.kind != NodeKind::Dir {
-            return Err(libc::ENOTDIR);
-        }
+        let parent_node = self.dir_node(parent)?;
         let name = names::to_key_component(name, parent == ROOT_INO)?;
         let key = names::file_key(&parent_node.key, name, self.volume_prefix_len())?;
+        let attrs = self.new_attrs(NodeKind::File, mode, caller);
         let state = NodeState {
             size: 0,
             ciphertext_size: 0,
             etag: None,
-            mtime: SystemTime::now(),
+            attrs,
+            attrs_dirty: false,
             valid_until: Instant::now(),
         };
         let ino = {
@@ -663,6 +1347,7 @@ impl Filesystem {
             let node = inodes.get_mut(ino).expect("just inserted");
             node.writers += 1;
             node.state.size = 0;
+            node.state.attrs = attrs;
             node.open_handles += 1;
             ino
         };
@@ -670,15 +1355,17 @@ impl Filesystem {
             .lock()
             .unwrap()
             .remove(&(parent, name.to_string()));
-        let fh = self.add_writer(ino, key, process_of(pid));
+        let fh = self.add_writer(ino, key, process_of(caller.pid), &attrs);
         let attr = self.attr_of(&self.node(ino)?);
         Ok((attr, fh))
     }
 
     pub async fn open(&self, ino: u64, flags: i32, pid: u32) -> FsResult<u64> {
         let node = self.node(ino)?;
-        if node.kind == NodeKind::Dir {
-            return Err(libc::EISDIR);
+        match node.kind {
+            NodeKind::Dir => return Err(libc::EISDIR),
+            NodeKind::Symlink => return Err(libc::ELOOP),
+            NodeKind::File => {}
         }
         let access = flags & libc::O_ACCMODE;
         if access != libc::O_RDONLY {
@@ -690,7 +1377,7 @@ impl Filesystem {
                 self.getattr(ino).await?;
             }
             let pid = process_of(pid);
-            {
+            let attrs = {
                 let mut inodes = self.inodes.lock().unwrap();
                 let node = inodes.get_mut(ino).ok_or(libc::ENOENT)?;
                 if node.writers > 0 {
@@ -704,9 +1391,11 @@ impl Filesystem {
                 }
                 node.writers += 1;
                 node.state.size = 0;
+                node.state.attrs.mtime = SystemTime::now();
                 node.open_handles += 1;
-            }
-            return Ok(self.add_writer(ino, node.key.clone(), pid));
+                node.state.attrs
+            };
+            return Ok(self.add_writer(ino, node.key.clone(), pid, &attrs));
         }
         if node.writers > 0 && !self.wait_for_commit(ino).await {
             info!(key = %node.key, "cannot read a file while it is being written");
@@ -752,7 +1441,7 @@ impl Filesystem {
 
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let handle = match self.handles.lock().unwrap().get(&fh) {
-            Some(Handle::Write(h)) => h.clone(),
+            Some(Handle::Write(_, h)) => h.clone(),
             Some(Handle::NoWrite) => {
                 info!("writing into an existing file without O_TRUNC is not supported yet");
                 return Err(libc::EPERM);
@@ -767,7 +1456,7 @@ impl Filesystem {
         let size = h.writer.len();
         if let Some(node) = self.inodes.lock().unwrap().get_mut(h.ino) {
             node.state.size = size;
-            node.state.mtime = SystemTime::now();
+            node.state.attrs.mtime = SystemTime::now();
         }
         Ok(data.len() as u32)
     }
@@ -791,10 +1480,11 @@ impl Filesystem {
         self.commit(&mut h).await
     }
 
-    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+    /// fsync(2): commits a file being written; saves changed attributes of any other.
+    pub async fn fsync(&self, ino: u64, fh: u64) -> FsResult<()> {
         match self.write_handle(fh) {
             Some(handle) => self.commit(&mut *handle.lock().await).await,
-            None => Ok(()),
+            None => self.flush_attrs(ino).await,
         }
     }
 
@@ -810,7 +1500,7 @@ impl Filesystem {
         let fs = self.clone();
         async move {
             let handle = fs.handles.lock().unwrap().remove(&fh);
-            if let Some(Handle::Write(handle)) = handle {
+            if let Some(Handle::Write(_, handle)) = handle {
                 let mut h = handle.lock().await;
                 if let Err(errno) = fs.commit(&mut h).await {
                     warn!(key = %h.writer.key(), errno, "file could not be saved at release");
@@ -844,45 +1534,68 @@ impl Filesystem {
     }
 
     async fn commit(&self, h: &mut WriteHandle) -> FsResult<()> {
+        if !h.settled && !h.writer.is_committed() {
+            // The attributes as they are now (mode, owner, and the time of the last write or
+            // an explicit utimes) go with the upload when it can still take them.
+            let attrs = self.node(h.ino).map(|n| n.state.attrs);
+            if let Ok(attrs) = attrs
+                && h.writer.set_metadata(self.attrs_metadata(&attrs))
+                && let Some(n) = self.inodes.lock().unwrap().get_mut(h.ino)
+                && n.state.attrs == attrs
+            {
+                n.state.attrs_dirty = false;
+            }
+        }
         // Idempotent: a second call returns the first one's result.
         let result = h.writer.commit().await;
         if std::mem::replace(&mut h.settled, true) {
             return result.map(|_| ()).map_err(|e| e.errno());
         }
         let key = h.writer.key().to_string();
-        let parent = {
+        let (parent, dirty) = {
             let mut inodes = self.inodes.lock().unwrap();
             let node = inodes.get_mut(h.ino);
             match (&result, node) {
                 (Ok(done), Some(node)) => {
                     node.writers = node.writers.saturating_sub(1);
-                    node.state = NodeState {
-                        size: done.plaintext_size,
-                        ciphertext_size: done.ciphertext_size,
-                        etag: done.etag.clone(),
-                        mtime: SystemTime::now(),
-                        // Without an ETag, ask S3 on next use.
-                        valid_until: if done.etag.is_some() {
-                            Instant::now() + self.options.metadata_ttl
-                        } else {
-                            Instant::now()
-                        },
-                    };
-                    Some(node.parent)
+                    let dirty = node.state.attrs_dirty;
+                    node.state = self.committed_state(
+                        done.plaintext_size,
+                        done.ciphertext_size,
+                        done.etag.clone(),
+                        node.state.attrs,
+                    );
+                    // Changed after the multipart upload began: saved by a copy shortly.
+                    node.state.attrs_dirty = dirty;
+                    (
+                        Some((node.parent, node.name.clone())),
+                        dirty.then_some(node.ino),
+                    )
                 }
                 (Err(_), Some(node)) => {
                     // The previous version (if any) is still in the bucket: forget what we
                     // believed, the next use asks S3.
                     node.writers = node.writers.saturating_sub(1);
+                    node.state.attrs_dirty = false;
                     node.state.valid_until = Instant::now();
-                    Some(node.parent)
+                    (Some((node.parent, node.name.clone())), None)
                 }
-                _ => None,
+                _ => (None, None),
             }
         };
         self.read.cache.invalidate(&key);
-        if let Some(parent) = parent {
-            self.invalidate_listing(parent);
+        self.forget_head(&key);
+        if let Some((parent, name)) = parent {
+            if result.is_ok() {
+                self.update_listing(parent, &name, Some(NodeKind::File));
+            } else {
+                self.invalidate_listing(parent);
+            }
+        }
+        if let Some(ino) = dirty
+            && let Err(errno) = self.flush_attrs(ino).await
+        {
+            warn!(key = %key, errno, "file saved, but its attributes were not");
         }
         match result {
             Ok(done) => {
@@ -904,7 +1617,7 @@ impl Filesystem {
             .unwrap()
             .values()
             .filter_map(|h| match h {
-                Handle::Write(w) => Some(w.clone()),
+                Handle::Write(_, w) => Some(w.clone()),
                 _ => None,
             })
             .collect();
@@ -926,6 +1639,7 @@ impl Filesystem {
             }
         });
         futures::future::join_all(commits).await;
+        self.flush_all_attrs().await;
     }
 
     pub fn statfs_files(&self) -> u64 {
@@ -952,22 +1666,56 @@ impl Filesystem {
         fh
     }
 
-    fn add_writer(&self, ino: u64, key: String, pid: u32) -> u64 {
-        let writer = ObjectWriter::new(self.upload.clone(), key, Metadata::new());
-        self.add_handle(Handle::Write(Arc::new(tokio::sync::Mutex::new(
-            WriteHandle {
+    fn add_writer(&self, ino: u64, key: String, pid: u32, attrs: &PosixAttrs) -> u64 {
+        let writer = ObjectWriter::new(self.upload.clone(), key, self.attrs_metadata(attrs));
+        self.add_handle(Handle::Write(
+            ino,
+            Arc::new(tokio::sync::Mutex::new(WriteHandle {
                 ino,
                 opener_pid: pid,
                 writer,
                 settled: false,
-            },
-        ))))
+            })),
+        ))
+    }
+
+    /// The write handle of a file being written.
+    fn writer_of(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<WriteHandle>>> {
+        self.handles.lock().unwrap().values().find_map(|h| match h {
+            Handle::Write(of, w) if *of == ino => Some(w.clone()),
+            _ => None,
+        })
+    }
+
+    fn dir_node(&self, ino: u64) -> FsResult<Node> {
+        let node = self.node(ino)?;
+        if node.kind != NodeKind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        Ok(node)
     }
 
     fn write_handle(&self, fh: u64) -> Option<Arc<tokio::sync::Mutex<WriteHandle>>> {
         match self.handles.lock().unwrap().get(&fh) {
-            Some(Handle::Write(h)) => Some(h.clone()),
+            Some(Handle::Write(_, h)) => Some(h.clone()),
             _ => None,
+        }
+    }
+
+    /// Records in the cached listing of `dir` (if any) that this mount made `name` exist as
+    /// `kind`, or removed it (`None`), so that the next lookups there need no request.
+    fn update_listing(&self, dir: u64, name: &str, kind: Option<NodeKind>) {
+        *self.generations.lock().unwrap().entry(dir).or_insert(0) += 1;
+        self.negative
+            .lock()
+            .unwrap()
+            .remove(&(dir, name.to_string()));
+        if let Some(listing) = self.listings.lock().unwrap().get_mut(&dir) {
+            let entries = Arc::make_mut(&mut listing.entries);
+            match kind {
+                Some(kind) => entries.insert(name.to_string(), ListedEntry { kind }),
+                None => entries.remove(name),
+            };
         }
     }
 

@@ -15,7 +15,7 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::debug;
 
-use super::filesystem::{Attr, Filesystem};
+use super::filesystem::{Attr, AttrChange, Caller, Filesystem};
 use super::inodes::NodeKind;
 
 /// The kernel caps a single write request at 1 MiB (256 pages).
@@ -53,6 +53,7 @@ fn file_attr(a: &Attr) -> FileAttr {
     let (kind, nlink) = match a.kind {
         NodeKind::File => (FileType::RegularFile, 1),
         NodeKind::Dir => (FileType::Directory, 2),
+        NodeKind::Symlink => (FileType::Symlink, 1),
     };
     FileAttr {
         ino: INodeNo(a.ino),
@@ -77,6 +78,22 @@ fn file_type(kind: NodeKind) -> FileType {
     match kind {
         NodeKind::File => FileType::RegularFile,
         NodeKind::Dir => FileType::Directory,
+        NodeKind::Symlink => FileType::Symlink,
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}
+
+fn system_time(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
     }
 }
 
@@ -123,12 +140,12 @@ impl fuser::Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -137,9 +154,17 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        // atime is not kept (the mount is noatime).
+        let change = AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            mtime: mtime.map(system_time),
+        };
         let (fs, ttl) = (self.fs.clone(), self.ttl);
         self.spawn(async move {
-            match fs.setattr(ino.0, size, fh.map(|f| f.0)).await {
+            match fs.setattr(ino.0, change, fh.map(|f| f.0)).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno(e)),
             }
@@ -148,17 +173,70 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
+        mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let (fs, name, ttl) = (self.fs.clone(), name.to_owned(), self.ttl);
+        // The kernel has applied the umask to `mode` already (no FUSE_DONT_MASK).
+        let (fs, name, ttl, caller) = (self.fs.clone(), name.to_owned(), self.ttl, caller(req));
         self.spawn(async move {
-            match fs.mkdir(parent.0, &name).await {
+            match fs.mkdir(parent.0, &name, mode, caller).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), GENERATION),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let (fs, name, ttl, caller) = (self.fs.clone(), name.to_owned(), self.ttl, caller(req));
+        self.spawn(async move {
+            match fs.mknod(parent.0, &name, mode, caller).await {
+                Ok(a) => reply.entry(&ttl, &file_attr(&a), GENERATION),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let (fs, name, target, ttl, caller) = (
+            self.fs.clone(),
+            link_name.to_owned(),
+            target.to_owned(),
+            self.ttl,
+            caller(req),
+        );
+        self.spawn(async move {
+            match fs.symlink(parent.0, &name, &target, caller).await {
+                Ok(a) => reply.entry(&ttl, &file_attr(&a), GENERATION),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.readlink(ino.0).await {
+                Ok(target) => reply.data(&target),
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -314,17 +392,33 @@ impl fuser::Filesystem for FuseAdapter {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
         self.spawn(async move {
-            match fs.fsync(fh.0).await {
+            match fs.fsync(ino.0, fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(e)),
             }
+        });
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Saves every pending attribute change of the mount (`sync DIR` makes them durable).
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            fs.flush_all_attrs().await;
+            reply.ok();
         });
     }
 
@@ -398,14 +492,14 @@ impl fuser::Filesystem for FuseAdapter {
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
+        mode: u32,
         _umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let (fs, name, ttl, pid) = (self.fs.clone(), name.to_owned(), self.ttl, req.pid());
+        let (fs, name, ttl, caller) = (self.fs.clone(), name.to_owned(), self.ttl, caller(req));
         self.spawn(async move {
-            match fs.create(parent.0, &name, pid).await {
+            match fs.create(parent.0, &name, mode, caller).await {
                 Ok((a, fh)) => reply.created(
                     &ttl,
                     &file_attr(&a),

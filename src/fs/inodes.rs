@@ -5,7 +5,9 @@
 //! final forget: walking a huge tree once does not grow the table without bound.
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
+
+use crate::crypto::PosixAttrs;
 
 pub const ROOT_INO: u64 = 1;
 
@@ -13,6 +15,27 @@ pub const ROOT_INO: u64 = 1;
 pub enum NodeKind {
     File,
     Dir,
+    Symlink,
+}
+
+impl NodeKind {
+    /// The `S_IFMT` bits of this kind.
+    pub fn type_bits(self) -> u32 {
+        match self {
+            NodeKind::File => libc::S_IFREG,
+            NodeKind::Dir => libc::S_IFDIR,
+            NodeKind::Symlink => libc::S_IFLNK,
+        }
+    }
+
+    /// The kind that recorded attributes name; anything but a directory or symlink is a file.
+    pub fn from_mode(mode: u32) -> Self {
+        match mode & libc::S_IFMT {
+            libc::S_IFDIR => NodeKind::Dir,
+            libc::S_IFLNK => NodeKind::Symlink,
+            _ => NodeKind::File,
+        }
+    }
 }
 
 /// What we know of a node's object.
@@ -23,7 +46,11 @@ pub struct NodeState {
     /// Ciphertext size of the committed object (files).
     pub ciphertext_size: u64,
     pub etag: Option<String>,
-    pub mtime: SystemTime,
+    /// Mode, owner, group and mtime: recorded ones, or the mount's defaults.
+    pub attrs: PosixAttrs,
+    /// `attrs` were changed here and are not in the bucket yet (a server-side copy will
+    /// write them, or a rename will fold them into its copy). The node is kept until then.
+    pub attrs_dirty: bool,
     /// Attributes are trusted until then (metadata TTL).
     pub valid_until: Instant,
 }
@@ -101,7 +128,7 @@ impl InodeTable {
         if let Some(&ino) = self.by_name.get(&slot) {
             let node = self.nodes.get_mut(&ino).expect("indexed node exists");
             if node.kind == kind {
-                if node.writers == 0 {
+                if node.writers == 0 && !node.state.attrs_dirty {
                     node.state = state;
                 }
                 node.key = key;
@@ -162,6 +189,37 @@ impl InodeTable {
         self.by_name.insert(new_slot, ino);
     }
 
+    /// After a directory rename: every node whose key starts with `old` now starts with `new`.
+    pub fn rename_prefix(&mut self, old: &str, new: &str) {
+        for node in self.nodes.values_mut() {
+            if node.ino != ROOT_INO && node.key.starts_with(old) {
+                node.key = format!("{new}{}", &node.key[old.len()..]);
+            }
+        }
+    }
+
+    /// Nodes under the key prefix `prefix` that are still being written.
+    pub fn writers_under(&self, prefix: &str) -> usize {
+        self.nodes
+            .values()
+            .filter(|n| n.writers > 0 && n.key.starts_with(prefix))
+            .count()
+    }
+
+    /// Nodes whose attribute changes are not in the bucket yet.
+    pub fn dirty(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.state.attrs_dirty)
+            .map(|n| n.ino)
+            .collect()
+    }
+
+    /// Drops `ino` if nothing holds it any more (after its attributes were saved).
+    pub fn release_if_unused(&mut self, ino: u64) {
+        self.maybe_drop(ino);
+    }
+
     pub fn forget(&mut self, ino: u64, count: u64) {
         if ino == ROOT_INO {
             return;
@@ -202,7 +260,12 @@ impl InodeTable {
         let Some(node) = self.nodes.get(&ino) else {
             return;
         };
-        if ino == ROOT_INO || node.lookups > 0 || node.open_handles > 0 || node.writers > 0 {
+        if ino == ROOT_INO
+            || node.lookups > 0
+            || node.open_handles > 0
+            || node.writers > 0
+            || node.state.attrs_dirty
+        {
             return;
         }
         let slot = (node.parent, node.name.clone());
@@ -222,7 +285,13 @@ mod tests {
             size: 0,
             ciphertext_size: 0,
             etag: None,
-            mtime: SystemTime::UNIX_EPOCH,
+            attrs: PosixAttrs {
+                mode: libc::S_IFREG | 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: std::time::SystemTime::UNIX_EPOCH,
+            },
+            attrs_dirty: false,
             valid_until: Instant::now(),
         }
     }

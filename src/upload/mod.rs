@@ -90,6 +90,17 @@ struct Multipart {
     in_flight: Vec<JoinHandle<Result<CompletedPart, StoreError>>>,
 }
 
+/// What [`ObjectWriter::retarget`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retarget {
+    /// Nothing was uploaded yet: the version goes straight to the new key.
+    Moved,
+    /// The upload runs under the old key; the object moves when it is complete.
+    AtCommit,
+    /// Too late: the version is committed under the old key.
+    AlreadyCommitted,
+}
+
 /// One file being written, from open to commit.
 pub struct ObjectWriter {
     ctx: Arc<UploadContext>,
@@ -101,6 +112,9 @@ pub struct ObjectWriter {
     reservation: Option<Reservation>,
     part_number: u32,
     multipart: Option<Multipart>,
+    /// Where the object goes once complete, when the file was renamed after its multipart
+    /// upload had started under `key` (the upload's key cannot change).
+    final_key: Option<String>,
     ciphertext_bytes: u64,
     started: Instant,
     result: Option<Result<Committed, WriteError>>,
@@ -123,18 +137,44 @@ impl ObjectWriter {
             reservation: None,
             part_number: 1,
             multipart: None,
+            final_key: None,
             ciphertext_bytes: 0,
             started: Instant::now(),
             result: None,
         }
     }
 
+    /// The key the object will have once committed.
     pub fn key(&self) -> &str {
-        &self.key
+        self.final_key.as_deref().unwrap_or(&self.key)
     }
 
-    pub fn set_key(&mut self, key: String) {
-        self.key = key;
+    /// The file was renamed while being written: the version is committed under `key`. Before
+    /// a multipart upload exists this only changes the target; after, the completed object is
+    /// copied to `key` and the upload's key deleted (some servers drop an upload whose key is
+    /// deleted, so the old key must stay until then).
+    pub fn retarget(&mut self, key: String) -> Retarget {
+        if self.result.is_some() {
+            return Retarget::AlreadyCommitted;
+        }
+        if self.multipart.is_none() {
+            self.key = key;
+            self.final_key = None;
+            Retarget::Moved
+        } else {
+            self.final_key = Some(key);
+            Retarget::AtCommit
+        }
+    }
+
+    /// Replaces the user metadata the object will carry. Returns whether it will: not once
+    /// the multipart upload has been created (its metadata is fixed then) or after commit.
+    pub fn set_metadata(&mut self, metadata: Metadata) -> bool {
+        if self.multipart.is_some() || self.result.is_some() {
+            return false;
+        }
+        self.metadata = metadata;
+        true
     }
 
     /// Plaintext bytes written so far.
@@ -252,6 +292,22 @@ impl ObjectWriter {
                     .complete_multipart(&self.key, &upload_id, &parts)
                     .await?;
                 self.multipart = None;
+                let done = match self.final_key.take() {
+                    Some(final_key) => {
+                        // Renamed while uploading: move the completed object to its new name.
+                        let moved = ctx
+                            .volume
+                            .store
+                            .copy(&self.key, &final_key, Some(&self.metadata))
+                            .await?;
+                        if let Err(e) = ctx.volume.store.delete(&self.key).await {
+                            warn!(key = %self.key, "could not remove the pre-rename key: {e}");
+                        }
+                        self.key = final_key;
+                        moved
+                    }
+                    None => done,
+                };
                 ctx.stats.multipart_files.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::file_committed("multipart");
                 (done.etag, parts.len())
