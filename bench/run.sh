@@ -627,7 +627,8 @@ sname() {
     *) echo "$1";;
   esac
 }
-declare -a W2ROWS W3ROWS W4ROWS
+# empty, not just declared: a workload that is not run leaves its table empty (set -u)
+W2ROWS=() W3ROWS=() W4ROWS=()
 row() { # table system step seconds [notes] [requests]
   local -n rows=$1
   if [ "$1" = W3ROWS ]; then rows+=("| $(sname "$2") | $3 | $4 | ${6:-} | ${5:-} |")
@@ -947,7 +948,7 @@ EXTRA_REPORT=$(
     "Files of 64 bytes created untimed by \`cp -r\` into the mount (rclone-writes: until uploaded), then \`ls -l\` on a fresh mount with the page cache dropped. Requests: s3cryptfs counts its \"s3 request\" debug lines during the ls (the daemon runs at --log-level debug for that mount only); rclone counts \"HTTP REQUEST\" lines of \`--dump headers\` (also only for that mount; the logging costs it time); s3fs: not counted (n/a)."
   extra_table "Workload 4: \`rsync -a\` of a mixed tree" \
     "| system | step | seconds | notes |" "|---|---|---|---|" W4ROWS \
-    "Source: 300 files of 1 KiB–2 MiB (log-uniform sizes) of fresh random data in nested directories, an empty directory, five files with old mtimes (\`touch -d\`). Second run on a fresh mount; \"transferred again\" counts itemized lines starting with \`>f\`. rsync exit status 23/24 (partial transfer) is reported as failed with rsync's first error line, with the time it took. s3cryptfs does not persist mtimes yet, so a re-send on the second run is expected there."
+    "Source: 300 files of 1 KiB–2 MiB (log-uniform sizes) of fresh random data in nested directories, an empty directory, five files with old mtimes (\`touch -d\`). Second run on a fresh mount; \"transferred again\" counts itemized lines starting with \`>f\`. rsync exit status 23/24 (partial transfer) is reported as failed with rsync's first error line, with the time it took."
 )
 report=$(cat <<EOF
 # s3cryptfs benchmark

@@ -129,7 +129,7 @@ async fn rename_files(kind: ServerKind) {
     );
     assert!(std::fs::read(m.join("victim")).unwrap() == big);
 
-    // A directory renames through mv's copy fallback (EXDEV).
+    // A directory renames in one step (every object copied, then the old ones deleted).
     std::fs::write(m.join("dir/second"), b"2").unwrap();
     let out = Command::new("mv")
         .arg(m.join("dir"))

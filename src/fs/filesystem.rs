@@ -802,13 +802,15 @@ impl Filesystem {
             // No inode is made for a listed name: the kernel looks a name up before it uses
             // it, and `find` over millions of keys must not grow the table. Names not looked
             // up yet get a stable synthetic number for d_ino.
-            let child = inodes
-                .child(ino, name)
-                .map_or_else(|| synthetic_ino(&node.key, name), |n| n.ino);
+            // A looked-up name's kind is known exactly (a listing cannot tell a symlink).
+            let (child, kind) = inodes.child(ino, name).map_or_else(
+                || (synthetic_ino(&node.key, name), e.kind),
+                |n| (n.ino, n.kind),
+            );
             entries.push(DirEntry {
                 ino: child,
                 name: name.clone(),
-                kind: e.kind,
+                kind,
             });
         }
         inodes.open(ino);
