@@ -688,6 +688,146 @@ fn known_answer_vectors() {
     assert_eq!(decrypt_to_vec(&m, l4k(), &big).unwrap().1, pattern(5000));
 }
 
+// ------------------------------------------------------- name known answers
+
+const KAT_NAME_KEY_HEX: &str = "12afb5bf71132372a51bcf6af64f7385c035dcce6ec4e2e6f41a00bc1bd8e5dae9593de0bd7ad5fbc6f02d06302079ece3c17b690b87ced1e7fb294cf78a55c1";
+/// (parent, name, component), as in docs/FORMAT.md section 14.7.
+const KAT_NAMES: [(&str, &str, &str); 3] = [
+    ("", "hello.txt", "BGqS0aGIQjyrE4U6XUtLOzyUJQfcOg2d4A"),
+    ("docs", "hello.txt", "8E1Hmno6KZlSriod0oYupBY-fCNjwJlA6Q"),
+    (
+        "docs/2026",
+        "Grüße 世界.md",
+        "XMNlj01kyjqjgYbnZ6ggtzxtNkVBCbFmgYqB8ow-9s_v",
+    ),
+];
+/// (parent, name, component length, stand-in); the name is 200 × "n".
+const KAT_LONG_NAME: (&str, (usize, &str), usize, &str) = (
+    "",
+    (200, "n"),
+    288,
+    "~LdJ2AG1OeARpeg_AXcBUJKpHjAX9Bcb15L1ybvq08puk",
+);
+
+/// The vectors of docs/FORMAT.md section 14.7: the name key (hex), the
+/// table rows (parent, name, component) and the long-name rows (parent,
+/// name, component length, stand-in).
+#[allow(clippy::type_complexity)]
+fn name_vectors_from_format_md() -> (
+    String,
+    Vec<(String, String, String)>,
+    Vec<(String, String, usize, String)>,
+) {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/FORMAT.md"))
+        .expect("docs/FORMAT.md");
+    let start = doc
+        .find("## 14. Name encryption")
+        .expect("FORMAT.md has the name encryption section");
+    let section = &doc[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let kat = &section[section.find("### 14.7").expect("section 14.7")..];
+    let json = |cell: &str| -> String {
+        serde_json::from_str(cell.trim_matches('`')).unwrap_or_else(|e| panic!("{cell}: {e}"))
+    };
+    let mut key = String::new();
+    let mut rows = Vec::new();
+    let mut long = Vec::new();
+    for line in kat.lines() {
+        if let Some(hex) = line.strip_prefix("name-key: ") {
+            key.push_str(hex.trim());
+            continue;
+        }
+        if !line.starts_with("| `") {
+            continue;
+        }
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        match cells[..] {
+            [parent, name, component] => {
+                rows.push((json(parent), json(name), component.trim_matches('`').into()))
+            }
+            [parent, name, len, stand_in] => {
+                // name is written as `N × "s"`
+                let (count, unit) = name.split_once(" × ").expect("N × \"s\"");
+                let name = json(unit).repeat(count.parse().unwrap());
+                long.push((
+                    json(parent),
+                    name,
+                    len.parse().unwrap(),
+                    stand_in.trim_matches('`').into(),
+                ));
+            }
+            _ => panic!("unexpected table row {line:?}"),
+        }
+    }
+    (key, rows, long)
+}
+
+#[test]
+fn name_known_answer_vectors() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    // FORMAT.md states the same vectors as this file.
+    let (doc_key, doc_rows, doc_long) = name_vectors_from_format_md();
+    assert_eq!(doc_key, KAT_NAME_KEY_HEX);
+    let rows: Vec<(String, String, String)> = KAT_NAMES
+        .iter()
+        .map(|&(p, n, c)| (p.into(), n.into(), c.into()))
+        .collect();
+    assert_eq!(doc_rows, rows);
+    let (lp, (count, unit), llen, lstand) = KAT_LONG_NAME;
+    let ln = &*unit.repeat(count);
+    assert_eq!(
+        doc_long,
+        vec![(lp.to_string(), ln.to_string(), llen, lstand.to_string())]
+    );
+
+    // The code produces them, and decrypts them.
+    let c = NameCipher::new(&MasterKey::from_bytes(KAT_MASTER));
+    for (parent, name, component) in KAT_NAMES {
+        assert_eq!(c.encrypt_component(parent, name), component, "{name}");
+        assert_eq!(c.decrypt_component(parent, component).unwrap(), name);
+        assert!(component.len() <= MAX_ENCRYPTED_COMPONENT);
+    }
+    let long = c.encrypt_component(lp, ln);
+    assert_eq!(long.len(), llen);
+    assert!(long.len() > MAX_ENCRYPTED_COMPONENT);
+    assert_eq!(long_name_stand_in(&long), lstand);
+    assert!(is_long_name_stand_in(lstand));
+    assert_eq!(c.decrypt_component(lp, &long).unwrap(), ln);
+
+    // Re-derived from the primitives, following FORMAT.md rather than the
+    // crate's code paths.
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, &KAT_MASTER);
+    let mut name_key = [0u8; 64];
+    hk.expand(b"s3cryptfs v1 name encryption", &mut name_key)
+        .unwrap();
+    assert_eq!(hex::encode(name_key), KAT_NAME_KEY_HEX);
+    use aes_siv::KeyInit;
+    let mut siv = aes_siv::siv::Aes256Siv::new_from_slice(&name_key).unwrap();
+    for (parent, name, component) in KAT_NAMES {
+        let sealed = siv.encrypt([parent.as_bytes()], name.as_bytes()).unwrap();
+        assert_eq!(sealed.len(), 16 + name.len());
+        assert_eq!(URL_SAFE_NO_PAD.encode(&sealed), component);
+    }
+    let sealed = siv.encrypt([lp.as_bytes()], ln.as_bytes()).unwrap();
+    let full = URL_SAFE_NO_PAD.encode(&sealed);
+    assert_eq!(full, long);
+    use sha2::Digest;
+    let stand_in = format!(
+        "~L{}",
+        URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(full.as_bytes()))
+    );
+    assert_eq!(stand_in, lstand);
+    // Another volume's key reads none of them.
+    let other = NameCipher::new(&MasterKey::from_bytes([0x5a; 32]));
+    for (parent, _, component) in KAT_NAMES {
+        assert_eq!(
+            other.decrypt_component(parent, component),
+            Err(NameError::AuthenticationFailed)
+        );
+    }
+}
+
 // ------------------------------------------------------------ keys, volume
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);

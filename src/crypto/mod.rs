@@ -9,6 +9,7 @@
 //! - [`layout`]: size and offset arithmetic.
 //! - [`header`]: the object header.
 //! - [`keys`]: master key, user key (KEK), per-object key derivation.
+//! - [`names`]: deterministic encryption of path components ([`NameCipher`]).
 //! - [`seal`]: encryption ([`StreamEncryptor`]).
 //! - [`open`]: decryption ([`ObjectDecryptor`]).
 //! - [`volume`]: the volume config with the wrapped master key.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod header;
 pub mod keys;
 pub mod layout;
+pub mod names;
 pub mod open;
 pub mod seal;
 pub mod volume;
@@ -28,6 +30,9 @@ pub use error::CryptoError;
 pub use header::{FORMAT_VERSION, Header, MAGIC, ObjectKind};
 pub use keys::{MasterKey, UserKey};
 pub use layout::{HEADER_LEN, Layout, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, TAG_LEN};
+pub use names::{
+    MAX_ENCRYPTED_COMPONENT, NameCipher, NameError, is_long_name_stand_in, long_name_stand_in,
+};
 pub use open::{ObjectDecryptor, decrypt_to_vec};
 pub use seal::{SegmentSealer, StreamEncryptor, encrypt_to_vec};
 pub use volume::{KeySource, VOLUME_FORMAT_VERSION, VolumeConfig};
