@@ -21,6 +21,10 @@ async fn planted_odd_keys_do_not_break_the_mount(kind: ServerKind) {
     std::fs::write(m.join("good"), b"good file").unwrap();
     // Keys no POSIX name can show, and one as long as S3 allows (less the prefixes).
     let long = format!("d/{}", "k".repeat(400));
+    // As long as S3 allows: 1024 bytes with the volume prefix `vol/`. Garage's metadata store
+    // (LMDB) refuses keys that long (503, "MDB_BAD_VALSIZE"), so there it is 420 bytes.
+    let longest_len = if kind == ServerKind::Moto { 1024 } else { 420 };
+    let longest = format!("e/{}", "k".repeat(longest_len - "vol/e/".len()));
     for key in [
         "a//b",
         "../x",
@@ -30,6 +34,7 @@ async fn planted_odd_keys_do_not_break_the_mount(kind: ServerKind) {
         "trailing space ",
         "dir//",
         &long,
+        &longest,
     ] {
         v.store
             .put(key, Bytes::from_static(b"planted"), &Default::default())
@@ -44,7 +49,7 @@ async fn planted_odd_keys_do_not_break_the_mount(kind: ServerKind) {
         .collect();
     names.sort();
     // `.`, `..`, `../x` and `./y` never show; `a//b` and `dir//` show their first component.
-    assert_eq!(names, ["a", "d", "dir", "good", "trailing space "]);
+    assert_eq!(names, ["a", "d", "dir", "e", "good", "trailing space "]);
     // Planted plaintext objects are shown but never read as data.
     let err = std::fs::read(m.join("trailing space ")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO));
@@ -55,11 +60,45 @@ async fn planted_odd_keys_do_not_break_the_mount(kind: ServerKind) {
         0,
         "a 400-byte name is hidden"
     );
+    assert_eq!(std::fs::read_dir(m.join("e")).unwrap().count(), 0);
     assert_eq!(
         std::fs::read(m.join("good")).unwrap(),
         b"good file",
         "the mount stays up"
     );
+}
+
+/// A key with bytes that are not UTF-8, planted with a raw HTTP request (the SDK only sends
+/// valid keys). moto accepts it and stores the bytes replaced by U+FFFD; the mount lists the
+/// name, refuses its contents with EIO and stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_key_planted_on_moto() {
+    let v = TestVolume::new(ServerKind::Moto, "utf8", "vol").await;
+    let m = v.mount(&[]);
+    std::fs::write(m.join("good"), b"good file").unwrap();
+    let url = format!("{}/{}/vol/bad%FF%FEname", v.server.endpoint, v.bucket);
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .args(["--data-binary", "planted"])
+        // moto does not check signatures; the header only has to look like SigV4.
+        .args(["-H", "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00"])
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "planting failed");
+    drop(m);
+    let m = v.mount(&[]);
+    let mut names: Vec<String> = std::fs::read_dir(m.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let planted = names.iter().find(|n| n.starts_with("bad")).unwrap();
+    let err = std::fs::read(m.join(planted)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert!(m.log_text().contains("bad"), "a log line names the key");
+    assert_eq!(std::fs::read(m.join("good")).unwrap(), b"good file");
 }
 
 async fn two_mounts_see_each_other(kind: ServerKind) {
