@@ -22,7 +22,7 @@
 #   BENCH_WORKLOADS  comma-separated workloads to run (default "1,2,3,4"; "1" = the large-file
 #                    workload only, as before):
 #                      1  large file: sequential write and cold read (below)
-#                      2  small files: BENCH_SMALL_FILES (default 2000) files of 1-64 KiB of fresh
+#                      2  small files: BENCH_SMALL_FILES (default 5000) files of 1-64 KiB of fresh
 #                         random data in 20 directories: `cp -r` in, cold `ls -lR`, read all
 #                         back (cat), `rm -rf`, each on a fresh mount, seconds per step
 #                      3  cold `ls -l` of one directory of BENCH_LS_FILES (default 10000) files
@@ -33,9 +33,13 @@
 #                         fresh mount: time and files transferred again
 #                    Plain client for 2 and 3: rclone on the plain s3 remote (copy / lsl / copy
 #                    back / purge); examples/s3_baseline has no small-file mode. Workloads 2-4
-#                    run once per system (not BENCH_RUNS times); a failing step is recorded as
-#                    failed and does not abort the run. Their directories in workloads 3 and 4
+#                    run BENCH_RUNS times per system; the tables quote medians, each as a
+#                    ratio to the plain client and (for s3cryptfs) to the best peer of that
+#                    step; a failing step is recorded as failed and does not abort the run. Their directories in workloads 3 and 4
 #                    are left in the bucket (Garage's data is removed on exit anyway).
+#   BENCH_NODELAY    1 (default): Garage runs with bench/nodelay.c preloaded (TCP_NODELAY on
+#                    its sockets; without it every small request waits ~40 ms for a delayed
+#                    ACK, which measures the server, not the clients); 0: Garage as it is
 #   CARGO_TARGET_DIR honoured for the binaries
 #
 # Needs root (FUSE mount, umount, /proc/sys/vm/drop_caches). Starts its own Garage (single
@@ -82,7 +86,7 @@ CLK_TCK=$(getconf CLK_TCK)
 STEP_TIMEOUT=$((300 + SIZE_MIB / 2))
 WORKLOADS=${BENCH_WORKLOADS:-1,2,3,4}
 has_w() { [[ ",$WORKLOADS," == *",$1,"* ]]; }
-SMALL_N=${BENCH_SMALL_FILES:-2000}
+SMALL_N=${BENCH_SMALL_FILES:-5000}
 LS_N=${BENCH_LS_FILES:-10000}
 
 log() { echo "[bench] $*" >&2; }
@@ -210,7 +214,12 @@ range() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } EN
 . "$REPO/scripts/local-garage.sh"
 GARAGE_BIN=$GARAGE
 BUCKET=bench
-garage_start "$WORK/garage" "$BUCKET" || die "garage did not start (logs in $WORK/garage)"
+NODELAY_SO=""
+if [ "${BENCH_NODELAY:-1}" = 1 ]; then
+  NODELAY_SO=$WORK/nodelay.so
+  cc -shared -fPIC -O2 -o "$NODELAY_SO" "$REPO/bench/nodelay.c" -ldl || die "cannot build bench/nodelay.c"
+fi
+LD_PRELOAD=$NODELAY_SO garage_start "$WORK/garage" "$BUCKET" || die "garage did not start (logs in $WORK/garage)"
 EP=$S3_ENDPOINT
 log "garage (pid $GARAGE_PID) on $EP"
 export S3_ENDPOINT=$EP S3_BUCKET=$BUCKET
@@ -627,12 +636,19 @@ sname() {
     *) echo "$1";;
   esac
 }
-# empty, not just declared: a workload that is not run leaves its table empty (set -u)
-W2ROWS=() W3ROWS=() W4ROWS=()
+# Results of workloads 2-4, per (table|system|step number), over the runs: the step's name,
+# its times (";"-separated, "failed ..." for a failed run), the last note and the requests.
+declare -A RNAME RVAL RNOTE RREQ
+RORDER=()
+STEPN=0
 row() { # table system step seconds [notes] [requests]
-  local -n rows=$1
-  if [ "$1" = W3ROWS ]; then rows+=("| $(sname "$2") | $3 | $4 | ${6:-} | ${5:-} |")
-  else rows+=("| $(sname "$2") | $3 | $4 | ${5:-} |"); fi
+  STEPN=$((STEPN + 1))
+  local k="${1%ROWS}|$2|$STEPN"
+  [ -n "${RNAME[$k]+x}" ] || RORDER+=("$k")
+  RNAME[$k]=$3
+  RVAL[$k]="${RVAL[$k]:-}$4;"
+  RNOTE[$k]=${5:-}
+  RREQ[$k]="${RREQ[$k]:-}${6:-};"
 }
 # a plain rclone s3 remote even when no rclone peer is configured
 plain_setup() {
@@ -658,28 +674,28 @@ w2_sys() { # system
   sum=$(tree_md5 "$src")   # also brings the source into the page cache
   settle
   if [ "$s" = plain ]; then
-    tstep "$LOGS/plain-w2-cp.err" rclone --config "$RCONF" copy "$src" "s3local:$PLAIN/w2" \
+    tstep "$LOGS/plain-w2-cp.err" rclone --config "$RCONF" copy "$src" "s3local:$PLAIN/w2$RSUF" \
       || { row W2ROWS "$s" "\`rclone copy\` (create)" failed "$ERR"; return 1; }
     row W2ROWS "$s" "\`rclone copy\` (create, until in the bucket)" "$T"
     drop_caches; settle
-    tstep "$LOGS/plain-w2-ls.err" sh -c 'rclone --config "$1" lsl "$2" > "$3"' sh "$RCONF" "s3local:$PLAIN/w2" "$WORK/w2-ls.out" \
+    tstep "$LOGS/plain-w2-ls.err" sh -c 'rclone --config "$1" lsl "$2" > "$3"' sh "$RCONF" "s3local:$PLAIN/w2$RSUF" "$WORK/w2-ls.out" \
       || { row W2ROWS "$s" "\`rclone lsl\`" failed "$ERR"; return 1; }
     n=$(wc -l < "$WORK/w2-ls.out")
     row W2ROWS "$s" "\`rclone lsl\` (cold listing)" "$T" "$n files listed"
     rm -rf "$WORK/w2-dl"; settle
-    tstep "$LOGS/plain-w2-read.err" rclone --config "$RCONF" copy "s3local:$PLAIN/w2" "$WORK/w2-dl" \
+    tstep "$LOGS/plain-w2-read.err" rclone --config "$RCONF" copy "s3local:$PLAIN/w2$RSUF" "$WORK/w2-dl" \
       || { row W2ROWS "$s" "\`rclone copy\` back (read)" failed "$ERR"; return 1; }
     got=$(tree_md5 "$WORK/w2-dl"); note="content identical (md5 of all files)"
     [ "$got" = "$sum" ] || note="**content differs**"
     row W2ROWS "$s" "\`rclone copy\` back to local disk (read)" "$T" "$note"
     rm -rf "$WORK/w2-dl"; settle
-    tstep "$LOGS/plain-w2-rm.err" rclone --config "$RCONF" purge "s3local:$PLAIN/w2" \
+    tstep "$LOGS/plain-w2-rm.err" rclone --config "$RCONF" purge "s3local:$PLAIN/w2$RSUF" \
       || { row W2ROWS "$s" "\`rclone purge\`" failed "$ERR"; return 1; }
     row W2ROWS "$s" "\`rclone purge\` (delete)" "$T"
     rm -rf "$src"; return 0
   fi
   xmount "$s" "$s-w2-cp.log" || { row W2ROWS "$s" "mount" failed "see $s-w2-cp.log"; return 1; }
-  tstep "$LOGS/$s-w2-cp.err" cp -r "$src" "$SYS_DIR/w2" \
+  tstep "$LOGS/$s-w2-cp.err" cp -r "$src" "$SYS_DIR/w2$RSUF" \
     || { row W2ROWS "$s" "\`cp -r\`" failed "$ERR"; return 1; }
   if [ "$s" = rclone-writes ]; then
     local tcp=$T
@@ -692,7 +708,7 @@ w2_sys() { # system
   xumount "$s" || { row W2ROWS "$s" "umount" failed ""; return 1; }
   xmount "$s" "$s-w2-ls.log" || return 1
   drop_caches; settle
-  tstep "$LOGS/$s-w2-ls.err" sh -c 'ls -lR "$1" > "$2"' sh "$SYS_DIR/w2" "$WORK/w2-ls.out" \
+  tstep "$LOGS/$s-w2-ls.err" sh -c 'ls -lR "$1" > "$2"' sh "$SYS_DIR/w2$RSUF" "$WORK/w2-ls.out" \
     || { row W2ROWS "$s" "\`ls -lR\` cold" failed "$ERR"; return 1; }
   n=$(grep -c '^-' "$WORK/w2-ls.out")
   row W2ROWS "$s" "\`ls -lR\` (cold, fresh mount)" "$T" "$n files listed"
@@ -700,14 +716,14 @@ w2_sys() { # system
   xmount "$s" "$s-w2-read.log" || return 1
   drop_caches; settle
   tstep "$LOGS/$s-w2-read.err" sh -c 'cd "$1" && find . -type f -print0 | sort -z | xargs -0 cat | md5sum | cut -c1-32 > "$2"' \
-    sh "$SYS_DIR/w2" "$WORK/w2-md5.out" || { row W2ROWS "$s" "read all" failed "$ERR"; return 1; }
+    sh "$SYS_DIR/w2$RSUF" "$WORK/w2-md5.out" || { row W2ROWS "$s" "read all" failed "$ERR"; return 1; }
   note="content identical (md5 of all files)"
   [ "$(cat "$WORK/w2-md5.out")" = "$sum" ] || note="**content differs from the source**"
   row W2ROWS "$s" "read all (\`cat\` every file, cold, fresh mount)" "$T" "$note"
   xumount "$s" || return 1
   xmount "$s" "$s-w2-rm.log" || return 1
   settle
-  tstep "$LOGS/$s-w2-rm.err" rm -rf "$SYS_DIR/w2" || { row W2ROWS "$s" "\`rm -rf\`" failed "$ERR"; return 1; }
+  tstep "$LOGS/$s-w2-rm.err" rm -rf "$SYS_DIR/w2$RSUF" || { row W2ROWS "$s" "\`rm -rf\`" failed "$ERR"; return 1; }
   row W2ROWS "$s" "\`rm -rf\` (fresh mount)" "$T"
   xumount "$s" || return 1
   rm -rf "$src"
@@ -718,12 +734,12 @@ w3_sys() { # system
   local s=$1 src=$WORK/w3-src n l0 req ops note
   gen_tree tiny "$src" "$LS_N" || { row W3ROWS "$s" "generate" failed "generator failed"; return 1; }
   if [ "$s" = plain ]; then
-    tstep "$LOGS/plain-w3-cp.err" rclone --config "$RCONF" copy "$src" "s3local:$PLAIN/w3" \
+    tstep "$LOGS/plain-w3-cp.err" rclone --config "$RCONF" copy "$src" "s3local:$PLAIN/w3$RSUF" \
       || { row W3ROWS "$s" "create (untimed)" failed "$ERR"; return 1; }
     local tc=$T
     drop_caches; settle
     tstep "$LOGS/plain-w3-ls.err" sh -c 'rclone --config "$1" lsl --max-depth 1 "$2" -vv --dump headers --log-file "$4" > "$3"' \
-      sh "$RCONF" "s3local:$PLAIN/w3" "$WORK/w3-ls.out" "$LOGS/plain-w3-ls.log" \
+      sh "$RCONF" "s3local:$PLAIN/w3$RSUF" "$WORK/w3-ls.out" "$LOGS/plain-w3-ls.log" \
       || { row W3ROWS "$s" "\`rclone lsl\`" failed "$ERR"; return 1; }
     n=$(wc -l < "$WORK/w3-ls.out")
     req=$(grep -c 'HTTP REQUEST' "$LOGS/plain-w3-ls.log")
@@ -732,7 +748,7 @@ w3_sys() { # system
   fi
   # create, untimed (its time goes into the notes for information only)
   xmount "$s" "$s-w3-create.log" || { row W3ROWS "$s" "mount" failed ""; return 1; }
-  tstep "$LOGS/$s-w3-cp.err" cp -r "$src" "$SYS_DIR/w3" \
+  tstep "$LOGS/$s-w3-cp.err" cp -r "$src" "$SYS_DIR/w3$RSUF" \
     || { row W3ROWS "$s" "create (\`cp -r\`, untimed)" failed "$ERR"; return 1; }
   if [ "$s" = rclone-writes ]; then
     rclone_copied "$LS_N" || { row W3ROWS "$s" "create (uploads)" failed "$ERR"; return 1; }
@@ -743,7 +759,7 @@ w3_sys() { # system
   xmount "$s" "$s-w3-ls.log" debug || return 1
   drop_caches; settle
   l0=$(wc -l < "$XLOG")
-  tstep "$LOGS/$s-w3-ls.err" sh -c 'ls -l "$1" > "$2"' sh "$SYS_DIR/w3" "$WORK/w3-ls.out" \
+  tstep "$LOGS/$s-w3-ls.err" sh -c 'ls -l "$1" > "$2"' sh "$SYS_DIR/w3$RSUF" "$WORK/w3-ls.out" \
     || { row W3ROWS "$s" "\`ls -l\` cold" failed "$ERR"; return 1; }
   sleep 0.2   # let the log catch up
   n=$(grep -c '^-' "$WORK/w3-ls.out")
@@ -774,7 +790,7 @@ w4_sys() { # system
   cat "$src"/*/* "$src"/*.dat > /dev/null 2>&1; settle
   xmount "$s" "$s-w4-rsync1.log" || { row W4ROWS "$s" "mount" failed ""; return 1; }
   rc=0
-  tstep "$LOGS/$s-w4-rsync1.err" rsync -a "$src/" "$SYS_DIR/w4/" || rc=$?
+  tstep "$LOGS/$s-w4-rsync1.err" rsync -a "$src/" "$SYS_DIR/w4$RSUF/" || rc=$?
   if [ $rc != 0 ] && [ $rc != 23 ] && [ $rc != 24 ]; then
     row W4ROWS "$s" "\`rsync -a\` (first run)" "failed ($T s)" "$ERR"; return 1
   fi
@@ -784,12 +800,13 @@ w4_sys() { # system
     if rclone_copied "$nf" 60; then T=$(calc "$(now) - $T0" 2); x="${x}rsync returned after $tr s, uploads completed after $T s"
     else x="${x}rsync returned after $tr s; $ERR"; fi
   fi
-  row W4ROWS "$s" "\`rsync -a\` (first run, $nf files, $(du -sm "$src" | cut -f1) MiB)" "$T" "$x"
+  # a partial transfer (23/24) is not a time to compare: recorded as failed, with its time
+  row W4ROWS "$s" "\`rsync -a\` (first run, $nf files, $(du -sm "$src" | cut -f1) MiB)" "$([ $rc = 0 ] && echo "$T" || echo "failed ($T s)")" "$x"
   xumount "$s" || return 1
   xmount "$s" "$s-w4-rsync2.log" || return 1
   settle
   rc=0
-  tstep "$LOGS/$s-w4-rsync2.err" sh -c 'rsync -a --itemize-changes "$1/" "$2/" > "$3"' sh "$src" "$SYS_DIR/w4" "$WORK/w4-items.out" || rc=$?
+  tstep "$LOGS/$s-w4-rsync2.err" sh -c 'rsync -a --itemize-changes "$1/" "$2/" > "$3"' sh "$src" "$SYS_DIR/w4$RSUF" "$WORK/w4-items.out" || rc=$?
   if [ $rc != 0 ] && [ $rc != 23 ] && [ $rc != 24 ]; then
     row W4ROWS "$s" "\`rsync -a --itemize-changes\` (second run, fresh mount)" "failed ($T s)" "$ERR"; return 1
   fi
@@ -799,7 +816,7 @@ w4_sys() { # system
   other=$(grep -vc '^>f' "$WORK/w4-items.out")
   x="${x}$again of $nf files transferred again; $other other itemized lines"
   [ "$again" = 0 ] || x="$x (e.g. \`$(grep -m1 '^>f' "$WORK/w4-items.out")\`)"
-  row W4ROWS "$s" "\`rsync -a --itemize-changes\` (second run, fresh mount)" "$T" "$x"
+  row W4ROWS "$s" "\`rsync -a --itemize-changes\` (second run, fresh mount)" "$([ $rc = 0 ] && echo "$T" || echo "failed ($T s)")" "$x"
   xumount "$s" || return 1
   rm -rf "$src"
 }
@@ -811,13 +828,17 @@ if has_w 2 || has_w 3 || has_w 4; then
     plain_setup && XPLAIN=plain || log "rclone plain remote: configuration failed; no plain client"
   fi
 fi
+for r in $(seq "$RUNS"); do
+RSUF=-r$r   # each run writes its own directories
 for w in 2 3 4; do
   has_w "$w" || continue
   sys=$XSYS; [ "$w" = 4 ] || sys="$XPLAIN $XSYS"
   for s in $sys; do
-    log "workload $w: $s"
+    log "workload $w: $s (run $r)"
+    STEPN=0
     "w${w}_sys" "$s" || { log "workload $w: $s FAILED (see the table and $LOGS)"; xabort "$s"; }
   done
+done
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -926,7 +947,39 @@ done)
 EOF
 )
 fi
-# workloads 2-4: one table each
+# workloads 2-4: one table each, built from the records
+nums() { tr ';' '\n' <<< "$1" | grep -E '^[0-9]+(\.[0-9]+)?$' || true; }
+med_of() { local v; v=$(nums "$1"); if [ -n "$v" ]; then median $v; fi; }
+ratio() { if [ -n "$1" ] && [ -n "$2" ]; then awk "BEGIN { if ($2 > 0) printf \"×%.2f\", $1 / $2 }"; fi; }
+W2ROWS=() W3ROWS=() W4ROWS=()
+build_rows() { # table
+  local t=$1 k sys n med total ok shown plain best p pm x req
+  local -n rows=${t}ROWS
+  for k in "${RORDER[@]}"; do
+    [[ $k == "$t|"* ]] || continue
+    IFS='|' read -r _ sys n <<< "$k"
+    med=$(med_of "${RVAL[$k]}")
+    total=$(tr -cd ';' <<< "${RVAL[$k]}" | wc -c)
+    ok=$(nums "${RVAL[$k]}" | grep -c . || true)
+    if [ -z "$med" ]; then shown="failed"
+    elif [ "$ok" -lt "$total" ]; then shown="$med ($((total - ok)) of $total runs failed)"
+    else shown=$med; fi
+    plain=""; [ "$sys" = plain ] || plain=$(ratio "$med" "$(med_of "${RVAL[$t|plain|$n]:-}")")
+    best=""
+    if [ "$sys" = s3cryptfs ]; then
+      x=""
+      for p in $PEERS; do
+        pm=$(med_of "${RVAL[$t|$p|$n]:-}")
+        if [ -n "$pm" ] && { [ -z "$x" ] || awk "BEGIN { exit !($pm < $x) }"; }; then x=$pm; fi
+      done
+      best=$(ratio "$med" "$x")
+    fi
+    req=$(med_of "${RREQ[$k]}")
+    if [ "$t" = W3 ]; then rows+=("| $(sname "$sys") | ${RNAME[$k]} | $shown | ${plain:-–} | ${best:-–} | ${req:-n/a} | ${RNOTE[$k]} |")
+    else rows+=("| $(sname "$sys") | ${RNAME[$k]} | $shown | ${plain:-–} | ${best:-–} | ${RNOTE[$k]} |"); fi
+  done
+}
+build_rows W2; build_rows W3; build_rows W4
 extra_table() { # title header-row separator-row rows-array-name notes
   local -n rows=$4
   [ ${#rows[@]} -gt 0 ] || return 0
@@ -941,13 +994,13 @@ extra_table() { # title header-row separator-row rows-array-name notes
 }
 EXTRA_REPORT=$(
   extra_table "Workload 2: ${SMALL_N} small files (1–64 KiB, 20 directories)" \
-    "| system | step | seconds | notes |" "|---|---|---|---|" W2ROWS \
+    "| system | step | seconds (median of ${RUNS}) | time × plain client | time × best peer | notes (last run) |" "|---|---|---|---|---|---|" W2ROWS \
     "Fresh random data per system; each step on a fresh mount (cold steps with the page cache dropped). Read = \`cat\` of every file in sorted order piped to md5sum, compared with the source. Plain client: \`rclone copy\` up, \`rclone lsl\`, \`rclone copy\` back to local disk, \`rclone purge\` (default --transfers 4, --checkers 8)."
   extra_table "Workload 3: cold \`ls -l\` of a directory of ${LS_N} files" \
-    "| system | step | seconds | requests | notes |" "|---|---|---|---|---|" W3ROWS \
+    "| system | step | seconds (median of ${RUNS}) | time × plain client | time × best peer | requests (median) | notes (last run) |" "|---|---|---|---|---|---|---|" W3ROWS \
     "Files of 64 bytes created untimed by \`cp -r\` into the mount (rclone-writes: until uploaded), then \`ls -l\` on a fresh mount with the page cache dropped. Requests: s3cryptfs counts its \"s3 request\" debug lines during the ls (the daemon runs at --log-level debug for that mount only); rclone counts \"HTTP REQUEST\" lines of \`--dump headers\` (also only for that mount; the logging costs it time); s3fs: not counted (n/a)."
   extra_table "Workload 4: \`rsync -a\` of a mixed tree" \
-    "| system | step | seconds | notes |" "|---|---|---|---|" W4ROWS \
+    "| system | step | seconds (median of ${RUNS}) | time × plain client | time × best peer | notes (last run) |" "|---|---|---|---|---|---|" W4ROWS \
     "Source: 300 files of 1 KiB–2 MiB (log-uniform sizes) of fresh random data in nested directories, an empty directory, five files with old mtimes (\`touch -d\`). Second run on a fresh mount; \"transferred again\" counts itemized lines starting with \`>f\`. rsync exit status 23/24 (partial transfer) is reported as failed with rsync's first error line, with the time it took."
 )
 report=$(cat <<EOF
