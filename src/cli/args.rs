@@ -352,16 +352,17 @@ pub struct MountArgs {
     pub connection: ConnectionArgs,
     #[command(flatten)]
     pub key: KeyArgs,
-    /// Owner of every file and directory [default: the mounting user]
+    /// Owner shown for objects that record none (written by other tools); files made
+    /// through the mount record their own [default: the mounting user]
     #[arg(long)]
     pub uid: Option<u32>,
-    /// Group of every file and directory [default: the mounting user's group]
+    /// Group shown for objects that record none [default: the mounting user's group]
     #[arg(long)]
     pub gid: Option<u32>,
-    /// Permission bits of files, in octal
+    /// Permission bits, in octal, of files that record none
     #[arg(long, default_value = "0644", value_parser = parse_mode)]
     pub file_mode: u16,
-    /// Permission bits of directories, in octal
+    /// Permission bits, in octal, of directories that record none
     #[arg(long, default_value = "0755", value_parser = parse_mode)]
     pub dir_mode: u16,
     /// Let users other than the one who mounted use the mount
