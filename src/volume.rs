@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::crypto::{CryptoError, KeySource, Layout, MasterKey, UserKey, VolumeConfig};
+use crate::fs::names::NameCodec;
 use crate::store::{Metadata, ObjectStore, StoreError, StoreErrorKind};
 
 /// The name, at the root of a volume, under which s3cryptfs keeps its own objects. It never
@@ -23,6 +24,8 @@ pub struct Volume {
     pub config: VolumeConfig,
     pub layout: Layout,
     pub master: MasterKey,
+    /// Plain or encrypted names, as the volume was created.
+    pub names: NameCodec,
 }
 
 impl fmt::Debug for Volume {
@@ -103,11 +106,13 @@ impl Volume {
             location: location.to_string(),
             source,
         })?;
+        let names = NameCodec::new(config.encrypt_names, &master);
         Ok(Volume {
             store,
             config,
             layout,
             master,
+            names,
         })
     }
 

@@ -10,10 +10,10 @@ use std::path::Path;
 use std::process::Command;
 
 use common::ServerKind;
-use common::mount::{Mount, TestVolume, stderr};
+use common::mount::{Mount, Names, TestVolume, stderr};
 use s3cryptfs::store::ObjectStore;
 
-on_both_servers!(
+on_all_volumes!(
     attributes_persist_across_remount,
     symlinks_and_mknod,
     directory_rename,
@@ -43,8 +43,8 @@ fn stat_of(p: &Path) -> (u32, u32, u32, i64, i64) {
     (m.mode(), m.uid(), m.gid(), m.mtime(), m.mtime_nsec())
 }
 
-async fn attributes_persist_across_remount(kind: ServerKind) {
-    let v = TestVolume::new(kind, "attrs", "a").await;
+async fn attributes_persist_across_remount(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "attrs", "a").await;
     let m = v.mount(&[]);
     std::fs::write(m.join("f"), b"data").unwrap();
     std::fs::create_dir(m.join("d")).unwrap();
@@ -83,7 +83,8 @@ async fn attributes_persist_across_remount(kind: ServerKind) {
     assert_eq!(stat_of(&m.join("open")).0, libc::S_IFREG | 0o600);
     assert_eq!(std::fs::read(m.join("f")).unwrap(), b"data");
     // Stored encrypted: the bucket's metadata shows no mode, owner or time in the clear.
-    let head = v.store.head("f").await.unwrap();
+    let f_key = v.key("f").await;
+    let head = v.store.head(&f_key).await.unwrap();
     let blob = head
         .metadata
         .values()
@@ -104,7 +105,7 @@ async fn attributes_persist_across_remount(kind: ServerKind) {
         b[20] = if b[20] == b'A' { b'B' } else { b'A' };
         *value = String::from_utf8(b).unwrap();
     }
-    v.store.copy("f", "f", Some(&forged)).await.unwrap();
+    v.store.copy(&f_key, &f_key, Some(&forged)).await.unwrap();
     let m = v.mount(&[]);
     let (mode, uid, ..) = stat_of(&m.join("f"));
     assert_eq!((mode, uid), (libc::S_IFREG | 0o644, 0), "defaults");
@@ -116,8 +117,8 @@ async fn attributes_persist_across_remount(kind: ServerKind) {
     );
 }
 
-async fn symlinks_and_mknod(kind: ServerKind) {
-    let v = TestVolume::new(kind, "links", "").await;
+async fn symlinks_and_mknod(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "links", "").await;
     let m = v.mount(&[]);
     std::fs::write(m.join("target"), b"pointed at").unwrap();
     std::os::unix::fs::symlink("target", m.join("rel")).unwrap();
@@ -140,7 +141,7 @@ async fn symlinks_and_mknod(kind: ServerKind) {
         Some(libc::EPERM)
     );
     // The target is encrypted in the bucket.
-    let raw = common::read_object(&v.store, "abs").await;
+    let raw = common::read_object(&v.store, &v.key("abs").await).await;
     assert!(!raw.windows(8).any(|w| w == b"hostname"));
     drop(m);
 
@@ -176,8 +177,8 @@ async fn symlinks_and_mknod(kind: ServerKind) {
     assert_eq!(std::fs::read(m.join("target")).unwrap(), b"pointed at");
 }
 
-async fn directory_rename(kind: ServerKind) {
-    let v = TestVolume::new(kind, "dirmv", "p").await;
+async fn directory_rename(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "dirmv", "p").await;
     let m = v.mount(&[]);
     let files = [
         "tree/a",
@@ -228,7 +229,7 @@ async fn directory_rename(kind: ServerKind) {
     );
     assert!(m.join("moved/empty").is_dir());
     // Nothing is left under the old prefix in the bucket.
-    let old = v.store.list_all("tree", None).await.unwrap();
+    let old = v.store.list_all(&v.key("tree/").await, None).await.unwrap();
     assert!(old.objects.is_empty(), "{:?}", old.objects);
     drop(m);
 
@@ -245,9 +246,9 @@ async fn directory_rename(kind: ServerKind) {
     assert!(!m.join("tree").exists());
 }
 
-async fn rename_while_writing(kind: ServerKind) {
+async fn rename_while_writing(kind: ServerKind, names: Names) {
     use std::io::Write;
-    let v = TestVolume::new(kind, "mvopen", "").await;
+    let v = TestVolume::with_names(kind, names, "mvopen", "").await;
     let m = v.mount(&[]);
     // Small: renamed before anything was uploaded.
     let mut f = std::fs::File::create(m.join("tmp-small")).unwrap();
@@ -351,8 +352,8 @@ fn assert_same_tree(a: &Path, b: &Path) {
     );
 }
 
-async fn cp_a_and_rsync_keep_everything(kind: ServerKind) {
-    let v = TestVolume::new(kind, "rsync", "").await;
+async fn cp_a_and_rsync_keep_everything(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "rsync", "").await;
     let src = tempfile::tempdir().unwrap();
     let files = if kind == ServerKind::Garage { 300 } else { 60 };
     make_source_tree(src.path(), files);

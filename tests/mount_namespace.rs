@@ -8,10 +8,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::Command;
 
 use common::ServerKind;
-use common::mount::{TestVolume, stderr};
+use common::mount::{Names, TestVolume, stderr};
 use s3cryptfs::store::ObjectStore;
 
-on_both_servers!(
+on_all_volumes!(
     directory_operations_and_their_errors,
     rename_files,
     odd_and_long_names,
@@ -21,8 +21,8 @@ fn errno_of(r: std::io::Result<()>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
 }
 
-async fn directory_operations_and_their_errors(kind: ServerKind) {
-    let v = TestVolume::new(kind, "dirs", "ns").await;
+async fn directory_operations_and_their_errors(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "dirs", "ns").await;
     let m = v.mount(&[]);
     std::fs::create_dir(m.join("d")).unwrap();
     assert_eq!(
@@ -30,7 +30,7 @@ async fn directory_operations_and_their_errors(kind: ServerKind) {
         Some(libc::EEXIST)
     );
     assert!(
-        v.store.head("d/").await.is_ok(),
+        v.store.head(&v.key("d/").await).await.is_ok(),
         "an empty directory is a marker object"
     );
     std::fs::create_dir_all(m.join("d/e/f")).unwrap();
@@ -51,9 +51,10 @@ async fn directory_operations_and_their_errors(kind: ServerKind) {
     std::fs::remove_dir(m.join("d/e/f")).unwrap();
     std::fs::remove_dir(m.join("d/e")).unwrap();
     // A directory that is non-empty only in the bucket (written by someone else) is not empty.
+    let elsewhere = v.key("d/from-elsewhere").await;
     v.store
         .put(
-            "d/from-elsewhere",
+            &elsewhere,
             bytes::Bytes::from_static(b"?"),
             &Default::default(),
         )
@@ -63,12 +64,12 @@ async fn directory_operations_and_their_errors(kind: ServerKind) {
         errno_of(std::fs::remove_dir(m.join("d"))),
         Some(libc::ENOTEMPTY)
     );
-    v.store.delete("d/from-elsewhere").await.unwrap();
+    v.store.delete(&elsewhere).await.unwrap();
     std::fs::remove_dir(m.join("d")).unwrap();
     assert!(!m.join("d").exists());
     assert!(
         v.store
-            .list_all("d", None)
+            .list_all(&v.key("d/").await, None)
             .await
             .unwrap()
             .objects
@@ -90,8 +91,8 @@ async fn directory_operations_and_their_errors(kind: ServerKind) {
     );
 }
 
-async fn rename_files(kind: ServerKind) {
-    let v = TestVolume::new(kind, "rename", "").await;
+async fn rename_files(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "rename", "").await;
     let m = v.mount(&[]);
     std::fs::create_dir(m.join("dir")).unwrap();
     let big = common::random_bytes(9 * 1024 * 1024, 5);
@@ -107,7 +108,13 @@ async fn rename_files(kind: ServerKind) {
         std::fs::read(m.join("victim")).unwrap() == big,
         "replaces the target"
     );
-    assert!(v.store.head("big").await.unwrap_err().is_not_found());
+    assert!(
+        v.store
+            .head(&v.key("big").await)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 
     // RENAME_NOREPLACE is honoured.
     std::fs::write(m.join("other"), b"other").unwrap();
@@ -152,8 +159,9 @@ async fn rename_files(kind: ServerKind) {
     assert!(std::fs::read(m.join("victim")).unwrap() == big);
 }
 
-async fn odd_and_long_names(kind: ServerKind) {
-    let v = TestVolume::new(kind, "names", "p").await;
+async fn odd_and_long_names(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "names", "p").await;
+    let volume_names = names;
     let m = v.mount(&[]);
     let names = [
         "with space",
@@ -197,8 +205,23 @@ async fn odd_and_long_names(kind: ServerKind) {
         .into_iter()
         .map(|o| o.key)
         .collect();
-    assert!(
-        keys.iter().any(|k| k == "ünïcödé ファイル"),
-        "names are stored as they are: {keys:?}"
-    );
+    match volume_names {
+        Names::Plain => assert!(
+            keys.iter().any(|k| k == "ünïcödé ファイル"),
+            "names are stored as they are: {keys:?}"
+        ),
+        Names::Encrypted => {
+            for name in names_list_for_check() {
+                assert!(
+                    !keys.iter().any(|k| k.contains(name)),
+                    "{name} in the clear in {keys:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Names of the odd-names test that must not show in an encrypted volume's keys.
+fn names_list_for_check() -> [&'static str; 4] {
+    ["with space", "ünïcödé", "hash#", "question?"]
 }

@@ -6,18 +6,20 @@ use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::mount::{TestVolume, stderr, write_key_file};
+use common::mount::{Names, TestVolume, stderr, write_key_file};
 use common::{ServerKind, random_bytes};
 use s3cryptfs::crypto::{ObjectKind, UserKey, encrypt_to_vec};
 use s3cryptfs::store::{Metadata, ObjectStore};
 use s3cryptfs::volume::Volume;
 
-on_both_servers!(
+on_all_volumes!(
     tree_attributes_and_contents,
     random_reads_match_the_plaintext,
     concurrent_readers,
-    large_directory_lists_without_per_file_requests,
     tampered_truncated_and_foreign_objects_give_eio,
+);
+on_both_servers!(
+    large_directory_lists_without_per_file_requests,
     wrong_key_and_missing_volume_are_refused,
 );
 
@@ -30,7 +32,7 @@ async fn prepare(v: &TestVolume, files: &[(&str, Vec<u8>)]) -> Volume {
     for (path, data) in files {
         let object = encrypt_to_vec(&volume.master, volume.layout, ObjectKind::File, data);
         v.store
-            .put(path, Bytes::from(object), &Metadata::new())
+            .put(&v.key(path).await, Bytes::from(object), &Metadata::new())
             .await
             .unwrap();
     }
@@ -39,8 +41,8 @@ async fn prepare(v: &TestVolume, files: &[(&str, Vec<u8>)]) -> Volume {
 
 const SEG: usize = 65536 - 48;
 
-async fn tree_attributes_and_contents(kind: ServerKind) {
-    let v = TestVolume::new(kind, "tree", "vol/one").await;
+async fn tree_attributes_and_contents(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "tree", "vol/one").await;
     let files = vec![
         ("empty", Vec::new()),
         ("one", b"x".to_vec()),
@@ -53,7 +55,7 @@ async fn tree_attributes_and_contents(kind: ServerKind) {
     ];
     prepare(&v, &files).await;
     v.store
-        .put("emptydir/", Bytes::new(), &Metadata::new())
+        .put(&v.key("emptydir/").await, Bytes::new(), &Metadata::new())
         .await
         .unwrap();
 
@@ -108,8 +110,8 @@ async fn tree_attributes_and_contents(kind: ServerKind) {
     );
 }
 
-async fn random_reads_match_the_plaintext(kind: ServerKind) {
-    let v = TestVolume::new(kind, "random", "").await;
+async fn random_reads_match_the_plaintext(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "random", "").await;
     let data = random_bytes(3 * 1024 * 1024 + 777, 4);
     prepare(&v, &[("r.bin", data.clone())]).await;
     let m = v.mount(&[]);
@@ -151,8 +153,8 @@ async fn random_reads_match_the_plaintext(kind: ServerKind) {
     }
 }
 
-async fn concurrent_readers(kind: ServerKind) {
-    let v = TestVolume::new(kind, "concurrent", "c").await;
+async fn concurrent_readers(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "concurrent", "c").await;
     let files: Vec<(String, Vec<u8>)> = (0..8)
         .map(|i| {
             (
@@ -271,30 +273,42 @@ async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {
     assert_eq!(gets, 0, "no GET to list a directory");
 }
 
-async fn tampered_truncated_and_foreign_objects_give_eio(kind: ServerKind) {
-    let v = TestVolume::new(kind, "tamper", "t").await;
+async fn tampered_truncated_and_foreign_objects_give_eio(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "tamper", "t").await;
     let data = random_bytes(200_000, 20);
     let volume = prepare(&v, &[("good", data.clone())]).await;
     let object = encrypt_to_vec(&volume.master, volume.layout, ObjectKind::File, &data);
     let mut flipped = object.clone();
     flipped[100_000] ^= 0x01;
     v.store
-        .put("flipped", Bytes::from(flipped), &Metadata::new())
+        .put(
+            &v.key("flipped").await,
+            Bytes::from(flipped),
+            &Metadata::new(),
+        )
         .await
         .unwrap();
     let truncated = object[..object.len() - 65568 + 1000].to_vec();
     v.store
-        .put("truncated", Bytes::from(truncated), &Metadata::new())
+        .put(
+            &v.key("truncated").await,
+            Bytes::from(truncated),
+            &Metadata::new(),
+        )
         .await
         .unwrap();
     let cut_at_boundary = object[..2 * 65568].to_vec();
     v.store
-        .put("cut", Bytes::from(cut_at_boundary), &Metadata::new())
+        .put(
+            &v.key("cut").await,
+            Bytes::from(cut_at_boundary),
+            &Metadata::new(),
+        )
         .await
         .unwrap();
     v.store
         .put(
-            "foreign.txt",
+            &v.key("foreign.txt").await,
             Bytes::from_static(b"plain text someone uploaded"),
             &Metadata::new(),
         )
@@ -322,9 +336,11 @@ async fn tampered_truncated_and_foreign_objects_give_eio(kind: ServerKind) {
     );
     let log = m.log_text();
     for name in ["flipped", "foreign.txt", "truncated", "cut"] {
+        let key = v.key(name).await;
         assert!(
-            log.lines().any(|l| l.contains(&format!("key=t/{name}")) || l.contains(&format!("key={name}"))),
-            "a log line names {name}:\n{log}"
+            log.lines()
+                .any(|l| l.contains(&format!("key=t/{key}")) || l.contains(&format!("key={key}"))),
+            "a log line names {name} ({key}):\n{log}"
         );
     }
 }

@@ -5,11 +5,11 @@ mod common;
 use std::io::Write;
 use std::process::Command;
 
-use common::mount::{TestVolume, sha256_file, stderr};
+use common::mount::{Names, TestVolume, sha256_file, stderr};
 use common::{ServerKind, random_bytes};
 use s3cryptfs::store::ObjectStore;
 
-on_both_servers!(
+on_all_volumes!(
     copies_at_every_boundary_survive_remount,
     dd_with_small_and_large_blocks,
     bucket_holds_only_ciphertext_and_no_uploads_remain,
@@ -28,8 +28,8 @@ fn write_local(dir: &std::path::Path, name: &str, data: &[u8]) -> std::path::Pat
     p
 }
 
-async fn copies_at_every_boundary_survive_remount(kind: ServerKind) {
-    let v = TestVolume::new(kind, "boundaries", "w").await;
+async fn copies_at_every_boundary_survive_remount(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "boundaries", "w").await;
     let mut sizes = vec![
         0,
         1,
@@ -75,8 +75,8 @@ async fn copies_at_every_boundary_survive_remount(kind: ServerKind) {
     assert!(v.store.list_uploads("").await.unwrap().is_empty());
 }
 
-async fn dd_with_small_and_large_blocks(kind: ServerKind) {
-    let v = TestVolume::new(kind, "dd", "").await;
+async fn dd_with_small_and_large_blocks(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "dd", "").await;
     let src = tempfile::tempdir().unwrap();
     let data = random_bytes(PART + 100_000, 7);
     let local = write_local(src.path(), "src", &data);
@@ -108,8 +108,8 @@ async fn dd_with_small_and_large_blocks(kind: ServerKind) {
     assert_eq!(sha256_file(&target), sha256_file(&local));
 }
 
-async fn bucket_holds_only_ciphertext_and_no_uploads_remain(kind: ServerKind) {
-    let v = TestVolume::new(kind, "ciphertext", "c").await;
+async fn bucket_holds_only_ciphertext_and_no_uploads_remain(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "ciphertext", "c").await;
     // Text with long runs that would be easy to spot in the bucket if stored in clear.
     let mut data = Vec::new();
     while data.len() < PART + 300_000 {
@@ -126,7 +126,7 @@ async fn bucket_holds_only_ciphertext_and_no_uploads_remain(kind: ServerKind) {
             .unwrap()
             .success()
     );
-    let raw = common::read_object(&v.store, "text").await;
+    let raw = common::read_object(&v.store, &v.key("text").await).await;
     assert!(
         raw.len() > data.len(),
         "ciphertext carries a header and tags"
@@ -145,14 +145,15 @@ async fn bucket_holds_only_ciphertext_and_no_uploads_remain(kind: ServerKind) {
     assert_eq!(std::fs::read(m.join("text")).unwrap(), data);
 }
 
-async fn file_appears_in_the_bucket_only_when_committed(kind: ServerKind) {
-    let v = TestVolume::new(kind, "commit", "").await;
+async fn file_appears_in_the_bucket_only_when_committed(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "commit", "").await;
     let m = v.mount(&[]);
     let data = random_bytes(2 * PART + 5000, 9);
     let mut f = std::fs::File::create(m.join("growing")).unwrap();
     f.write_all(&data[..PART + 1000]).unwrap();
     // Parts are uploading, but nothing is visible under the name in the bucket yet.
-    assert!(v.store.head("growing").await.unwrap_err().is_not_found());
+    let growing = v.key("growing").await;
+    assert!(v.store.head(&growing).await.unwrap_err().is_not_found());
     assert_eq!(
         std::fs::metadata(m.join("growing")).unwrap().len(),
         (PART + 1000) as u64
@@ -168,14 +169,14 @@ async fn file_appears_in_the_bucket_only_when_committed(kind: ServerKind) {
     f.write_all(&data[PART + 1000..]).unwrap();
     f.sync_all().unwrap();
     // fsync: everything written is durable in S3 when it returns.
-    let info = v.store.head("growing").await.unwrap();
+    let info = v.store.head(&growing).await.unwrap();
     assert!(info.size > data.len() as u64);
     drop(f);
     assert_eq!(std::fs::read(m.join("growing")).unwrap(), data);
 }
 
-async fn concurrent_writers_and_readers(kind: ServerKind) {
-    let v = TestVolume::new(kind, "concurrent-w", "").await;
+async fn concurrent_writers_and_readers(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "concurrent-w", "").await;
     let src = tempfile::tempdir().unwrap();
     let inputs: Vec<(String, std::path::PathBuf)> = (0..16)
         .map(|i| {
@@ -211,8 +212,8 @@ async fn concurrent_writers_and_readers(kind: ServerKind) {
     assert!(v.store.list_uploads("").await.unwrap().is_empty());
 }
 
-async fn shell_redirection_and_touch(kind: ServerKind) {
-    let v = TestVolume::new(kind, "shell", "s").await;
+async fn shell_redirection_and_touch(kind: ServerKind, names: Names) {
+    let v = TestVolume::with_names(kind, names, "shell", "s").await;
     let m = v.mount(&[]);
     let status = Command::new("sh")
         .arg("-c")

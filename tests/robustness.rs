@@ -85,7 +85,11 @@ async fn invalid_utf8_key_planted_on_moto() {
         .arg(&url)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "planting failed");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "planting failed"
+    );
     drop(m);
     let m = v.mount(&[]);
     let mut names: Vec<String> = std::fs::read_dir(m.path())

@@ -37,6 +37,7 @@ async fn setup(kind: ServerKind, tag: &str) -> (Arc<FaultStore>, S3Store, Arc<Up
         store: faults.clone() as Arc<dyn ObjectStore>,
         layout: config.layout().unwrap(),
         config,
+        names: s3cryptfs::fs::names::NameCodec::Plain,
         master,
     });
     let ctx = Arc::new(UploadContext {

@@ -313,6 +313,11 @@ pub struct InitArgs {
     /// Create the volume even if the prefix already holds other objects
     #[arg(long)]
     pub force: bool,
+    /// Encrypt file and directory names too (each path component with AES-SIV, bound to
+    /// its directory): the bucket's key list then shows no names, only their number, depth
+    /// and lengths. Fixed for the life of the volume
+    #[arg(long)]
+    pub encrypt_names: bool,
     /// Generate a new random key into --key-file first (mode 0600; an existing file is
     /// never overwritten)
     #[arg(long, requires = "key_file")]

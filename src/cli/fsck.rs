@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use futures::StreamExt;
 
 use super::args::FsckArgs;
-use super::recover::{open, stream_out};
+use super::recover::{KeyName, PathDecoder, open, stream_out};
 use super::{EXIT_FAILURE, EXIT_STORE, fail, runtime};
 use crate::crypto::{HEADER_LEN, ObjectDecryptor};
 use crate::store::ObjectInfo;
@@ -36,12 +36,35 @@ pub fn run(args: FsckArgs) -> i32 {
             Ok(l) => l,
             Err(e) => return fail(EXIT_STORE, e),
         };
-        let objects: Vec<ObjectInfo> = listing
+        let candidates: Vec<ObjectInfo> = listing
             .objects
             .into_iter()
             .filter(|o| !o.key.starts_with(&format!("{RESERVED_NAME}/")))
-            .filter(|o| !(o.key.ends_with('/') && o.size == 0)) // directory markers
             .collect();
+        // Names first: on a name-encrypted volume every key must decrypt (side objects of
+        // long names are checked as part of the names they hold). Plain names are whatever
+        // the keys say.
+        let mut decoder = PathDecoder::new(&volume);
+        let mut hidden = 0;
+        let mut objects = Vec::new();
+        for o in candidates {
+            let marker = o.key.ends_with('/') && o.size == 0;
+            if !volume.names.encrypts() {
+                if !marker {
+                    objects.push(o);
+                }
+                continue;
+            }
+            match decoder.decode(&o.key).await {
+                KeyName::Path(_) if marker => {}
+                KeyName::Path(_) => objects.push(o),
+                KeyName::SideObject => {}
+                KeyName::Hidden => {
+                    hidden += 1;
+                    println!("BADNAME  {}: the name does not decrypt (foreign or tampered)", o.key);
+                }
+            }
+        }
         let total = objects.len();
         let progress = super::progress_bar(total as u64, false);
         let verdicts: Vec<(String, Verdict)> = futures::stream::iter(objects)
@@ -115,9 +138,9 @@ pub fn run(args: FsckArgs) -> i32 {
         }
         println!(
             "{total} objects: {ok} ok, {corrupt} corrupt, {foreign} foreign, {unchecked} unchecked; \
-             uploads: {stale} stale, {aborted} aborted, {recent} recent"
+             {hidden} names that do not decrypt; uploads: {stale} stale, {aborted} aborted, {recent} recent"
         );
-        if corrupt + foreign + unchecked + stale > 0 {
+        if corrupt + foreign + unchecked + stale + hidden > 0 {
             EXIT_FAILURE
         } else {
             0

@@ -43,15 +43,21 @@ pub fn run(args: InitArgs) -> i32 {
             &user_key,
             key_source,
             args.segment_size,
-            false,
+            args.encrypt_names,
             args.force,
         )
         .await
         {
             Ok(config) => {
                 println!(
-                    "created volume {} at {location} (segment size {})",
-                    config.volume_id, config.segment_size
+                    "created volume {} at {location} (segment size {}, {} names)",
+                    config.volume_id,
+                    config.segment_size,
+                    if config.encrypt_names {
+                        "encrypted"
+                    } else {
+                        "plain"
+                    }
                 );
                 0
             }

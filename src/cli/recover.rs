@@ -5,9 +5,12 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use super::args::{GetArgs, LsArgs, ObjectArgs, PutArgs, VolumeArgs};
 use super::{EXIT_FAILURE, EXIT_STORE, EXIT_USAGE, fail, runtime};
 use crate::crypto::{HEADER_LEN, ObjectDecryptor};
+use crate::fs::names;
 use crate::upload::{MemoryBudget, ObjectWriter, UploadConfig, UploadContext, UploadStats};
 use crate::volume::{RESERVED_NAME, Volume};
 
@@ -34,6 +37,89 @@ fn clean_path(path: &str) -> String {
     path.trim_matches('/').to_string()
 }
 
+/// The object key of the plaintext `path` (a file, or with `as_dir` a directory prefix), and
+/// the side objects its long encrypted names need (key, body).
+pub(super) fn key_of(volume: &Volume, path: &str, as_dir: bool) -> (String, Vec<(String, String)>) {
+    let mut key = String::new();
+    let mut dir_path = String::new();
+    let mut sides = Vec::new();
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    for (i, name) in components.iter().enumerate() {
+        let encoded = volume.names.encode(&dir_path, name);
+        if let Some(body) = encoded.side_body {
+            sides.push((names::side_object_key(&key, &encoded.component), body));
+        }
+        key.push_str(&encoded.component);
+        if as_dir || i + 1 < components.len() {
+            key.push('/');
+        }
+        dir_path = names::join_path(&dir_path, name);
+    }
+    (key, sides)
+}
+
+/// What a key of the volume is, by name.
+pub(super) enum KeyName {
+    /// A plaintext path (ending in `/` for a directory marker).
+    Path(String),
+    /// The side object of a long encrypted name.
+    SideObject,
+    /// A name that does not decrypt (foreign or tampered), or cannot be a file name.
+    Hidden,
+}
+
+/// Turns keys back into plaintext paths, reading (and caching) long names' side objects.
+pub(super) struct PathDecoder<'a> {
+    volume: &'a Volume,
+    sides: HashMap<String, Option<Vec<u8>>>,
+}
+
+impl<'a> PathDecoder<'a> {
+    pub(super) fn new(volume: &'a Volume) -> Self {
+        Self {
+            volume,
+            sides: HashMap::new(),
+        }
+    }
+
+    pub(super) async fn decode(&mut self, key: &str) -> KeyName {
+        let parts: Vec<&str> = key.split('/').collect();
+        let (mut dir_path, mut prefix) = (String::new(), String::new());
+        for (i, component) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            if component.is_empty() && last && i > 0 {
+                return KeyName::Path(format!("{dir_path}/"));
+            }
+            let name = match self.volume.names.classify(&dir_path, component, i == 0) {
+                names::Listed::Name(name) => name,
+                names::Listed::SideObject if last => return KeyName::SideObject,
+                names::Listed::LongName => {
+                    let side = names::side_object_key(&prefix, component);
+                    if !self.sides.contains_key(&side) {
+                        let body = read_small(self.volume, &side).await;
+                        self.sides.insert(side.clone(), body);
+                    }
+                    let body = self.sides[&side].as_deref();
+                    match body.and_then(|b| self.volume.names.decode_long(&dir_path, component, b))
+                    {
+                        Some(name) => name,
+                        None => return KeyName::Hidden,
+                    }
+                }
+                _ => return KeyName::Hidden,
+            };
+            dir_path = names::join_path(&dir_path, &name);
+            prefix = format!("{prefix}{component}/");
+        }
+        KeyName::Path(dir_path)
+    }
+}
+
+async fn read_small(volume: &Volume, key: &str) -> Option<Vec<u8>> {
+    let got = volume.store.get_range(key, 0..4096, None).await.ok()?;
+    got.body.collect().await.ok()
+}
+
 pub fn ls(args: LsArgs) -> i32 {
     runtime().block_on(async {
         let volume = match open(&args.volume).await {
@@ -42,31 +128,45 @@ pub fn ls(args: LsArgs) -> i32 {
         };
         let dir = clean_path(&args.path);
         let prefix = if dir.is_empty() {
-            dir
+            String::new()
         } else {
-            format!("{dir}/")
+            key_of(&volume, &dir, true).0
         };
         let delimiter = (!args.recursive).then_some("/");
         let listing = match volume.store.list_all(&prefix, delimiter).await {
             Ok(l) => l,
             Err(e) => return fail(EXIT_STORE, e),
         };
+        let mut decoder = PathDecoder::new(&volume);
         let mut out = std::io::stdout().lock();
         for p in &listing.common_prefixes {
             if prefix.is_empty() && p.trim_end_matches('/') == RESERVED_NAME {
                 continue;
             }
-            let _ = writeln!(out, "{:>15}  {p}", "-");
+            match decoder.decode(p).await {
+                KeyName::Path(path) => {
+                    let _ = writeln!(out, "{:>15}  {path}", "-");
+                }
+                _ => eprintln!("hidden: {p} (its name does not decrypt)"),
+            }
         }
         for o in &listing.objects {
             if o.key.ends_with('/') || o.key.starts_with(&format!("{RESERVED_NAME}/")) {
                 continue; // directory markers and our own objects
             }
+            let path = match decoder.decode(&o.key).await {
+                KeyName::Path(path) => path,
+                KeyName::SideObject => continue,
+                KeyName::Hidden => {
+                    eprintln!("hidden: {} (its name does not decrypt)", o.key);
+                    continue;
+                }
+            };
             let size = match volume.layout.plaintext_size(o.size) {
                 Ok(s) => s.to_string(),
                 Err(_) => "not-ours".to_string(),
             };
-            let _ = writeln!(out, "{size:>15}  {}", o.key);
+            let _ = writeln!(out, "{size:>15}  {path}");
         }
         0
     })
@@ -80,7 +180,8 @@ pub fn cat(args: ObjectArgs) -> i32 {
         };
         let mut out = std::io::stdout().lock();
         let hidden = indicatif::ProgressBar::hidden();
-        match stream_out(&volume, &clean_path(&args.path), &mut out, &hidden).await {
+        let key = key_of(&volume, &clean_path(&args.path), false).0;
+        match stream_out(&volume, &key, &mut out, &hidden).await {
             Ok(()) => 0,
             Err((code, message)) => fail(code, message),
         }
@@ -111,7 +212,8 @@ pub fn get(args: GetArgs) -> i32 {
         };
         let mut writer = std::io::BufWriter::new(tmp);
         let progress = super::progress_bar(0, true);
-        let copied = stream_out(&volume, &clean_path(&args.path), &mut writer, &progress).await;
+        let key = key_of(&volume, &clean_path(&args.path), false).0;
+        let copied = stream_out(&volume, &key, &mut writer, &progress).await;
         progress.finish_and_clear();
         if let Err((code, message)) = copied {
             return fail(code, message);
@@ -214,7 +316,19 @@ pub fn put(args: PutArgs) -> i32 {
             stats: UploadStats::default(),
         });
         let path = clean_path(&args.path);
-        let mut writer = ObjectWriter::new(ctx, path.clone(), Default::default());
+        let (key, sides) = key_of(&ctx.volume, &path, false);
+        // Long encrypted names' side objects first: an object is never without its name.
+        for (side, body) in sides {
+            if let Err(e) = ctx
+                .volume
+                .store
+                .put(&side, bytes::Bytes::from(body), &Default::default())
+                .await
+            {
+                return fail(EXIT_STORE, format!("{path}: {e}"));
+            }
+        }
+        let mut writer = ObjectWriter::new(ctx, key, Default::default());
         let mut buf = vec![0u8; 1 << 20];
         let mut offset = 0u64;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);

@@ -88,6 +88,30 @@ pub struct DirEntry {
 #[derive(Debug, Clone)]
 struct ListedEntry {
     kind: NodeKind,
+    /// The key component the name is stored under (the name itself on plain volumes).
+    component: String,
+}
+
+/// How a directory rename moves objects: (from, to) keys, long-name side objects to write
+/// first, and old side objects to delete with the rest.
+#[derive(Debug, Default)]
+struct MovePlan {
+    moves: Vec<(String, String)>,
+    side_objects: Vec<(String, String)>,
+    old_side_objects: Vec<String>,
+}
+
+/// The keys a name has in a directory.
+#[derive(Debug, Clone)]
+struct ChildKeys {
+    /// Key component (encrypted, or a long-name stand-in, on name-encrypted volumes).
+    component: String,
+    /// The key it has as a file (or symlink), checked against S3's length limit.
+    file: String,
+    /// The prefix it has as a directory.
+    dir: String,
+    /// A long encrypted name's side object: its key and body.
+    side: Option<(String, String)>,
 }
 
 struct DirListing {
@@ -144,6 +168,8 @@ pub struct Filesystem {
     head_slots: Arc<tokio::sync::Semaphore>,
     /// Nodes with a delayed attribute save pending (one per node, however many changes).
     flushes_scheduled: Mutex<std::collections::HashSet<u64>>,
+    /// Keys already logged as hidden (names that do not decrypt), so each is logged once.
+    hidden_logged: Mutex<std::collections::HashSet<String>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_handle: AtomicU64,
     read: Arc<ReadContext>,
@@ -187,6 +213,7 @@ impl Filesystem {
             heads: Mutex::new(HashMap::new()),
             head_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HEADS)),
             flushes_scheduled: Mutex::new(std::collections::HashSet::new()),
+            hidden_logged: Mutex::new(std::collections::HashSet::new()),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             read,
@@ -225,6 +252,64 @@ impl Filesystem {
             .get(ino)
             .cloned()
             .ok_or(libc::ENOENT)
+    }
+
+    /// The plaintext path of the directory `ino` relative to the volume (`""` for the root):
+    /// what name encryption binds a directory's entries to. The kernel keeps a directory's
+    /// inode while it holds any entry below it, so the walk up always finds the parents.
+    fn dir_path(&self, ino: u64) -> FsResult<String> {
+        let inodes = self.inodes.lock().unwrap();
+        let mut parts = Vec::new();
+        let mut at = ino;
+        while at != ROOT_INO {
+            let node = inodes.get(at).ok_or(libc::ENOENT)?;
+            parts.push(node.name.clone());
+            at = node.parent;
+        }
+        parts.reverse();
+        Ok(parts.join("/"))
+    }
+
+    /// The keys of `name` in the directory `parent`; ENAMETOOLONG if its key would pass S3's
+    /// limit.
+    fn child_keys(&self, parent: &Node, name: &str) -> FsResult<ChildKeys> {
+        let encoded = self.volume.names.encode(&self.dir_path(parent.ino)?, name);
+        let file = names::file_key(&parent.key, &encoded.component, self.volume_prefix_len())?;
+        let dir = names::dir_prefix(&parent.key, &encoded.component);
+        let side = encoded.side_body.map(|body| {
+            (
+                names::side_object_key(&parent.key, &encoded.component),
+                body,
+            )
+        });
+        Ok(ChildKeys {
+            component: encoded.component,
+            file,
+            dir,
+            side,
+        })
+    }
+
+    /// Stores a long encrypted name's side object, before the entry it names appears.
+    async fn put_side_object(&self, child: &ChildKeys) -> FsResult<()> {
+        if let Some((key, body)) = &child.side {
+            self.volume
+                .store
+                .put(key, Bytes::from(body.clone()), &Metadata::new())
+                .await
+                .map_err(|e| log_store("PUT", key, e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a long encrypted name's side object once its entry is gone (best effort: an
+    /// orphan side object is hidden and harmless; fsck lists it).
+    async fn delete_side_object(&self, child: &ChildKeys) {
+        if let Some((key, _)) = &child.side
+            && let Err(e) = self.volume.store.delete(key).await
+        {
+            warn!(key = %key, "could not remove a long name's side object: {e}");
+        }
     }
 
     /// The attributes of an object that records none.
@@ -369,10 +454,10 @@ impl Filesystem {
     ) {
         use std::ops::Bound::{Excluded, Unbounded};
         let following = entries.range::<str, _>((Excluded(name), Unbounded));
-        for (next, entry) in following.take(ATTR_READ_AHEAD) {
+        for (_, entry) in following.take(ATTR_READ_AHEAD) {
             let key = match entry.kind {
-                NodeKind::Dir => names::dir_prefix(parent_key, next),
-                _ => match names::file_key(parent_key, next, 0) {
+                NodeKind::Dir => names::dir_prefix(parent_key, &entry.component),
+                _ => match names::file_key(parent_key, &entry.component, 0) {
                     Ok(k) => k,
                     Err(_) => continue,
                 },
@@ -427,6 +512,7 @@ impl Filesystem {
         {
             return Err(libc::ENOENT);
         }
+        let child = self.child_keys(&parent_node, name)?;
         let mut listed = self.fresh_listing_entry(parent, &parent_node.key, name);
         if listed.is_none() && self.was_walked(parent) {
             // A walk (`ls -l`, `rsync`) outlived the listing: listing again costs one LIST
@@ -435,18 +521,18 @@ impl Filesystem {
             listed = self.fresh_listing_entry(parent, &parent_node.key, name);
         }
         let found = match listed {
-            Some(Some(kind)) => self.resolve(&parent_node.key, name, kind).await?,
+            Some(Some(kind)) => self.resolve(&child, kind).await?,
             Some(None) => None,
             None => {
                 let generation = self.generation(parent);
-                let found = self.probe(&parent_node.key, name).await?;
+                let found = self.probe(&child).await?;
                 if self.generation(parent) == generation {
                     found
                 } else {
                     // This mount changed the directory while we asked: ask again.
-                    self.forget_head(&names::file_key(&parent_node.key, name, 0)?);
-                    self.forget_head(&names::dir_prefix(&parent_node.key, name));
-                    self.probe(&parent_node.key, name).await?
+                    self.forget_head(&child.file);
+                    self.forget_head(&child.dir);
+                    self.probe(&child).await?
                 }
             }
         };
@@ -461,8 +547,8 @@ impl Filesystem {
             return Err(libc::ENOENT);
         };
         let key = match kind {
-            NodeKind::Dir => names::dir_prefix(&parent_node.key, name),
-            _ => names::file_key(&parent_node.key, name, self.volume_prefix_len())?,
+            NodeKind::Dir => child.dir,
+            _ => child.file,
         };
         let mut inodes = self.inodes.lock().unwrap();
         let ino = inodes.upsert(parent, name, kind, key, state, true);
@@ -506,24 +592,23 @@ impl Filesystem {
     /// A listed name's attributes: the HEAD of the file, or of the directory's marker.
     async fn resolve(
         &self,
-        dir_prefix: &str,
-        name: &str,
+        child: &ChildKeys,
         listed: NodeKind,
     ) -> FsResult<Option<(NodeKind, NodeState)>> {
         if listed == NodeKind::Dir {
-            let marker = self.head(&names::dir_prefix(dir_prefix, name)).await?;
+            let marker = self.head(&child.dir).await?;
             return Ok(Some((NodeKind::Dir, self.dir_state(marker.as_deref()))));
         }
-        let key = names::file_key(dir_prefix, name, 0)?;
-        Ok(self.head(&key).await?.map(|h| self.file_state(&key, &h)))
+        let key = &child.file;
+        Ok(self.head(key).await?.map(|h| self.file_state(key, &h)))
     }
 
-    /// Asks S3 whether `dir_prefix + name` is a directory (any key under `name/`) or a file.
-    /// The directory wins when both exist.
-    async fn probe(&self, dir_prefix: &str, name: &str) -> FsResult<Option<(NodeKind, NodeState)>> {
+    /// Asks S3 whether a name is a directory (any key under its prefix) or a file. The
+    /// directory wins when both exist.
+    async fn probe(&self, child: &ChildKeys) -> FsResult<Option<(NodeKind, NodeState)>> {
         let store = &self.volume.store;
-        let file_key = names::file_key(dir_prefix, name, 0)?;
-        let sub = names::dir_prefix(dir_prefix, name);
+        let file_key = child.file.clone();
+        let sub = child.dir.clone();
         self.list_requests.fetch_add(1, Ordering::Relaxed);
         let (head, list) =
             tokio::join!(self.head(&file_key), store.list_page(&sub, Some("/"), None));
@@ -720,40 +805,51 @@ impl Filesystem {
         self.list_requests
             .fetch_add(listing.requests as u64, Ordering::Relaxed);
         let is_root = ino == ROOT_INO;
+        let dir_path = self.dir_path(ino)?;
         let mut entries = BTreeMap::new();
-        for prefix in &listing.common_prefixes {
-            let component = prefix[node.key.len()..].trim_end_matches('/');
-            match names::from_key_component(component, is_root) {
-                Some(name) => {
-                    entries.insert(
-                        name.to_string(),
-                        ListedEntry {
-                            kind: NodeKind::Dir,
-                        },
-                    );
-                }
-                None => debug!(prefix = %prefix, "hiding a prefix that cannot be a directory name"),
-            }
-        }
-        for object in listing.objects {
-            let component = &object.key[node.key.len()..];
-            if component.is_empty() {
+        let mut long_names = Vec::new();
+        let listed = listing
+            .common_prefixes
+            .iter()
+            .map(|p| (p.as_str(), NodeKind::Dir))
+            .chain(
+                listing
+                    .objects
+                    .iter()
+                    .map(|o| (o.key.as_str(), NodeKind::File)),
+            );
+        for (key, kind) in listed {
+            let component = key[node.key.len()..].trim_end_matches('/');
+            if kind == NodeKind::File && key.len() == node.key.len() {
                 continue; // this directory's own marker
             }
-            let Some(name) = names::from_key_component(component, is_root) else {
-                debug!(key = %object.key, "hiding a key that cannot be a file name");
-                continue;
+            let name = match self.volume.names.classify(&dir_path, component, is_root) {
+                names::Listed::Name(name) => name,
+                names::Listed::LongName => {
+                    long_names.push((component.to_string(), kind));
+                    continue;
+                }
+                names::Listed::SideObject => continue,
+                names::Listed::Hidden => {
+                    self.note_hidden(key, is_root && component == crate::volume::RESERVED_NAME);
+                    continue;
+                }
             };
-            if entries.contains_key(name) {
-                debug!(key = %object.key, "a directory of the same name hides this object");
-                continue;
+            self.add_listed(&mut entries, name, kind, component, key);
+        }
+        // Long encrypted names: each one's side object holds the name.
+        let side_bodies = futures::future::join_all(
+            long_names
+                .iter()
+                .map(|(stand_in, _)| self.read_small(names::side_object_key(&node.key, stand_in))),
+        )
+        .await;
+        for ((stand_in, kind), body) in long_names.into_iter().zip(side_bodies) {
+            let key = format!("{}{stand_in}", node.key);
+            match body.and_then(|b| self.volume.names.decode_long(&dir_path, &stand_in, &b)) {
+                Some(name) => self.add_listed(&mut entries, name, kind, &stand_in, &key),
+                None => self.note_hidden(&key, false),
             }
-            entries.insert(
-                name.to_string(),
-                ListedEntry {
-                    kind: NodeKind::File,
-                },
-            );
         }
         let entries = Arc::new(entries);
         let walked = if self.was_walked(ino) { 2 } else { 0 };
@@ -768,6 +864,61 @@ impl Filesystem {
             );
         }
         Ok(entries)
+    }
+
+    /// Adds a listed name; a directory hides a file of the same name.
+    fn add_listed(
+        &self,
+        entries: &mut BTreeMap<String, ListedEntry>,
+        name: String,
+        kind: NodeKind,
+        component: &str,
+        key: &str,
+    ) {
+        if entries.get(&name).is_some_and(|e| e.kind == NodeKind::Dir) {
+            debug!(key = %key, "a directory of the same name hides this object");
+            return;
+        }
+        entries.insert(
+            name,
+            ListedEntry {
+                kind,
+                component: component.to_string(),
+            },
+        );
+    }
+
+    /// A listed key that cannot be shown: hidden, and logged once (on name-encrypted volumes
+    /// a key that does not decrypt is a foreign or tampered object; `fsck` lists them).
+    fn note_hidden(&self, key: &str, reserved: bool) {
+        if reserved {
+            return;
+        }
+        if !self.volume.names.encrypts() {
+            debug!(key = %key, "hiding a key that cannot be a file name");
+            return;
+        }
+        let mut logged = self.hidden_logged.lock().unwrap();
+        if logged.len() > 10_000 {
+            logged.clear();
+        }
+        if logged.insert(key.to_string()) {
+            warn!(key = %key, "hiding an object whose name does not decrypt (foreign or tampered)");
+        }
+    }
+
+    /// A small object's body (a side object), or `None` if it cannot be read.
+    async fn read_small(&self, key: String) -> Option<Vec<u8>> {
+        let got = self.volume.store.get_range(&key, 0..4096, None).await;
+        match got {
+            Ok(r) => r.body.collect().await.ok(),
+            Err(e) => {
+                if e.kind != StoreErrorKind::NotFound {
+                    warn!(key = %key, "cannot read a long name's side object: {e}");
+                }
+                None
+            }
+        }
     }
 
     pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
@@ -857,11 +1008,15 @@ impl Filesystem {
         parent: u64,
         name: &str,
         kind: NodeKind,
-        key: String,
+        child: &ChildKeys,
         state: NodeState,
     ) -> Attr {
+        let key = match kind {
+            NodeKind::Dir => child.dir.clone(),
+            _ => child.file.clone(),
+        };
         self.forget_head(&key);
-        self.update_listing(parent, name, Some(kind));
+        self.update_listing(parent, name, Some((kind, child.component.clone())));
         let mut inodes = self.inodes.lock().unwrap();
         let ino = inodes.upsert(parent, name, kind, key, state, true);
         self.attr_of(inodes.get(ino).expect("just inserted"))
@@ -900,9 +1055,10 @@ impl Filesystem {
         let parent_node = self.dir_node(parent)?;
         let name = names::to_key_component(name, parent == ROOT_INO)?;
         self.ensure_absent(parent, name).await?;
-        let prefix = names::dir_prefix(&parent_node.key, name);
-        names::file_key(&parent_node.key, name, self.volume_prefix_len())?;
+        let child = self.child_keys(&parent_node, name)?;
+        let prefix = child.dir.clone();
         let attrs = self.new_attrs(NodeKind::Dir, mode, caller);
+        self.put_side_object(&child).await?;
         let put = self
             .volume
             .store
@@ -910,7 +1066,7 @@ impl Filesystem {
             .await
             .map_err(|e| log_store("PUT", &prefix, e))?;
         let state = self.committed_state(0, 0, put.etag, attrs);
-        let attr = self.add_made_node(parent, name, NodeKind::Dir, prefix, state);
+        let attr = self.add_made_node(parent, name, NodeKind::Dir, &child, state);
         // A new directory is known to be empty: lookups in it (`rsync`, `tar x` check each
         // name before creating it) need no request until the metadata TTL passes.
         self.listings.lock().unwrap().insert(
@@ -940,10 +1096,10 @@ impl Filesystem {
         }
         let parent_node = self.dir_node(parent)?;
         let name = names::to_key_component(name, parent == ROOT_INO)?;
-        let key = names::file_key(&parent_node.key, name, self.volume_prefix_len())?;
+        let child = self.child_keys(&parent_node, name)?;
         self.ensure_absent(parent, name).await?;
         let attrs = self.new_attrs(NodeKind::File, mode, caller);
-        self.put_small(parent, name, key, NodeKind::File, b"", attrs)
+        self.put_small(parent, name, &child, NodeKind::File, b"", attrs)
             .await
     }
 
@@ -959,7 +1115,7 @@ impl Filesystem {
         self.writable()?;
         let parent_node = self.dir_node(parent)?;
         let name = names::to_key_component(name, parent == ROOT_INO)?;
-        let key = names::file_key(&parent_node.key, name, self.volume_prefix_len())?;
+        let child = self.child_keys(&parent_node, name)?;
         let target = target.as_os_str().as_bytes();
         if target.is_empty() || target.len() > 4095 {
             return Err(if target.is_empty() {
@@ -970,7 +1126,7 @@ impl Filesystem {
         }
         self.ensure_absent(parent, name).await?;
         let attrs = self.new_attrs(NodeKind::Symlink, 0o777, caller);
-        self.put_small(parent, name, key, NodeKind::Symlink, target, attrs)
+        self.put_small(parent, name, &child, NodeKind::Symlink, target, attrs)
             .await
     }
 
@@ -979,11 +1135,13 @@ impl Filesystem {
         &self,
         parent: u64,
         name: &str,
-        key: String,
+        child: &ChildKeys,
         kind: NodeKind,
         plaintext: &[u8],
         attrs: PosixAttrs,
     ) -> FsResult<Attr> {
+        let key = child.file.clone();
+        self.put_side_object(child).await?;
         let object_kind = match kind {
             NodeKind::Symlink => crate::crypto::ObjectKind::Symlink,
             _ => crate::crypto::ObjectKind::File,
@@ -1003,7 +1161,7 @@ impl Filesystem {
             .map_err(|e| log_store("PUT", &key, e))?;
         self.read.cache.invalidate(&key);
         let state = self.committed_state(plaintext.len() as u64, ciphertext_size, put.etag, attrs);
-        Ok(self.add_made_node(parent, name, kind, key, state))
+        Ok(self.add_made_node(parent, name, kind, child, state))
     }
 
     /// readlink(2): fetches, verifies and decrypts the symlink object.
@@ -1060,6 +1218,8 @@ impl Filesystem {
         self.read.cache.invalidate(&node.key);
         self.forget_head(&node.key);
         self.update_listing(parent, &node.name, None);
+        let child = self.child_keys(&self.node(parent)?, &node.name)?;
+        self.delete_side_object(&child).await;
         let mut inodes = self.inodes.lock().unwrap();
         if let Some(n) = inodes.get_mut(node.ino) {
             // Nothing left to save attributes to.
@@ -1088,6 +1248,8 @@ impl Filesystem {
         self.forget_head(&node.key);
         self.update_listing(parent, &node.name, None);
         self.invalidate_listing(node.ino);
+        let child = self.child_keys(&self.node(parent)?, &node.name)?;
+        self.delete_side_object(&child).await;
         let mut inodes = self.inodes.lock().unwrap();
         if let Some(n) = inodes.get_mut(node.ino) {
             n.state.attrs_dirty = false;
@@ -1131,16 +1293,18 @@ impl Filesystem {
         let node = self.node(src.ino)?;
         let target_parent = self.dir_node(new_parent)?;
         let new_name = names::to_key_component(new_name, new_parent == ROOT_INO)?;
+        let new_child = self.child_keys(&target_parent, new_name)?;
+        let old_child = self.child_keys(&self.node(parent)?, &node.name)?;
         let new_key = match node.kind {
-            NodeKind::Dir => {
-                names::file_key(&target_parent.key, new_name, self.volume_prefix_len())?;
-                names::dir_prefix(&target_parent.key, new_name)
-            }
-            _ => names::file_key(&target_parent.key, new_name, self.volume_prefix_len())?,
+            NodeKind::Dir => new_child.dir.clone(),
+            _ => new_child.file.clone(),
         };
         if new_key == node.key {
             return Ok(());
         }
+        // Where a directory's entries are bound to (name encryption), before and after.
+        let old_path = names::join_path(&self.dir_path(parent)?, &node.name);
+        let new_path = names::join_path(&self.dir_path(new_parent)?, new_name);
         // What is at the new name: refused, or replaced.
         let mut replaced = None;
         match self.lookup(new_parent, OsStr::new(new_name)).await {
@@ -1166,8 +1330,10 @@ impl Filesystem {
             Err(libc::ENOENT) => {}
             Err(e) => return Err(e),
         }
+        self.put_side_object(&new_child).await?;
         if node.kind == NodeKind::Dir {
-            self.rename_dir(&node, &new_key).await?;
+            self.rename_dir(&node, &new_key, &old_path, &new_path)
+                .await?;
         } else if !(node.writers > 0 && self.rename_writing(&node, &new_key).await?) {
             // A version whose commit is under way (its last close) is renamed once it is in.
             if node.writers > 0 && !self.wait_for_commit(node.ino).await {
@@ -1186,9 +1352,6 @@ impl Filesystem {
         {
             let mut inodes = self.inodes.lock().unwrap();
             inodes.rename(node.ino, new_parent, new_name, new_key.clone());
-            if node.kind == NodeKind::Dir {
-                inodes.rename_prefix(&node.key, &new_key);
-            }
             if let Some(n) = inodes.get_mut(node.ino)
                 && n.writers == 0
             {
@@ -1196,10 +1359,20 @@ impl Filesystem {
                 n.state.valid_until = Instant::now();
             }
         }
+        if node.kind == NodeKind::Dir {
+            self.rekey_below(node.ino);
+        }
+        if old_child.side.as_ref().map(|s| &s.0) != new_child.side.as_ref().map(|s| &s.0) {
+            self.delete_side_object(&old_child).await;
+        }
         self.forget_head(&node.key);
         self.forget_head(&new_key);
         self.update_listing(parent, &node.name, None);
-        self.update_listing(new_parent, new_name, Some(node.kind));
+        self.update_listing(
+            new_parent,
+            new_name,
+            Some((node.kind, new_child.component.clone())),
+        );
         Ok(())
     }
 
@@ -1255,7 +1428,13 @@ impl Filesystem {
     /// Every object under the directory is copied to the new prefix, then the old ones are
     /// deleted: a crash in between leaves each object under the old name, the new one or
     /// both, never neither (docs/SEMANTICS.md).
-    async fn rename_dir(&self, node: &Node, new_prefix: &str) -> FsResult<()> {
+    async fn rename_dir(
+        &self,
+        node: &Node,
+        new_prefix: &str,
+        old_path: &str,
+        new_path: &str,
+    ) -> FsResult<()> {
         use futures::StreamExt;
         if self.inodes.lock().unwrap().writers_under(&node.key) > 0 {
             info!(key = %node.key, "refusing to rename a directory with files being written");
@@ -1268,29 +1447,38 @@ impl Filesystem {
             .await
             .map_err(|e| log_store("LIST", &node.key, e))?;
         let keys: Vec<String> = listing.objects.into_iter().map(|o| o.key).collect();
-        let moved = |key: &str| format!("{new_prefix}{}", &key[node.key.len()..]);
-        if keys
+        let plan = self
+            .plan_moves(&node.key, new_prefix, old_path, new_path, &keys)
+            .await?;
+        if plan
+            .moves
             .iter()
-            .any(|k| self.options.key_prefix_len + moved(k).len() > names::MAX_KEY_BYTES)
+            .any(|(_, to)| self.options.key_prefix_len + to.len() > names::MAX_KEY_BYTES)
         {
             return Err(libc::ENAMETOOLONG);
         }
-        let total = keys.len();
+        let total = plan.moves.len();
         if total > 100 {
             info!(from = %node.key, to = %new_prefix, objects = total, "renaming a directory");
         }
+        for (key, body) in &plan.side_objects {
+            store
+                .put(key, Bytes::from(body.clone()), &Metadata::new())
+                .await
+                .map_err(|e| log_store("PUT", key, e))?;
+        }
         let done = Arc::new(AtomicU64::new(0));
-        let copies = futures::stream::iter(keys.clone())
-            .map(|key| {
-                let (store, done, to) = (store.clone(), done.clone(), moved(&key));
+        let copies = futures::stream::iter(plan.moves.clone())
+            .map(|(from, to)| {
+                let (store, done) = (store.clone(), done.clone());
                 let from_dir = node.key.clone();
                 async move {
-                    let result = store.copy(&key, &to, None).await;
+                    let result = store.copy(&from, &to, None).await;
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     if n % 1000 == 0 {
                         info!(from = %from_dir, copied = n, of = total, "renaming a directory");
                     }
-                    result.map_err(|e| log_store("COPY", &key, e))
+                    result.map_err(|e| log_store("COPY", &from, e))
                 }
             })
             .buffer_unordered(8)
@@ -1298,17 +1486,28 @@ impl Filesystem {
             .await;
         if let Some(errno) = copies.iter().find_map(|r| r.as_ref().err()) {
             // Nothing was deleted yet: remove the partial copy so the tree is only where it was.
-            let copied: Vec<String> = keys.iter().map(|k| moved(k)).collect();
+            let copied: Vec<String> = plan
+                .moves
+                .iter()
+                .map(|(_, to)| to.clone())
+                .chain(plan.side_objects.iter().map(|(k, _)| k.clone()))
+                .collect();
             if let Err(e) = store.delete_many(&copied).await {
                 warn!(to = %new_prefix, "could not remove a partial directory copy: {e}");
             }
             return Err(*errno);
         }
+        let old_keys: Vec<String> = plan
+            .moves
+            .iter()
+            .map(|(from, _)| from.clone())
+            .chain(plan.old_side_objects.iter().cloned())
+            .collect();
         store
-            .delete_many(&keys)
+            .delete_many(&old_keys)
             .await
             .map_err(|e| log_store("DELETE", &node.key, e))?;
-        for key in &keys {
+        for key in &old_keys {
             self.read.cache.invalidate(key);
             self.forget_head(key);
         }
@@ -1319,6 +1518,106 @@ impl Filesystem {
             info!(from = %node.key, to = %new_prefix, objects = total, "directory renamed");
         }
         Ok(())
+    }
+
+    /// After a directory rename: the keys of the nodes below it, recomputed from their names
+    /// top-down (with encrypted names every component below changes, not only the prefix).
+    fn rekey_below(&self, dir: u64) {
+        let mut pending = vec![dir];
+        while let Some(parent) = pending.pop() {
+            let Ok(parent_node) = self.node(parent) else {
+                continue;
+            };
+            let children = self.inodes.lock().unwrap().children_of(parent);
+            for (ino, name, kind) in children {
+                let Ok(keys) = self.child_keys(&parent_node, &name) else {
+                    continue;
+                };
+                let key = if kind == NodeKind::Dir {
+                    pending.push(ino);
+                    keys.dir
+                } else {
+                    keys.file
+                };
+                if let Some(n) = self.inodes.lock().unwrap().get_mut(ino) {
+                    n.key = key;
+                }
+            }
+        }
+    }
+
+    /// Where each object under a renamed directory goes. Plain names keep their suffix.
+    /// Encrypted names are bound to their parent's path, so every component below is
+    /// decrypted under the old path and encrypted under the new one, and long names get new
+    /// side objects. Objects whose names do not decrypt are not ours to move: they stay.
+    async fn plan_moves(
+        &self,
+        old_prefix: &str,
+        new_prefix: &str,
+        old_path: &str,
+        new_path: &str,
+        keys: &[String],
+    ) -> FsResult<MovePlan> {
+        let codec = &self.volume.names;
+        let mut plan = MovePlan::default();
+        if !codec.encrypts() {
+            plan.moves = keys
+                .iter()
+                .map(|k| (k.clone(), format!("{new_prefix}{}", &k[old_prefix.len()..])))
+                .collect();
+            return Ok(plan);
+        }
+        let mut sides = BTreeMap::new();
+        'keys: for key in keys {
+            let parts: Vec<&str> = key[old_prefix.len()..].split('/').collect();
+            let (mut op, mut np) = (old_path.to_string(), new_path.to_string());
+            let (mut okp, mut nkp) = (old_prefix.to_string(), new_prefix.to_string());
+            for (i, component) in parts.iter().enumerate() {
+                let last = i + 1 == parts.len();
+                if component.is_empty() && last {
+                    // a directory marker
+                    plan.moves.push((key.clone(), nkp));
+                    continue 'keys;
+                }
+                let name = match codec.classify(&op, component, false) {
+                    names::Listed::Name(name) => name,
+                    names::Listed::SideObject if last => {
+                        plan.old_side_objects.push(key.clone());
+                        continue 'keys;
+                    }
+                    names::Listed::LongName => {
+                        let side = names::side_object_key(&okp, component);
+                        let body = self.read_small(side).await;
+                        match body.and_then(|b| codec.decode_long(&op, component, &b)) {
+                            Some(name) => name,
+                            None => {
+                                self.note_hidden(key, false);
+                                continue 'keys;
+                            }
+                        }
+                    }
+                    _ => {
+                        self.note_hidden(key, false);
+                        continue 'keys;
+                    }
+                };
+                let encoded = codec.encode(&np, &name);
+                if let Some(body) = encoded.side_body {
+                    sides.insert(names::side_object_key(&nkp, &encoded.component), body);
+                }
+                if last {
+                    plan.moves
+                        .push((key.clone(), format!("{nkp}{}", encoded.component)));
+                } else {
+                    op = names::join_path(&op, &name);
+                    np = names::join_path(&np, &name);
+                    okp = format!("{okp}{component}/");
+                    nkp = format!("{nkp}{}/", encoded.component);
+                }
+            }
+        }
+        plan.side_objects = sides.into_iter().collect();
+        Ok(plan)
     }
 
     // ---- files ----
@@ -1333,7 +1632,11 @@ impl Filesystem {
         self.writable()?;
         let parent_node = self.dir_node(parent)?;
         let name = names::to_key_component(name, parent == ROOT_INO)?;
-        let key = names::file_key(&parent_node.key, name, self.volume_prefix_len())?;
+        let child = self.child_keys(&parent_node, name)?;
+        // A long name's side object goes first: the file must never be in the bucket
+        // without its name.
+        self.put_side_object(&child).await?;
+        let key = child.file;
         let attrs = self.new_attrs(NodeKind::File, mode, caller);
         let state = NodeState {
             size: 0,
@@ -1589,7 +1892,12 @@ impl Filesystem {
         self.forget_head(&key);
         if let Some((parent, name)) = parent {
             if result.is_ok() {
-                self.update_listing(parent, &name, Some(NodeKind::File));
+                match self.node(parent).and_then(|p| self.child_keys(&p, &name)) {
+                    Ok(child) => {
+                        self.update_listing(parent, &name, Some((NodeKind::File, child.component)))
+                    }
+                    Err(_) => self.invalidate_listing(parent),
+                }
             } else {
                 self.invalidate_listing(parent);
             }
@@ -1706,7 +2014,7 @@ impl Filesystem {
 
     /// Records in the cached listing of `dir` (if any) that this mount made `name` exist as
     /// `kind`, or removed it (`None`), so that the next lookups there need no request.
-    fn update_listing(&self, dir: u64, name: &str, kind: Option<NodeKind>) {
+    fn update_listing(&self, dir: u64, name: &str, kind: Option<(NodeKind, String)>) {
         *self.generations.lock().unwrap().entry(dir).or_insert(0) += 1;
         self.negative
             .lock()
@@ -1715,7 +2023,9 @@ impl Filesystem {
         if let Some(listing) = self.listings.lock().unwrap().get_mut(&dir) {
             let entries = Arc::make_mut(&mut listing.entries);
             match kind {
-                Some(kind) => entries.insert(name.to_string(), ListedEntry { kind }),
+                Some((kind, component)) => {
+                    entries.insert(name.to_string(), ListedEntry { kind, component })
+                }
                 None => entries.remove(name),
             };
         }

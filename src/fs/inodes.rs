@@ -189,13 +189,13 @@ impl InodeTable {
         self.by_name.insert(new_slot, ino);
     }
 
-    /// After a directory rename: every node whose key starts with `old` now starts with `new`.
-    pub fn rename_prefix(&mut self, old: &str, new: &str) {
-        for node in self.nodes.values_mut() {
-            if node.ino != ROOT_INO && node.key.starts_with(old) {
-                node.key = format!("{new}{}", &node.key[old.len()..]);
-            }
-        }
+    /// The nodes directly below `parent`: inode, name, kind.
+    pub fn children_of(&self, parent: u64) -> Vec<(u64, String, NodeKind)> {
+        self.nodes
+            .values()
+            .filter(|n| n.parent == parent && n.ino != ROOT_INO)
+            .map(|n| (n.ino, n.name.clone(), n.kind))
+            .collect()
     }
 
     /// Nodes under the key prefix `prefix` that are still being written.

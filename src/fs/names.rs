@@ -1,11 +1,143 @@
 //! The name-transform layer: every file name on its way to or from an object key passes here.
 //!
-//! Today names are stored as they are; filename encryption (a per-volume choice) will be a
-//! second implementation of the same two directions, not a change to the filesystem.
+//! A volume stores names as they are, or (created with `--encrypt-names`) each path component
+//! encrypted with AES-SIV under its parent directory's path ([`crate::crypto::names`]). An
+//! encrypted component too long for a key component is replaced by a fixed-length stand-in,
+//! and the full encrypted name is kept in a side object `<stand-in>.name` beside it.
 
 use std::ffi::OsStr;
 
+use crate::crypto::MasterKey;
+use crate::crypto::names::{
+    MAX_ENCRYPTED_COMPONENT, NameCipher, is_long_name_stand_in, long_name_stand_in,
+};
 use crate::volume::RESERVED_NAME;
+
+/// Suffix of the side object that holds a long encrypted name.
+pub const SIDE_OBJECT_SUFFIX: &str = ".name";
+
+/// How the names of one volume become key components.
+#[derive(Debug, Clone)]
+pub enum NameCodec {
+    /// Names are key components as they are.
+    Plain,
+    /// Each component encrypted under its parent directory's path.
+    Encrypted(NameCipher),
+}
+
+/// A name's key component, and for a long encrypted name the side object that keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub component: String,
+    /// The full encrypted name, to be stored as `<component>.name` next to the entry.
+    pub side_body: Option<String>,
+}
+
+/// What a listed key component is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    Name(String),
+    /// A long-name stand-in: its name is in the side object `<stand-in>.name`.
+    LongName,
+    /// A side object (never an entry of its own).
+    SideObject,
+    /// Not a name this volume can show (logged by the caller where it matters).
+    Hidden,
+}
+
+impl NameCodec {
+    pub fn new(encrypt_names: bool, master: &MasterKey) -> Self {
+        if encrypt_names {
+            NameCodec::Encrypted(NameCipher::new(master))
+        } else {
+            NameCodec::Plain
+        }
+    }
+
+    pub fn encrypts(&self) -> bool {
+        matches!(self, NameCodec::Encrypted(_))
+    }
+
+    /// The key component of `name` (already checked by [`to_key_component`]) in the
+    /// directory whose plaintext path (relative to the volume, `""` for the root) is
+    /// `dir_path`.
+    pub fn encode(&self, dir_path: &str, name: &str) -> Encoded {
+        match self {
+            NameCodec::Plain => Encoded {
+                component: name.to_string(),
+                side_body: None,
+            },
+            NameCodec::Encrypted(cipher) => {
+                let encrypted = cipher.encrypt_component(dir_path, name);
+                if encrypted.len() <= MAX_ENCRYPTED_COMPONENT {
+                    Encoded {
+                        component: encrypted,
+                        side_body: None,
+                    }
+                } else {
+                    Encoded {
+                        component: long_name_stand_in(&encrypted),
+                        side_body: Some(encrypted),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The name a listed component shows under in the directory `dir_path`.
+    pub fn classify(&self, dir_path: &str, component: &str, parent_is_root: bool) -> Listed {
+        match self {
+            NameCodec::Plain => match from_key_component(component, parent_is_root) {
+                Some(name) => Listed::Name(name.to_string()),
+                None => Listed::Hidden,
+            },
+            NameCodec::Encrypted(cipher) => {
+                if let Some(stand_in) = component.strip_suffix(SIDE_OBJECT_SUFFIX)
+                    && is_long_name_stand_in(stand_in)
+                {
+                    return Listed::SideObject;
+                }
+                if is_long_name_stand_in(component) {
+                    return Listed::LongName;
+                }
+                match cipher.decrypt_component(dir_path, component) {
+                    Ok(name) if name.len() <= MAX_NAME_BYTES => Listed::Name(name),
+                    _ => Listed::Hidden,
+                }
+            }
+        }
+    }
+
+    /// The name behind a long-name stand-in, from its side object's body: the body must hash
+    /// to the stand-in and decrypt under `dir_path`.
+    pub fn decode_long(&self, dir_path: &str, stand_in: &str, side_body: &[u8]) -> Option<String> {
+        let NameCodec::Encrypted(cipher) = self else {
+            return None;
+        };
+        let body = std::str::from_utf8(side_body).ok()?.trim();
+        if long_name_stand_in(body) != stand_in {
+            return None;
+        }
+        cipher
+            .decrypt_component(dir_path, body)
+            .ok()
+            .filter(|n| n.len() <= MAX_NAME_BYTES)
+    }
+}
+
+/// The key of the side object of a long-name `stand_in` in the directory `dir_prefix`.
+pub fn side_object_key(dir_prefix: &str, stand_in: &str) -> String {
+    format!("{dir_prefix}{stand_in}{SIDE_OBJECT_SUFFIX}")
+}
+
+/// The plaintext path of `name` in the directory `dir_path`.
+pub fn join_path(dir_path: &str, name: &str) -> String {
+    if dir_path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir_path}/{name}")
+    }
+}
 
 /// POSIX's limit on one path component.
 pub const MAX_NAME_BYTES: usize = 255;
@@ -88,6 +220,46 @@ mod tests {
         );
         assert_eq!(file_key("a/", "b", 0), Ok("a/b".to_string()));
         assert_eq!(dir_prefix("a/", "b"), "a/b/");
+    }
+
+    #[test]
+    fn encrypted_names_round_trip_and_hide_what_does_not_decrypt() {
+        let codec = NameCodec::new(true, &MasterKey::from_bytes([3; 32]));
+        let short = codec.encode("a/b", "report.pdf");
+        assert!(short.side_body.is_none());
+        assert!(!short.component.contains("report"));
+        assert_eq!(
+            codec.classify("a/b", &short.component, false),
+            Listed::Name("report.pdf".into())
+        );
+        // The parent is bound in: the same component elsewhere does not decrypt.
+        assert_eq!(codec.classify("a", &short.component, false), Listed::Hidden);
+        assert_eq!(codec.classify("", "plain-name", true), Listed::Hidden);
+        assert_eq!(codec.classify("", ".s3cryptfs", true), Listed::Hidden);
+        let long_name = "l".repeat(255);
+        let long = codec.encode("", &long_name);
+        let body = long.side_body.clone().unwrap();
+        assert!(long.component.len() < 64);
+        assert_eq!(codec.classify("", &long.component, true), Listed::LongName);
+        let side = format!("{}{SIDE_OBJECT_SUFFIX}", long.component);
+        assert_eq!(codec.classify("", &side, true), Listed::SideObject);
+        assert_eq!(
+            codec.decode_long("", &long.component, body.as_bytes()),
+            Some(long_name)
+        );
+        // A side object that does not hash to its stand-in, or under another parent, fails.
+        let other = codec.encode("", &"m".repeat(255)).side_body.unwrap();
+        assert_eq!(
+            codec.decode_long("", &long.component, other.as_bytes()),
+            None
+        );
+        assert_eq!(
+            codec.decode_long("x", &long.component, body.as_bytes()),
+            None
+        );
+        let plain = NameCodec::Plain;
+        assert_eq!(plain.encode("d", "n").component, "n");
+        assert_eq!(plain.classify("d", "n", false), Listed::Name("n".into()));
     }
 
     #[test]

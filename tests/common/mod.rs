@@ -122,6 +122,31 @@ macro_rules! on_both_servers {
     };
 }
 
+/// Like `on_both_servers!`, for tests taking `(ServerKind, Names)`: also runs each test on a
+/// Garage volume with encrypted names.
+#[macro_export]
+macro_rules! on_all_volumes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use $crate::common::mount::Names;
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn moto() {
+                    super::$name($crate::common::ServerKind::Moto, Names::Plain).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn garage() {
+                    super::$name($crate::common::ServerKind::Garage, Names::Plain).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn garage_encrypted_names() {
+                    super::$name($crate::common::ServerKind::Garage, Names::Encrypted).await
+                }
+            }
+        )*
+    };
+}
+
 /// Deterministic pseudo-random bytes (xorshift), distinct per seed, so that Garage's block
 /// deduplication never sees two equal blocks across tests.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {

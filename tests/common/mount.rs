@@ -20,6 +20,15 @@ pub struct TestVolume {
     pub key_file: PathBuf,
     /// Direct access to the bucket (scoped to the volume prefix), to prepare and inspect it.
     pub store: S3Store,
+    /// How the volume stores names (set at init).
+    pub names: Names,
+}
+
+/// Plain or encrypted names: suites run on both kinds of volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    Plain,
+    Encrypted,
 }
 
 impl TestVolume {
@@ -30,13 +39,55 @@ impl TestVolume {
 
     /// A volume on a given server (a cluster node, for example).
     pub async fn new_on(server: &'static Server, tag: &str, prefix: &str) -> Self {
-        let volume = Self::uninitialised_on(server, tag, prefix).await;
-        let out = volume.cli(
-            &["init", &volume.location(), "--key-file"],
-            &[&volume.key_file],
-        );
+        Self::init_on(server, tag, prefix, Names::Plain).await
+    }
+
+    /// A fresh volume with plain or encrypted names.
+    pub async fn with_names(kind: ServerKind, names: Names, tag: &str, prefix: &str) -> Self {
+        Self::init_on(server(kind), tag, prefix, names).await
+    }
+
+    async fn init_on(server: &'static Server, tag: &str, prefix: &str, names: Names) -> Self {
+        let mut volume = Self::uninitialised_on(server, tag, prefix).await;
+        let location = volume.location();
+        let mut args = vec!["init", &location];
+        if names == Names::Encrypted {
+            args.push("--encrypt-names");
+        }
+        args.push("--key-file");
+        let out = volume.cli(&args, &[&volume.key_file]);
         assert!(out.status.success(), "init failed: {}", stderr(&out));
+        volume.names = names;
         volume
+    }
+
+    /// The object key of a plaintext path in the volume (a directory's prefix when `path`
+    /// ends in `/`), through the volume's own name layer.
+    pub async fn key(&self, path: &str) -> String {
+        use s3cryptfs::fs::names::{NameCodec, join_path};
+        if self.names == Names::Plain {
+            return path.to_string();
+        }
+        let user = s3cryptfs::crypto::UserKey::from_key_file(&self.key_file).unwrap();
+        let store: std::sync::Arc<dyn s3cryptfs::store::ObjectStore> =
+            std::sync::Arc::new(self.store.clone());
+        let volume = s3cryptfs::volume::Volume::open(store, "test", &user)
+            .await
+            .unwrap();
+        let codec: &NameCodec = &volume.names;
+        let (mut key, mut dir) = (String::new(), String::new());
+        let parts: Vec<&str> = path.split('/').collect();
+        for (i, name) in parts.iter().enumerate() {
+            if name.is_empty() {
+                continue;
+            }
+            key.push_str(&codec.encode(&dir, name).component);
+            if i + 1 < parts.len() {
+                key.push('/');
+            }
+            dir = join_path(&dir, name);
+        }
+        key
     }
 
     /// A fresh bucket with a key file but no volume config.
@@ -59,6 +110,7 @@ impl TestVolume {
             dir,
             key_file,
             store,
+            names: Names::Plain,
         }
     }
 
