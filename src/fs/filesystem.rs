@@ -1210,23 +1210,7 @@ impl Filesystem {
             info!(key = %node.key, "refusing to unlink a file that is still being written");
             return Err(libc::EBUSY);
         }
-        self.volume
-            .store
-            .delete(&node.key)
-            .await
-            .map_err(|e| log_store("DELETE", &node.key, e))?;
-        self.read.cache.invalidate(&node.key);
-        self.forget_head(&node.key);
-        self.update_listing(parent, &node.name, None);
-        let child = self.child_keys(&self.node(parent)?, &node.name)?;
-        self.delete_side_object(&child).await;
-        let mut inodes = self.inodes.lock().unwrap();
-        if let Some(n) = inodes.get_mut(node.ino) {
-            // Nothing left to save attributes to.
-            n.state.attrs_dirty = false;
-        }
-        inodes.remove_name(parent, &node.name);
-        Ok(())
+        self.remove_entry(parent, &node).await
     }
 
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
@@ -1240,18 +1224,27 @@ impl Filesystem {
         if !self.dir_is_empty(&node).await? {
             return Err(libc::ENOTEMPTY);
         }
+        self.remove_entry(parent, &node).await?;
+        self.invalidate_listing(node.ino);
+        Ok(())
+    }
+
+    /// unlink/rmdir once checked: the object (or marker) goes, then its long name's side
+    /// object, and the name leaves every cache.
+    async fn remove_entry(&self, parent: u64, node: &Node) -> FsResult<()> {
         self.volume
             .store
             .delete(&node.key)
             .await
             .map_err(|e| log_store("DELETE", &node.key, e))?;
+        self.read.cache.invalidate(&node.key);
         self.forget_head(&node.key);
         self.update_listing(parent, &node.name, None);
-        self.invalidate_listing(node.ino);
         let child = self.child_keys(&self.node(parent)?, &node.name)?;
         self.delete_side_object(&child).await;
         let mut inodes = self.inodes.lock().unwrap();
         if let Some(n) = inodes.get_mut(node.ino) {
+            // Nothing left to save attributes to.
             n.state.attrs_dirty = false;
         }
         inodes.remove_name(parent, &node.name);
