@@ -4,7 +4,6 @@
 mod filesystem;
 mod fuse;
 mod inodes;
-mod modify;
 pub mod names;
 
 pub use filesystem::{Attr, DirEntry, Filesystem, FsOptions, FsResult};
