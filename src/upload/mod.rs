@@ -4,7 +4,6 @@
 
 mod budget;
 mod parts;
-pub mod staging;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
