@@ -1855,6 +1855,7 @@ impl Filesystem {
             let node = inodes.get_mut(h.ino);
             match (&result, node) {
                 (Ok(done), Some(node)) => {
+                    node.writers = node.writers.saturating_sub(1);
                     let dirty = node.state.attrs_dirty;
                     node.state = self.committed_state(
                         done.plaintext_size,
@@ -1872,6 +1873,7 @@ impl Filesystem {
                 (Err(_), Some(node)) => {
                     // The previous version (if any) is still in the bucket: forget what we
                     // believed, the next use asks S3.
+                    node.writers = node.writers.saturating_sub(1);
                     node.state.attrs_dirty = false;
                     node.state.valid_until = Instant::now();
                     (Some((node.parent, node.name.clone())), None)
@@ -1892,11 +1894,6 @@ impl Filesystem {
             } else {
                 self.invalidate_listing(parent);
             }
-        }
-        // Only now is the file no longer being written: a rename or unlink waiting for the
-        // commit must find the listing already updated, or the old name would come back.
-        if let Some(n) = self.inodes.lock().unwrap().get_mut(h.ino) {
-            n.writers = n.writers.saturating_sub(1);
         }
         if let Some(ino) = dirty
             && let Err(errno) = self.flush_attrs(ino).await
