@@ -551,6 +551,22 @@ impl Filesystem {
             _ => child.file,
         };
         let mut inodes = self.inodes.lock().unwrap();
+        // This mount may have learned something newer while we asked S3 (a chmod or utimes
+        // saved meanwhile, a write): what it knows wins over the older answer.
+        let newer = inodes
+            .child(parent, name)
+            .filter(|n| {
+                n.kind == kind
+                    && (n.writers > 0
+                        || n.state.attrs_dirty
+                        || n.state.valid_until > Instant::now())
+            })
+            .map(|n| n.ino);
+        if let Some(ino) = newer {
+            let node = inodes.get_mut(ino).expect("just seen");
+            node.lookups += 1;
+            return Ok(self.attr_of(node));
+        }
         let ino = inodes.upsert(parent, name, kind, key, state, true);
         Ok(self.attr_of(inodes.get(ino).expect("just inserted")))
     }
@@ -649,7 +665,9 @@ impl Filesystem {
         }
         let mut inodes = self.inodes.lock().unwrap();
         let node = inodes.get_mut(ino).ok_or(libc::ENOENT)?;
-        if node.writers == 0 && !node.state.attrs_dirty {
+        // Unless this mount changed or refreshed the node while we asked.
+        if node.writers == 0 && !node.state.attrs_dirty && node.state.valid_until <= Instant::now()
+        {
             node.state = state;
         }
         Ok(self.attr_of(node))
