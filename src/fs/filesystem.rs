@@ -1902,15 +1902,18 @@ impl Filesystem {
         self.read.cache.invalidate(&key);
         self.forget_head(&key);
         if let Some((parent, name)) = parent {
-            if result.is_ok() {
-                match self.node(parent).and_then(|p| self.child_keys(&p, &name)) {
-                    Ok(child) => {
-                        self.update_listing(parent, &name, Some((NodeKind::File, child.component)))
-                    }
-                    Err(_) => self.invalidate_listing(parent),
+            let child = self.node(parent).and_then(|p| self.child_keys(&p, &name));
+            // Checked and recorded under the inode lock: a rename of this file that runs now
+            // either sees the listing entry (and moves it) or made us see the new name.
+            let inodes = self.inodes.lock().unwrap();
+            let unmoved = inodes
+                .get(h.ino)
+                .is_some_and(|n| n.parent == parent && n.name == name);
+            match child {
+                Ok(child) if result.is_ok() && unmoved => {
+                    self.update_listing(parent, &name, Some((NodeKind::File, child.component)))
                 }
-            } else {
-                self.invalidate_listing(parent);
+                _ => self.invalidate_listing(parent),
             }
         }
         if let Some(ino) = dirty
