@@ -116,6 +116,22 @@ impl Volume {
         })
     }
 
+    /// The body of a long encrypted name's side object (a few hundred bytes), or `None` when
+    /// it is missing or unreadable (logged unless missing): its entry is then hidden.
+    pub async fn read_side_object(&self, key: &str) -> Option<Vec<u8>> {
+        // Far above the largest side object (a 255-byte name encrypts to 362 characters).
+        const MAX_SIDE_OBJECT: u64 = 4096;
+        match self.store.get_range(key, 0..MAX_SIDE_OBJECT, None).await {
+            Ok(r) => r.body.collect().await.ok(),
+            Err(e) => {
+                if e.kind != StoreErrorKind::NotFound {
+                    tracing::warn!(key = %key, "cannot read a long name's side object: {e}");
+                }
+                None
+            }
+        }
+    }
+
     /// Replaces the volume config with `config` (after a rekey): the data is untouched, only
     /// the wrapped master key changes.
     pub async fn write_config(

@@ -96,7 +96,7 @@ impl<'a> PathDecoder<'a> {
                 names::Listed::LongName => {
                     let side = names::side_object_key(&prefix, component);
                     if !self.sides.contains_key(&side) {
-                        let body = read_small(self.volume, &side).await;
+                        let body = self.volume.read_side_object(&side).await;
                         self.sides.insert(side.clone(), body);
                     }
                     let body = self.sides[&side].as_deref();
@@ -113,11 +113,6 @@ impl<'a> PathDecoder<'a> {
         }
         KeyName::Path(dir_path)
     }
-}
-
-async fn read_small(volume: &Volume, key: &str) -> Option<Vec<u8>> {
-    let got = volume.store.get_range(key, 0..4096, None).await.ok()?;
-    got.body.collect().await.ok()
 }
 
 pub fn ls(args: LsArgs) -> i32 {

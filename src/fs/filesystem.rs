@@ -856,11 +856,10 @@ impl Filesystem {
             self.add_listed(&mut entries, name, kind, component, key);
         }
         // Long encrypted names: each one's side object holds the name.
-        let side_bodies = futures::future::join_all(
-            long_names
-                .iter()
-                .map(|(stand_in, _)| self.read_small(names::side_object_key(&node.key, stand_in))),
-        )
+        let side_bodies = futures::future::join_all(long_names.iter().map(|(stand_in, _)| {
+            let key = names::side_object_key(&node.key, stand_in);
+            async move { self.volume.read_side_object(&key).await }
+        }))
         .await;
         for ((stand_in, kind), body) in long_names.into_iter().zip(side_bodies) {
             let key = format!("{}{stand_in}", node.key);
@@ -922,20 +921,6 @@ impl Filesystem {
         }
         if logged.insert(key.to_string()) {
             warn!(key = %key, "hiding an object whose name does not decrypt (foreign or tampered)");
-        }
-    }
-
-    /// A small object's body (a side object), or `None` if it cannot be read.
-    async fn read_small(&self, key: String) -> Option<Vec<u8>> {
-        let got = self.volume.store.get_range(&key, 0..4096, None).await;
-        match got {
-            Ok(r) => r.body.collect().await.ok(),
-            Err(e) => {
-                if e.kind != StoreErrorKind::NotFound {
-                    warn!(key = %key, "cannot read a long name's side object: {e}");
-                }
-                None
-            }
         }
     }
 
@@ -1598,7 +1583,7 @@ impl Filesystem {
                     }
                     names::Listed::LongName => {
                         let side = names::side_object_key(&okp, component);
-                        let body = self.read_small(side).await;
+                        let body = self.volume.read_side_object(&side).await;
                         match body.and_then(|b| codec.decode_long(&op, component, &b)) {
                             Some(name) => name,
                             None => {
