@@ -309,9 +309,22 @@ fn make_source_tree(root: &Path, files: usize) {
     }
     std::fs::create_dir_all(root.join("empty/inner")).unwrap();
     std::os::unix::fs::symlink("d0/e0/file-0", root.join("link")).unwrap();
-    for d in ["d0", "d1", "empty", "empty/inner"] {
+    // Every directory gets an old mtime: rsync leaves a directory's time alone when it is
+    // in the same second as the copy's own (also onto a local disk), so directories made a
+    // moment ago would make the comparison depend on the clock.
+    let mut dirs = vec!["empty".to_string(), "empty/inner".to_string()];
+    for d in 0..5 {
+        dirs.push(format!("d{d}"));
+        dirs.extend((0..3).map(|e| format!("d{d}/e{e}")));
+    }
+    for (i, d) in dirs.iter().enumerate() {
         run(Command::new("touch")
-            .args(["-m", "-d", "@1300000000"])
+            .args(["-m", "-d"])
+            .arg(format!(
+                "@{}.{:09}",
+                1_300_000_000 + i * 3600,
+                i * 1_000_003
+            ))
             .arg(root.join(d)));
     }
 }

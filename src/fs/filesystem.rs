@@ -30,6 +30,8 @@ const ATTR_READ_AHEAD: usize = 128;
 /// How long a metadata-only change waits for a rename that can carry it (rsync sets the
 /// times and mode of its temporary file, then renames it) before it is copied in place.
 const ATTR_FLUSH_DELAY: Duration = Duration::from_millis(500);
+/// Stripes of [`ObjectLocks`].
+const OBJECT_LOCK_STRIPES: usize = 256;
 
 /// Settings of a mount that the filesystem core uses.
 #[derive(Debug, Clone)]
@@ -168,6 +170,10 @@ pub struct Filesystem {
     head_slots: Arc<tokio::sync::Semaphore>,
     /// Nodes with a delayed attribute save pending (one per node, however many changes).
     flushes_scheduled: Mutex<std::collections::HashSet<u64>>,
+    /// Serialise what changes one object in the bucket: an attribute save (a copy of the
+    /// object onto itself) against its rename or removal. Concurrent, a self-copy that a
+    /// store finishes after the delete brings the old name back (seen on Garage).
+    object_locks: ObjectLocks,
     /// Keys already logged as hidden (names that do not decrypt), so each is logged once.
     hidden_logged: Mutex<std::collections::HashSet<String>>,
     handles: Mutex<HashMap<u64, Handle>>,
@@ -213,6 +219,7 @@ impl Filesystem {
             heads: Mutex::new(HashMap::new()),
             head_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HEADS)),
             flushes_scheduled: Mutex::new(std::collections::HashSet::new()),
+            object_locks: ObjectLocks::default(),
             hidden_logged: Mutex::new(std::collections::HashSet::new()),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
@@ -756,6 +763,7 @@ impl Filesystem {
     /// Saves a node's changed attributes: a copy of the object onto itself with new metadata
     /// (for a directory, its marker is written).
     async fn flush_attrs(&self, ino: u64) -> FsResult<()> {
+        let _saving = self.object_locks.lock(&[ino]).await;
         let Ok(node) = self.node(ino) else {
             return Ok(());
         };
@@ -1235,6 +1243,7 @@ impl Filesystem {
     /// unlink/rmdir once checked: the object (or marker) goes, then its long name's side
     /// object, and the name leaves every cache.
     async fn remove_entry(&self, parent: u64, node: &Node) -> FsResult<()> {
+        let _removing = self.object_locks.lock(&[node.ino]).await;
         self.volume
             .store
             .delete(&node.key)
@@ -1327,6 +1336,9 @@ impl Filesystem {
             Err(e) => return Err(e),
         }
         self.put_side_object(&new_child).await?;
+        // Held to the end once taken: no attribute save of the file or of the one it replaces
+        // runs while they move. (A directory's rename saves pending attributes first.)
+        let mut _moving = None;
         if node.kind == NodeKind::Dir {
             self.rename_dir(&node, &new_key, &old_path, &new_path)
                 .await?;
@@ -1335,6 +1347,9 @@ impl Filesystem {
             if node.writers > 0 && !self.wait_for_commit(node.ino).await {
                 return Err(libc::EBUSY);
             }
+            let mut objects = vec![node.ino];
+            objects.extend(replaced.as_ref().map(|r| r.ino));
+            _moving = Some(self.object_locks.lock(&objects).await);
             let node = self.node(node.ino)?;
             self.rename_file(&node, &new_key).await?;
         }
@@ -2096,4 +2111,38 @@ fn log_store(op: &str, key: &str, e: StoreError) -> i32 {
         warn!(key = %key, "{op} failed: {e}");
     }
     e.errno()
+}
+
+/// Async locks per object, striped by inode number: enough to serialise the few operations
+/// that race on one object without a map that grows with the tree.
+struct ObjectLocks {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Default for ObjectLocks {
+    fn default() -> Self {
+        Self {
+            stripes: (0..OBJECT_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+}
+
+impl ObjectLocks {
+    /// Locks the stripes of `inos`, always in stripe order, so two callers locking the same
+    /// pair cannot wait on each other.
+    async fn lock(&self, inos: &[u64]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = inos
+            .iter()
+            .map(|ino| (*ino % OBJECT_LOCK_STRIPES as u64) as usize)
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(self.stripes[stripe].lock().await);
+        }
+        guards
+    }
 }
