@@ -4,6 +4,7 @@
 
 mod budget;
 mod parts;
+pub mod staging;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
