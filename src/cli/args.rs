@@ -380,6 +380,14 @@ pub struct MountArgs {
     /// S3 is asked again (changes made through this mount are seen at once)
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
     pub metadata_ttl: f64,
+    /// Directory for the encrypted staging copies of files changed in place (opened for
+    /// writing without truncating) [default: $XDG_CACHE_HOME/s3cryptfs, /var/cache/s3cryptfs
+    /// for root]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Largest file that can be changed in place (its staging copy), K, M, G suffixes
+    #[arg(long, default_value = "10G", value_parser = parse_size)]
+    pub max_cache_size: u64,
     /// Memory for cached decrypted segments (K, M, G suffixes)
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub cache_size: u64,

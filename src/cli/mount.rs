@@ -99,6 +99,8 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
         gid: args.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
         file_mode: args.file_mode,
         dir_mode: args.dir_mode,
+        cache_dir: staging_dir(args.cache_dir.as_deref()),
+        max_cache_size: args.max_cache_size,
         metadata_ttl: Duration::from_secs_f64(args.metadata_ttl.max(0.0)),
         read_only: args.read_only,
         key_prefix_len,
@@ -204,6 +206,29 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
     });
     log_upload_totals(&upload.stats);
     0
+}
+
+/// The staging directory, created (mode 0700) if missing. A directory that cannot be made
+/// only matters to files changed in place: those writes then fail with a logged reason.
+fn staging_dir(arg: Option<&std::path::Path>) -> std::path::PathBuf {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = match arg {
+        Some(d) => d.to_path_buf(),
+        None if unsafe { libc::geteuid() } == 0 => "/var/cache/s3cryptfs".into(),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("s3cryptfs"),
+    };
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+    {
+        warn!(dir = %dir.display(), "cache directory unusable, files cannot be changed in place: {e}");
+    }
+    dir
 }
 
 fn log_upload_totals(stats: &UploadStats) {

@@ -13,6 +13,7 @@ use futures::future::{BoxFuture, Shared};
 use tracing::{debug, info, warn};
 
 use super::inodes::{InodeTable, Node, NodeKind, NodeState, ROOT_INO};
+use super::modify::ModifyHandle;
 use super::names;
 use crate::crypto::{ATTRS_METADATA_NAME, PosixAttrs, open_attrs, seal_attrs};
 use crate::read::{ObjectReader, ObjectVersion, ReadContext};
@@ -45,6 +46,10 @@ pub struct FsOptions {
     pub read_only: bool,
     /// Length of the volume's key prefix in the bucket (for S3's 1024-byte key limit).
     pub key_prefix_len: usize,
+    /// Where files changed in place are staged (encrypted).
+    pub cache_dir: std::path::PathBuf,
+    /// Largest file that can be staged.
+    pub max_cache_size: u64,
 }
 
 /// What the adapter needs to answer the kernel about a node.
@@ -149,8 +154,8 @@ enum Handle {
     Read(Arc<ObjectReader>),
     /// The inode it writes, and the writer.
     Write(u64, Arc<tokio::sync::Mutex<WriteHandle>>),
-    /// A write-mode open that may not write (an existing file without O_TRUNC).
-    NoWrite,
+    /// An existing file opened for writing without O_TRUNC: changed in place.
+    Modify(u64, Arc<tokio::sync::Mutex<ModifyHandle>>),
     Dir(Arc<Vec<DirEntry>>),
 }
 
@@ -693,7 +698,17 @@ impl Filesystem {
         change: AttrChange,
         fh: Option<u64>,
     ) -> FsResult<Attr> {
-        if let Some(size) = change.size {
+        if let Some(size) = change.size
+            && let Some(m) = fh.and_then(|fh| self.modify_handle(fh))
+        {
+            let mut h = m.lock().await;
+            let (dir, limit) = (&self.options.cache_dir, self.options.max_cache_size);
+            h.set_len(dir, limit, size).await?;
+            if let Some(node) = self.inodes.lock().unwrap().get_mut(ino) {
+                node.state.size = size;
+                node.state.attrs.mtime = SystemTime::now();
+            }
+        } else if let Some(size) = change.size {
             let current = match fh.and_then(|fh| self.write_handle(fh)) {
                 Some(h) => h.lock().await.writer.len(),
                 None => self.getattr(ino).await?.size,
@@ -1699,11 +1714,28 @@ impl Filesystem {
                 if node.writers > 0 {
                     return Err(libc::EBUSY);
                 }
-                if !truncate && node.state.size > 0 {
-                    // Opening is allowed (touch, utimes); writing is refused at write().
+                if !truncate {
+                    // An existing file, kept: changed in place (staged on first change).
+                    node.writers += 1;
                     node.open_handles += 1;
+                    let (base_len, snapshot) = (node.state.size, node.clone());
                     drop(inodes);
-                    return Ok(self.add_handle(Handle::NoWrite));
+                    let base = match self.reader_for(&snapshot) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let mut inodes = self.inodes.lock().unwrap();
+                            if let Some(n) = inodes.get_mut(ino) {
+                                n.writers -= 1;
+                            }
+                            inodes.close(ino);
+                            return Err(e);
+                        }
+                    };
+                    let handle = ModifyHandle::new(ino, pid, Arc::new(base), base_len);
+                    return Ok(self.add_handle(Handle::Modify(
+                        ino,
+                        Arc::new(tokio::sync::Mutex::new(handle)),
+                    )));
                 }
                 node.writers += 1;
                 node.state.size = 0;
@@ -1725,12 +1757,18 @@ impl Filesystem {
             n.state.valid_until = Instant::now();
         }
         self.getattr(ino).await?;
-        let node = self.node(ino)?;
+        let reader = self.reader_for(&self.node(ino)?)?;
+        self.inodes.lock().unwrap().open(ino);
+        Ok(self.add_handle(Handle::Read(Arc::new(reader))))
+    }
+
+    /// A reader pinned to the version the node's state names.
+    fn reader_for(&self, node: &Node) -> FsResult<ObjectReader> {
         let etag = node.state.etag.clone().ok_or_else(|| {
             warn!(key = %node.key, "the server gave no ETag for this object");
             libc::EIO
         })?;
-        let reader = ObjectReader::new(
+        ObjectReader::new(
             self.read.clone(),
             ObjectVersion {
                 key: node.key.clone(),
@@ -1741,27 +1779,28 @@ impl Filesystem {
         .map_err(|e| {
             warn!(key = %node.key, "{e}");
             e.errno()
-        })?;
-        self.inodes.lock().unwrap().open(ino);
-        Ok(self.add_handle(Handle::Read(Arc::new(reader))))
+        })
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        let reader = match self.handles.lock().unwrap().get(&fh) {
-            Some(Handle::Read(r)) => r.clone(),
-            Some(_) => return Err(libc::EBADF),
-            None => return Err(libc::EBADF),
+        let (reader, modify) = match self.handles.lock().unwrap().get(&fh) {
+            Some(Handle::Read(r)) => (Some(r.clone()), None),
+            Some(Handle::Modify(_, m)) => (None, Some(m.clone())),
+            _ => return Err(libc::EBADF),
         };
-        reader.read(offset, size).await.map_err(|e| e.errno())
+        match (reader, modify) {
+            (Some(reader), _) => reader.read(offset, size).await.map_err(|e| e.errno()),
+            (_, Some(m)) => m.lock().await.read(offset, size).await,
+            _ => Err(libc::EBADF),
+        }
     }
 
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        if let Some(m) = self.modify_handle(fh) {
+            return self.write_in_place(&m, offset, data).await;
+        }
         let handle = match self.handles.lock().unwrap().get(&fh) {
             Some(Handle::Write(_, h)) => h.clone(),
-            Some(Handle::NoWrite) => {
-                info!("writing into an existing file without O_TRUNC is not supported yet");
-                return Err(libc::EPERM);
-            }
             _ => return Err(libc::EBADF),
         };
         let mut h = handle.lock().await;
@@ -1777,9 +1816,68 @@ impl Filesystem {
         Ok(data.len() as u32)
     }
 
+    async fn write_in_place(
+        &self,
+        handle: &tokio::sync::Mutex<ModifyHandle>,
+        offset: u64,
+        data: &[u8],
+    ) -> FsResult<u32> {
+        let mut h = handle.lock().await;
+        let (dir, limit) = (&self.options.cache_dir, self.options.max_cache_size);
+        h.write(dir, limit, offset, data).await?;
+        if let Some(node) = self.inodes.lock().unwrap().get_mut(h.ino) {
+            node.state.size = h.len();
+            node.state.attrs.mtime = SystemTime::now();
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Saves a file changed in place as a new version of its object (nothing to do if it
+    /// did not change since the last save).
+    async fn commit_in_place(&self, h: &mut ModifyHandle) -> FsResult<()> {
+        if !h.dirty {
+            return Ok(());
+        }
+        let node = self.node(h.ino)?;
+        let mut writer = ObjectWriter::new(
+            self.upload.clone(),
+            node.key.clone(),
+            self.attrs_metadata(&node.state.attrs),
+        );
+        let uploaded = h.upload(&mut writer).await;
+        let result = match uploaded {
+            Ok(()) => writer.commit().await.map_err(|e| {
+                warn!(key = %node.key, "file not saved: {e}");
+                e.errno()
+            }),
+            Err(errno) => {
+                writer.abort().await;
+                warn!(key = %node.key, errno, "file not saved");
+                Err(errno)
+            }
+        }?;
+        h.dirty = false;
+        if let Some(n) = self.inodes.lock().unwrap().get_mut(h.ino) {
+            n.state.size = result.plaintext_size;
+            n.state.ciphertext_size = result.ciphertext_size;
+            n.state.etag = result.etag;
+            n.state.attrs_dirty = false;
+        }
+        self.read.cache.invalidate(&node.key);
+        self.forget_head(&node.key);
+        Ok(())
+    }
+
     /// close(): the opening process's flush commits the file and returns the upload's result;
     /// the last release commits what no flush did.
     pub async fn flush(&self, fh: u64, pid: u32) -> FsResult<()> {
+        if let Some(m) = self.modify_handle(fh) {
+            let mut h = m.lock().await;
+            if h.opener_pid != process_of(pid) {
+                return Ok(());
+            }
+            return self.commit_in_place(&mut h).await;
+        }
         let Some(handle) = self.write_handle(fh) else {
             return Ok(());
         };
@@ -1798,6 +1896,9 @@ impl Filesystem {
 
     /// fsync(2): commits a file being written; saves changed attributes of any other.
     pub async fn fsync(&self, ino: u64, fh: u64) -> FsResult<()> {
+        if let Some(m) = self.modify_handle(fh) {
+            return self.commit_in_place(&mut *m.lock().await).await;
+        }
         match self.write_handle(fh) {
             Some(handle) => self.commit(&mut *handle.lock().await).await,
             None => self.flush_attrs(ino).await,
@@ -1820,6 +1921,14 @@ impl Filesystem {
                 let mut h = handle.lock().await;
                 if let Err(errno) = fs.commit(&mut h).await {
                     warn!(key = %h.writer.key(), errno, "file could not be saved at release");
+                }
+            } else if let Some(Handle::Modify(ino, m)) = handle {
+                let mut h = m.lock().await;
+                if let Err(errno) = fs.commit_in_place(&mut h).await {
+                    warn!(ino, errno, "changed file could not be saved at release");
+                }
+                if let Some(n) = fs.inodes.lock().unwrap().get_mut(ino) {
+                    n.writers = n.writers.saturating_sub(1);
                 }
             }
             fs.inodes.lock().unwrap().close(ino);
@@ -1963,6 +2072,25 @@ impl Filesystem {
             }
         });
         futures::future::join_all(commits).await;
+        let changed: Vec<_> = self
+            .handles
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|h| match h {
+                Handle::Modify(_, m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect();
+        for m in changed {
+            let saved = tokio::time::timeout(timeout, async {
+                self.commit_in_place(&mut *m.lock().await).await
+            })
+            .await;
+            if !matches!(saved, Ok(Ok(()))) {
+                warn!("a file changed in place could not be saved at shutdown");
+            }
+        }
         self.flush_all_attrs().await;
     }
 
@@ -2017,6 +2145,13 @@ impl Filesystem {
             return Err(libc::ENOTDIR);
         }
         Ok(node)
+    }
+
+    fn modify_handle(&self, fh: u64) -> Option<Arc<tokio::sync::Mutex<ModifyHandle>>> {
+        match self.handles.lock().unwrap().get(&fh) {
+            Some(Handle::Modify(_, m)) => Some(m.clone()),
+            _ => None,
+        }
     }
 
     fn write_handle(&self, fh: u64) -> Option<Arc<tokio::sync::Mutex<WriteHandle>>> {

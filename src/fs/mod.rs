@@ -4,6 +4,7 @@
 mod filesystem;
 mod fuse;
 mod inodes;
+mod modify;
 pub mod names;
 
 pub use filesystem::{Attr, DirEntry, Filesystem, FsOptions, FsResult};

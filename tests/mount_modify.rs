@@ -1,0 +1,181 @@
+//! Changing existing files through a real mount (issue #7): overwrite in the middle, append,
+//! truncate down and up, sparse writes, each against the same operations on a local file,
+//! and an fsx-style random checker with a printed seed, with remounts in between.
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+
+use common::ServerKind;
+use common::mount::{Mount, TestVolume};
+
+on_both_servers!(
+    edits_match_a_local_file,
+    random_operations_match_a_local_file
+);
+
+fn open_rw(path: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap()
+}
+
+fn assert_same(m: &Mount, name: &str, local: &std::path::Path, what: &str) {
+    let got = std::fs::read(m.join(name)).unwrap();
+    let want = std::fs::read(local).unwrap();
+    assert!(
+        got == want,
+        "{what}: {} bytes in the mount, {} locally",
+        got.len(),
+        want.len()
+    );
+}
+
+async fn edits_match_a_local_file(kind: ServerKind) {
+    let v = TestVolume::new(kind, "modify", "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("ref");
+    let original = common::random_bytes(300_000, 41);
+    std::fs::write(&local, &original).unwrap();
+    let m = v.mount(&[]);
+    std::fs::write(m.join("f"), &original).unwrap();
+
+    // Overwrite in the middle, across a segment boundary.
+    for path in [m.join("f"), local.clone()] {
+        open_rw(&path).write_all_at(b"MIDDLE", 65_530).unwrap();
+    }
+    assert_same(&m, "f", &local, "overwrite");
+    // Append, small and crossing segment boundaries.
+    for data in [b"tail".to_vec(), common::random_bytes(70_000, 42)] {
+        for path in [m.join("f"), local.clone()] {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(&data).unwrap();
+        }
+        assert_same(&m, "f", &local, "append");
+    }
+    // Truncate down, up (zeros), to zero, then a sparse write past the end.
+    for len in [100_000u64, 250_000, 0] {
+        for path in [m.join("f"), local.clone()] {
+            open_rw(&path).set_len(len).unwrap();
+        }
+        assert_same(&m, "f", &local, &format!("truncate to {len}"));
+    }
+    for path in [m.join("f"), local.clone()] {
+        open_rw(&path).write_all_at(b"far out", 200_000).unwrap();
+    }
+    assert_same(&m, "f", &local, "sparse write");
+    // `dd conv=notrunc` into the middle.
+    let out = std::process::Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            "bs=4096",
+            "count=3",
+            "seek=5",
+            "conv=notrunc",
+        ])
+        .arg(format!("of={}", m.join("f").display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    open_rw(&local)
+        .write_all_at(&[0u8; 3 * 4096], 5 * 4096)
+        .unwrap();
+    assert_same(&m, "f", &local, "dd conv=notrunc");
+    assert_eq!(m.unmount(), Some(0));
+    let m = v.mount(&[]);
+    assert_same(&m, "f", &local, "after remount");
+}
+
+async fn random_operations_match_a_local_file(kind: ServerKind) {
+    let seed = 0xf5c0_0001_u64 ^ kind as u64;
+    println!("seed {seed:#x}");
+    let v = TestVolume::new(kind, "fsx", "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("ref");
+    std::fs::write(&local, common::random_bytes(100_000, seed)).unwrap();
+    let mut m = v.mount(&[]);
+    std::fs::copy(&local, m.join("f")).unwrap();
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let ops = if kind == ServerKind::Moto { 300 } else { 1000 };
+    let mut remote = open_rw(&m.join("f"));
+    let mut reference = open_rw(&local);
+    for op in 0..ops {
+        let size = reference.metadata().unwrap().len();
+        match next() % 10 {
+            0..=2 => {
+                let offset = next() % (size + 70_000);
+                let data = common::random_bytes((next() % 70_000) as usize + 1, next());
+                remote.write_all_at(&data, offset).unwrap();
+                reference.write_all_at(&data, offset).unwrap();
+            }
+            3 => {
+                let data = common::random_bytes((next() % 10_000) as usize + 1, next());
+                remote.seek(SeekFrom::End(0)).unwrap();
+                remote.write_all(&data).unwrap();
+                reference.seek(SeekFrom::End(0)).unwrap();
+                reference.write_all(&data).unwrap();
+            }
+            4 => {
+                let len = next() % (size + 100_000);
+                remote.set_len(len).unwrap();
+                reference.set_len(len).unwrap();
+            }
+            5 if op % 50 == 0 => {
+                // Close (commit), sometimes remount, and reopen.
+                drop(remote);
+                if next() % 3 == 0 {
+                    assert_eq!(m.unmount(), Some(0));
+                    m = v.mount(&[]);
+                }
+                remote = open_rw(&m.join("f"));
+            }
+            _ => {
+                let offset = next() % (size + 1);
+                let len = (next() % 100_000) as usize;
+                let mut a = vec![0u8; len];
+                let mut b = vec![0u8; len];
+                remote.seek(SeekFrom::Start(offset)).unwrap();
+                reference.seek(SeekFrom::Start(offset)).unwrap();
+                let na = read_full(&mut remote, &mut a);
+                let nb = read_full(&mut reference, &mut b);
+                assert_eq!(na, nb, "op {op}: read length at {offset}, seed {seed:#x}");
+                assert!(
+                    a[..na] == b[..nb],
+                    "op {op}: bytes at {offset}, seed {seed:#x}"
+                );
+            }
+        }
+    }
+    drop(remote);
+    assert_eq!(m.unmount(), Some(0));
+    let m = v.mount(&[]);
+    assert_same(
+        &m,
+        "f",
+        &local,
+        &format!("after {ops} operations, seed {seed:#x}"),
+    );
+}
+
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]).unwrap() {
+            0 => break,
+            k => n += k,
+        }
+    }
+    n
+}
