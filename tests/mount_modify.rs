@@ -9,10 +9,14 @@ use std::os::unix::fs::FileExt;
 
 use common::ServerKind;
 use common::mount::{Mount, TestVolume};
+use s3cryptfs::store::ObjectStore;
 
 on_both_servers!(
     edits_match_a_local_file,
-    random_operations_match_a_local_file
+    random_operations_match_a_local_file,
+    descriptors_of_one_file_share_its_contents,
+    a_file_renamed_while_changed_keeps_its_changes,
+    the_staging_budget_is_shared_by_all_files
 );
 
 fn open_rw(path: &std::path::Path) -> std::fs::File {
@@ -178,4 +182,127 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
         }
     }
     n
+}
+
+/// Two writers and a reader of one file in one mount see one set of contents, as on a local
+/// disk (the last write of a byte wins); two writers replacing a file (O_TRUNC): the one
+/// closed last is the file.
+async fn descriptors_of_one_file_share_its_contents(kind: ServerKind) {
+    let v = TestVolume::new(kind, "shared", "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("ref");
+    let original = common::random_bytes(200_000, 51);
+    std::fs::write(&local, &original).unwrap();
+    let m = v.mount(&[]);
+    std::fs::write(m.join("f"), &original).unwrap();
+
+    let (first, second) = (open_rw(&m.join("f")), open_rw(&m.join("f")));
+    let (local_first, local_second) = (open_rw(&local), open_rw(&local));
+    for (f, l, at, fill) in [
+        (&first, &local_first, 70_000, b'a'),
+        (&second, &local_second, 100_000, b'b'),
+        (&first, &local_first, 150_000, b'c'),
+        (&second, &local_second, 199_990, b'd'),
+    ] {
+        let data = vec![fill; 40_000];
+        f.write_all_at(&data, at).unwrap();
+        l.write_all_at(&data, at).unwrap();
+    }
+    // Each descriptor reads what both wrote, and so does a reader opened now.
+    let want = std::fs::read(&local).unwrap();
+    let mut got = vec![0u8; want.len() + 10];
+    let n = read_full_at(&first, &mut got);
+    assert!(
+        n == want.len() && got[..n] == want[..],
+        "first writer reads both"
+    );
+    let n = read_full_at(&second, &mut got);
+    assert!(
+        n == want.len() && got[..n] == want[..],
+        "second writer reads both"
+    );
+    let read = std::fs::read(m.join("f")).unwrap();
+    assert!(read == want, "a reader sees the contents being written");
+    drop(first);
+    drop(second);
+    assert_same(&m, "f", &local, "after both closed");
+
+    // Two replacements at once: the last closed wins.
+    let mut early = std::fs::File::create(m.join("f")).unwrap();
+    let mut late = std::fs::File::create(m.join("f")).unwrap();
+    late.write_all(b"closed last").unwrap();
+    early.write_all(b"closed first, lost").unwrap();
+    drop(early);
+    drop(late);
+    assert_eq!(std::fs::read(m.join("f")).unwrap(), b"closed last");
+    assert_eq!(m.unmount(), Some(0));
+
+    let m = v.mount(&[]);
+    assert_eq!(std::fs::read(m.join("f")).unwrap(), b"closed last");
+    assert_eq!(v.store.list_uploads("").await.unwrap().len(), 0);
+}
+
+/// A rename between two writes of a file changed in place: the saved version carries every
+/// change, under the new name only.
+async fn a_file_renamed_while_changed_keeps_its_changes(kind: ServerKind) {
+    let v = TestVolume::new(kind, "renamed", "").await;
+    let mut want = common::random_bytes(100_000, 61);
+    let m = v.mount(&[]);
+    std::fs::write(m.join("old"), &want).unwrap();
+    let f = open_rw(&m.join("old"));
+    f.write_all_at(b"before", 10).unwrap();
+    std::fs::rename(m.join("old"), m.join("new")).unwrap();
+    f.write_all_at(b"after", 90_000).unwrap();
+    drop(f);
+    want[10..16].copy_from_slice(b"before");
+    want[90_000..90_005].copy_from_slice(b"after");
+    assert!(std::fs::read(m.join("new")).unwrap() == want);
+    assert!(!m.join("old").exists());
+    assert_eq!(m.unmount(), Some(0));
+    let m = v.mount(&[]);
+    assert!(std::fs::read(m.join("new")).unwrap() == want);
+    assert!(!m.join("old").exists());
+    assert!(v.store.head(&v.key("old").await).await.is_err());
+}
+
+/// `--max-cache-size` bounds the staging copies of all files together: a second file that
+/// does not fit gets ENOSPC and a log line, and fits once the first is closed.
+async fn the_staging_budget_is_shared_by_all_files(kind: ServerKind) {
+    let v = TestVolume::new(kind, "budget", "").await;
+    let m = v.mount(&["--max-cache-size", "300K"]);
+    let (a, b) = (
+        common::random_bytes(200_000, 71),
+        common::random_bytes(200_000, 72),
+    );
+    std::fs::write(m.join("a"), &a).unwrap();
+    std::fs::write(m.join("b"), &b).unwrap();
+    let first = open_rw(&m.join("a"));
+    first.write_all_at(b"x", 5).unwrap();
+    let second = open_rw(&m.join("b"));
+    let err = second.write_all_at(b"y", 5).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert!(
+        m.log_text().contains("--max-cache-size"),
+        "{}",
+        m.log_text()
+    );
+    drop(first);
+    second.write_all_at(b"y", 5).unwrap();
+    drop(second);
+    let (mut a, mut b) = (a, b);
+    a[5] = b'x';
+    b[5] = b'y';
+    assert!(std::fs::read(m.join("a")).unwrap() == a);
+    assert!(std::fs::read(m.join("b")).unwrap() == b);
+}
+
+fn read_full_at(f: &std::fs::File, buf: &mut [u8]) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], done as u64).unwrap() {
+            0 => break,
+            n => done += n,
+        }
+    }
+    done
 }

@@ -385,7 +385,8 @@ pub struct MountArgs {
     /// for root]
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Largest file that can be changed in place (its staging copy), K, M, G suffixes
+    /// Local disk that the staging copies of all files being changed in place may take
+    /// together (K, M, G suffixes); a change beyond it fails with ENOSPC
     #[arg(long, default_value = "10G", value_parser = parse_size)]
     pub max_cache_size: u64,
     /// Memory for cached decrypted segments (K, M, G suffixes)

@@ -18,6 +18,7 @@ use super::names;
 use crate::crypto::{ATTRS_METADATA_NAME, PosixAttrs, open_attrs, seal_attrs};
 use crate::read::{ObjectReader, ObjectVersion, ReadContext};
 use crate::store::{Metadata, StoreError, StoreErrorKind};
+use crate::upload::staging::StagingBudget;
 use crate::upload::{ObjectWriter, UploadContext};
 use crate::volume::Volume;
 
@@ -154,10 +155,22 @@ enum Handle {
     Read(Arc<ObjectReader>),
     /// The inode it writes, and the writer.
     Write(u64, Arc<tokio::sync::Mutex<WriteHandle>>),
-    /// An existing file opened for writing without O_TRUNC: changed in place.
-    Modify(u64, Arc<tokio::sync::Mutex<ModifyHandle>>),
+    /// A descriptor of a file being changed in place (opened for writing without O_TRUNC,
+    /// or any open while such a change is under way).
+    Modify(ModifyOpen),
     Dir(Arc<Vec<DirEntry>>),
 }
+
+struct ModifyOpen {
+    /// The process that opened it: its close() saves the file.
+    opener_pid: u32,
+    /// Opened for writing (counted in the node's writers).
+    writes: bool,
+    /// Shared by every descriptor of the file.
+    state: SharedModify,
+}
+
+type SharedModify = Arc<tokio::sync::Mutex<ModifyHandle>>;
 
 pub struct Filesystem {
     volume: Arc<Volume>,
@@ -179,6 +192,10 @@ pub struct Filesystem {
     /// object onto itself) against its rename or removal. Concurrent, a self-copy that a
     /// store finishes after the delete brings the old name back (seen on Garage).
     object_locks: ObjectLocks,
+    /// Files being changed in place: their shared state and how many descriptors use it.
+    modifying: Mutex<HashMap<u64, (SharedModify, usize)>>,
+    /// `--max-cache-size`, shared by all staging files.
+    staging_budget: Arc<StagingBudget>,
     /// Keys already logged as hidden (names that do not decrypt), so each is logged once.
     hidden_logged: Mutex<std::collections::HashSet<String>>,
     handles: Mutex<HashMap<u64, Handle>>,
@@ -201,6 +218,7 @@ impl Filesystem {
         upload: Arc<UploadContext>,
     ) -> Self {
         let mounted_at = SystemTime::now();
+        let max_cache_size = options.max_cache_size;
         let root = NodeState {
             size: 0,
             ciphertext_size: 0,
@@ -225,6 +243,8 @@ impl Filesystem {
             head_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HEADS)),
             flushes_scheduled: Mutex::new(std::collections::HashSet::new()),
             object_locks: ObjectLocks::default(),
+            modifying: Mutex::new(HashMap::new()),
+            staging_budget: StagingBudget::new(max_cache_size),
             hidden_logged: Mutex::new(std::collections::HashSet::new()),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
@@ -699,11 +719,13 @@ impl Filesystem {
         fh: Option<u64>,
     ) -> FsResult<Attr> {
         if let Some(size) = change.size
-            && let Some(m) = fh.and_then(|fh| self.modify_handle(fh))
+            && let Some(m) = fh
+                .and_then(|fh| self.modify_handle(fh))
+                .or_else(|| self.modify_state(ino))
         {
             let mut h = m.lock().await;
-            let (dir, limit) = (&self.options.cache_dir, self.options.max_cache_size);
-            h.set_len(dir, limit, size).await?;
+            h.set_len(&self.options.cache_dir, &self.staging_budget, size)
+                .await?;
             if let Some(node) = self.inodes.lock().unwrap().get_mut(ino) {
                 node.state.size = size;
                 node.state.attrs.mtime = SystemTime::now();
@@ -1357,9 +1379,19 @@ impl Filesystem {
         if node.kind == NodeKind::Dir {
             self.rename_dir(&node, &new_key, &old_path, &new_path)
                 .await?;
-        } else if !(node.writers > 0 && self.rename_writing(&node, &new_key).await?) {
+        } else if self.streams_of(node.ino) > 1 {
+            info!(key = %node.key, "refusing to rename a file that two writers are replacing");
+            return Err(libc::EBUSY);
+        } else if self.modify_state(node.ino).is_some()
+            || !(node.writers > 0 && self.rename_writing(&node, &new_key).await?)
+        {
             // A version whose commit is under way (its last close) is renamed once it is in.
-            if node.writers > 0 && !self.wait_for_commit(node.ino).await {
+            // A file changed in place is renamed as it is saved; its next save goes to the
+            // new name.
+            if node.writers > 0
+                && self.modify_state(node.ino).is_none()
+                && !self.wait_for_commit(node.ino).await
+            {
                 return Err(libc::EBUSY);
             }
             let mut objects = vec![node.ino];
@@ -1708,10 +1740,29 @@ impl Filesystem {
                 self.getattr(ino).await?;
             }
             let pid = process_of(pid);
+            // Already being changed in place: this descriptor shares those contents.
+            if let Some(fh) = self.join_modify(ino, pid, true) {
+                if truncate {
+                    let state = self.modify_handle(fh).expect("just added");
+                    let mut h = state.lock().await;
+                    h.set_len(&self.options.cache_dir, &self.staging_budget, 0)
+                        .await?;
+                    if let Some(n) = self.inodes.lock().unwrap().get_mut(ino) {
+                        n.state.size = 0;
+                        n.state.attrs.mtime = SystemTime::now();
+                    }
+                }
+                return Ok(fh);
+            }
+            // A new version being streamed has to be in before it can be changed in place.
+            if !truncate && node.writers > 0 && !self.wait_for_commit(ino).await {
+                info!(key = %node.key, "cannot change a file while a new version of it is being written");
+                return Err(libc::EBUSY);
+            }
             let attrs = {
                 let mut inodes = self.inodes.lock().unwrap();
                 let node = inodes.get_mut(ino).ok_or(libc::ENOENT)?;
-                if node.writers > 0 {
+                if node.writers > 0 && !truncate {
                     return Err(libc::EBUSY);
                 }
                 if !truncate {
@@ -1731,12 +1782,23 @@ impl Filesystem {
                             return Err(e);
                         }
                     };
-                    let handle = ModifyHandle::new(ino, pid, Arc::new(base), base_len);
-                    return Ok(self.add_handle(Handle::Modify(
+                    let state = Arc::new(tokio::sync::Mutex::new(ModifyHandle::new(
                         ino,
-                        Arc::new(tokio::sync::Mutex::new(handle)),
+                        Arc::new(base),
+                        base_len,
                     )));
+                    self.modifying
+                        .lock()
+                        .unwrap()
+                        .insert(ino, (state.clone(), 1));
+                    return Ok(self.add_handle(Handle::Modify(ModifyOpen {
+                        opener_pid: pid,
+                        writes: true,
+                        state,
+                    })));
                 }
+                // With O_TRUNC while another new version is being written, both are written
+                // and the one closed last is the file (last writer wins).
                 node.writers += 1;
                 node.state.size = 0;
                 node.state.attrs.mtime = SystemTime::now();
@@ -1744,6 +1806,10 @@ impl Filesystem {
                 node.state.attrs
             };
             return Ok(self.add_writer(ino, node.key.clone(), pid, &attrs));
+        }
+        // Being changed in place: read what the writers see.
+        if let Some(fh) = self.join_modify(ino, process_of(pid), false) {
+            return Ok(fh);
         }
         if node.writers > 0 && !self.wait_for_commit(ino).await {
             info!(key = %node.key, "cannot read a file while it is being written");
@@ -1785,7 +1851,7 @@ impl Filesystem {
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let (reader, modify) = match self.handles.lock().unwrap().get(&fh) {
             Some(Handle::Read(r)) => (Some(r.clone()), None),
-            Some(Handle::Modify(_, m)) => (None, Some(m.clone())),
+            Some(Handle::Modify(m)) => (None, Some(m.state.clone())),
             _ => return Err(libc::EBADF),
         };
         match (reader, modify) {
@@ -1823,8 +1889,8 @@ impl Filesystem {
         data: &[u8],
     ) -> FsResult<u32> {
         let mut h = handle.lock().await;
-        let (dir, limit) = (&self.options.cache_dir, self.options.max_cache_size);
-        h.write(dir, limit, offset, data).await?;
+        h.write(&self.options.cache_dir, &self.staging_budget, offset, data)
+            .await?;
         if let Some(node) = self.inodes.lock().unwrap().get_mut(h.ino) {
             node.state.size = h.len();
             node.state.attrs.mtime = SystemTime::now();
@@ -1838,6 +1904,8 @@ impl Filesystem {
         if !h.dirty {
             return Ok(());
         }
+        // Not while a rename moves the object: the new version goes where the name is now.
+        let _saving = self.object_locks.lock(&[h.ino]).await;
         let node = self.node(h.ino)?;
         let mut writer = ObjectWriter::new(
             self.upload.clone(),
@@ -1871,12 +1939,17 @@ impl Filesystem {
     /// close(): the opening process's flush commits the file and returns the upload's result;
     /// the last release commits what no flush did.
     pub async fn flush(&self, fh: u64, pid: u32) -> FsResult<()> {
-        if let Some(m) = self.modify_handle(fh) {
-            let mut h = m.lock().await;
-            if h.opener_pid != process_of(pid) {
+        let opened = match self.handles.lock().unwrap().get(&fh) {
+            Some(Handle::Modify(m)) => {
+                Some((m.writes && m.opener_pid == process_of(pid), m.state.clone()))
+            }
+            _ => None,
+        };
+        if let Some((saves, state)) = opened {
+            if !saves {
                 return Ok(());
             }
-            return self.commit_in_place(&mut h).await;
+            return self.commit_in_place(&mut *state.lock().await).await;
         }
         let Some(handle) = self.write_handle(fh) else {
             return Ok(());
@@ -1922,14 +1995,17 @@ impl Filesystem {
                 if let Err(errno) = fs.commit(&mut h).await {
                     warn!(key = %h.writer.key(), errno, "file could not be saved at release");
                 }
-            } else if let Some(Handle::Modify(ino, m)) = handle {
-                let mut h = m.lock().await;
-                if let Err(errno) = fs.commit_in_place(&mut h).await {
-                    warn!(ino, errno, "changed file could not be saved at release");
+            } else if let Some(Handle::Modify(m)) = handle {
+                if m.writes {
+                    let mut h = m.state.lock().await;
+                    if let Err(errno) = fs.commit_in_place(&mut h).await {
+                        warn!(ino, errno, "changed file could not be saved at release");
+                    }
+                    if let Some(n) = fs.inodes.lock().unwrap().get_mut(ino) {
+                        n.writers = n.writers.saturating_sub(1);
+                    }
                 }
-                if let Some(n) = fs.inodes.lock().unwrap().get_mut(ino) {
-                    n.writers = n.writers.saturating_sub(1);
-                }
+                fs.leave_modify(ino);
             }
             fs.inodes.lock().unwrap().close(ino);
             fs.releasing.fetch_sub(1, Ordering::SeqCst);
@@ -2073,14 +2149,11 @@ impl Filesystem {
         });
         futures::future::join_all(commits).await;
         let changed: Vec<_> = self
-            .handles
+            .modifying
             .lock()
             .unwrap()
             .values()
-            .filter_map(|h| match h {
-                Handle::Modify(_, m) => Some(m.clone()),
-                _ => None,
-            })
+            .map(|(state, _)| state.clone())
             .collect();
         for m in changed {
             let saved = tokio::time::timeout(timeout, async {
@@ -2131,6 +2204,16 @@ impl Filesystem {
         ))
     }
 
+    /// How many new versions of the file are being written (descriptors opened with O_TRUNC).
+    fn streams_of(&self, ino: u64) -> usize {
+        self.handles
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|h| matches!(h, Handle::Write(of, _) if *of == ino))
+            .count()
+    }
+
     /// The write handle of a file being written.
     fn writer_of(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<WriteHandle>>> {
         self.handles.lock().unwrap().values().find_map(|h| match h {
@@ -2147,10 +2230,53 @@ impl Filesystem {
         Ok(node)
     }
 
-    fn modify_handle(&self, fh: u64) -> Option<Arc<tokio::sync::Mutex<ModifyHandle>>> {
+    fn modify_handle(&self, fh: u64) -> Option<SharedModify> {
         match self.handles.lock().unwrap().get(&fh) {
-            Some(Handle::Modify(_, m)) => Some(m.clone()),
+            Some(Handle::Modify(m)) => Some(m.state.clone()),
             _ => None,
+        }
+    }
+
+    /// The shared state of a file being changed in place.
+    fn modify_state(&self, ino: u64) -> Option<SharedModify> {
+        self.modifying
+            .lock()
+            .unwrap()
+            .get(&ino)
+            .map(|(state, _)| state.clone())
+    }
+
+    /// A new descriptor on a file already being changed in place, if it is.
+    fn join_modify(&self, ino: u64, pid: u32, writes: bool) -> Option<u64> {
+        let state = {
+            let mut modifying = self.modifying.lock().unwrap();
+            let (state, users) = modifying.get_mut(&ino)?;
+            *users += 1;
+            state.clone()
+        };
+        {
+            let mut inodes = self.inodes.lock().unwrap();
+            if writes && let Some(n) = inodes.get_mut(ino) {
+                n.writers += 1;
+            }
+            inodes.open(ino);
+        }
+        Some(self.add_handle(Handle::Modify(ModifyOpen {
+            opener_pid: pid,
+            writes,
+            state,
+        })))
+    }
+
+    /// A descriptor of a file changed in place is gone; the last one drops the shared state
+    /// (and its staging file).
+    fn leave_modify(&self, ino: u64) {
+        let mut modifying = self.modifying.lock().unwrap();
+        if let Some((_, users)) = modifying.get_mut(&ino) {
+            *users -= 1;
+            if *users == 0 {
+                modifying.remove(&ino);
+            }
         }
     }
 

@@ -5,6 +5,10 @@
 //! ([`crate::upload::staging`]) where every later write and truncation lands. Committing
 //! streams the staged contents through a new [`ObjectWriter`], so the object gets a new
 //! version with a fresh salt: no keystream is ever reused for different plaintext.
+//!
+//! One [`ModifyHandle`] exists per file being changed, shared by every descriptor open on it
+//! in this mount (writers and readers alike), so they all see one set of contents, as on a
+//! local disk: concurrent writers interleave and the last write of a byte wins.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,15 +18,13 @@ use tracing::warn;
 
 use crate::read::ObjectReader;
 use crate::upload::ObjectWriter;
-use crate::upload::staging::StagingFile;
+use crate::upload::staging::{StagingBudget, StagingFile};
 
 /// Bytes copied per step between the object, the staging file and the upload.
 const CHUNK: u64 = 1024 * 1024;
 
 pub struct ModifyHandle {
     pub ino: u64,
-    /// The process that opened the file: its close() commits.
-    pub opener_pid: u32,
     base: Arc<ObjectReader>,
     base_len: u64,
     staging: Option<StagingFile>,
@@ -31,10 +33,9 @@ pub struct ModifyHandle {
 }
 
 impl ModifyHandle {
-    pub fn new(ino: u64, opener_pid: u32, base: Arc<ObjectReader>, base_len: u64) -> Self {
+    pub fn new(ino: u64, base: Arc<ObjectReader>, base_len: u64) -> Self {
         Self {
             ino,
-            opener_pid,
             base,
             base_len,
             staging: None,
@@ -65,25 +66,34 @@ impl ModifyHandle {
         }
     }
 
-    /// Copies the current version into a new staging file, once.
-    async fn staging(&mut self, dir: &Path, limit: u64) -> Result<&mut StagingFile, i32> {
+    /// Copies the current version into a new staging file, once: its first `keep` bytes,
+    /// as far as it has them (a truncation copies no more than it keeps).
+    async fn staging(
+        &mut self,
+        dir: &Path,
+        budget: &Arc<StagingBudget>,
+        keep: u64,
+    ) -> Result<&mut StagingFile, i32> {
         if self.staging.is_none() {
-            let mut staging = StagingFile::new(dir, limit).map_err(|e| {
+            let mut staging = StagingFile::new(dir, budget.clone()).map_err(|e| {
                 warn!(dir = %dir.display(), "cannot create a staging file: {e}");
                 io_errno(&e)
             })?;
+            let copy = self.base_len.min(keep);
             let mut offset = 0;
-            while offset < self.base_len {
+            while offset < copy {
                 let chunk = self
                     .base
-                    .read(offset, CHUNK.min(self.base_len - offset) as u32)
+                    .read(offset, CHUNK.min(copy - offset) as u32)
                     .await
                     .map_err(|e| e.errno())?;
                 if chunk.is_empty() {
                     return Err(libc::EIO);
                 }
-                tokio::task::block_in_place(|| staging.write_at(offset, &chunk))
-                    .map_err(|e| io_errno(&e))?;
+                tokio::task::block_in_place(|| staging.write_at(offset, &chunk)).map_err(|e| {
+                    warn!("cannot stage a file being changed in place: {e}");
+                    io_errno(&e)
+                })?;
                 offset += chunk.len() as u64;
             }
             self.staging = Some(staging);
@@ -94,11 +104,11 @@ impl ModifyHandle {
     pub async fn write(
         &mut self,
         dir: &Path,
-        limit: u64,
+        budget: &Arc<StagingBudget>,
         offset: u64,
         data: &[u8],
     ) -> Result<(), i32> {
-        let staging = self.staging(dir, limit).await?;
+        let staging = self.staging(dir, budget, u64::MAX).await?;
         tokio::task::block_in_place(|| staging.write_at(offset, data)).map_err(|e| {
             warn!("staged write failed: {e}");
             io_errno(&e)
@@ -107,12 +117,20 @@ impl ModifyHandle {
         Ok(())
     }
 
-    pub async fn set_len(&mut self, dir: &Path, limit: u64, len: u64) -> Result<(), i32> {
+    pub async fn set_len(
+        &mut self,
+        dir: &Path,
+        budget: &Arc<StagingBudget>,
+        len: u64,
+    ) -> Result<(), i32> {
         if len == self.len() {
             return Ok(());
         }
-        let staging = self.staging(dir, limit).await?;
-        tokio::task::block_in_place(|| staging.set_len(len)).map_err(|e| io_errno(&e))?;
+        let staging = self.staging(dir, budget, len).await?;
+        tokio::task::block_in_place(|| staging.set_len(len)).map_err(|e| {
+            warn!("cannot resize a file being changed in place: {e}");
+            io_errno(&e)
+        })?;
         self.dirty = true;
         Ok(())
     }

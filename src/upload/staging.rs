@@ -15,6 +15,8 @@
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::crypto::MasterKey;
 use crate::crypto::keys::ObjectKeys;
@@ -31,18 +33,68 @@ enum Block {
     Stored { generation: u64, tag: [u8; 32] },
 }
 
+/// The `--max-cache-size` shared by every staging file of a mount: the bytes they hold
+/// together (their lengths, holes included) never exceed it.
+pub struct StagingBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl StagingBudget {
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes held by staging files now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn reserve(&self, bytes: u64) -> io::Result<()> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .map(|_| ())
+            .map_err(|used| {
+                io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!(
+                        "the --max-cache-size of {} bytes is used up ({used} bytes staged by \
+                         files being changed in place, {bytes} more needed)",
+                        self.limit
+                    ),
+                )
+            })
+    }
+
+    fn release(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
 pub struct StagingFile {
     file: std::fs::File,
     keys: ObjectKeys,
     blocks: Vec<Block>,
+    /// Also what this file holds of the budget.
     len: u64,
     next_generation: u64,
-    limit: u64,
+    budget: Arc<StagingBudget>,
+}
+
+impl Drop for StagingFile {
+    fn drop(&mut self) {
+        self.budget.release(self.len);
+    }
 }
 
 impl StagingFile {
-    /// A new, empty staging file in `dir` that refuses to grow past `limit` bytes.
-    pub fn new(dir: &Path, limit: u64) -> io::Result<Self> {
+    /// A new, empty staging file in `dir` that grows only as far as `budget` allows.
+    pub fn new(dir: &Path, budget: Arc<StagingBudget>) -> io::Result<Self> {
         let file = tempfile::tempfile_in(dir)?;
         // A fresh random key per staging file: it is never written anywhere.
         let key = MasterKey::generate();
@@ -53,7 +105,7 @@ impl StagingFile {
             blocks: Vec::new(),
             len: 0,
             next_generation: 0,
-            limit,
+            budget,
         })
     }
 
@@ -87,24 +139,22 @@ impl StagingFile {
     /// Writes `data` at `offset`, growing the file (a gap reads as zeros).
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let end = offset + data.len() as u64;
-        if end > self.limit {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                format!(
-                    "staging a file larger than the --max-cache-size of {} bytes",
-                    self.limit
-                ),
-            ));
-        }
+        let grown = end.saturating_sub(self.len);
+        self.budget.reserve(grown)?;
         let mut done = 0;
         while done < data.len() {
             let at = offset + done as u64;
             let index = (at / BLOCK as u64) as usize;
             let within = (at % BLOCK as u64) as usize;
             let take = (BLOCK - within).min(data.len() - done);
-            let mut block = self.load(index)?;
-            block[within..within + take].copy_from_slice(&data[done..done + take]);
-            self.store(index, &mut block)?;
+            let stored = self.load(index).and_then(|mut block| {
+                block[within..within + take].copy_from_slice(&data[done..done + take]);
+                self.store(index, &mut block)
+            });
+            if let Err(e) = stored {
+                self.budget.release(grown);
+                return Err(e);
+            }
             done += take;
         }
         self.len = self.len.max(end);
@@ -113,14 +163,8 @@ impl StagingFile {
 
     /// Truncates or extends (with zeros) to `len` bytes.
     pub fn set_len(&mut self, len: u64) -> io::Result<()> {
-        if len > self.limit {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                format!(
-                    "staging a file larger than the --max-cache-size of {} bytes",
-                    self.limit
-                ),
-            ));
+        if len > self.len {
+            self.budget.reserve(len - self.len)?;
         }
         if len < self.len {
             // The tail of the new last block must read as zeros if the file grows again.
@@ -134,6 +178,7 @@ impl StagingFile {
             let keep = (len as usize).div_ceil(BLOCK);
             self.blocks.truncate(keep);
             self.file.set_len((keep * BLOCK) as u64)?;
+            self.budget.release(self.len - len);
         }
         self.len = len;
         Ok(())
@@ -219,7 +264,7 @@ mod tests {
         let seed = 0x5eed_1234_u64;
         println!("seed {seed:#x}");
         let dir = tempfile::tempdir().unwrap();
-        let mut staged = StagingFile::new(dir.path(), 64 << 20).unwrap();
+        let mut staged = StagingFile::new(dir.path(), StagingBudget::new(64 << 20)).unwrap();
         let mut model: Vec<u8> = Vec::new();
         let mut x = seed;
         for op in 0..3000 {
@@ -258,7 +303,7 @@ mod tests {
     #[test]
     fn nothing_is_on_disk_in_the_clear() {
         let dir = tempfile::tempdir().unwrap();
-        let mut staged = StagingFile::new(dir.path(), 1 << 20).unwrap();
+        let mut staged = StagingFile::new(dir.path(), StagingBudget::new(1 << 20)).unwrap();
         let secret = b"attack at dawn, the password is hunter2 ".repeat(2000);
         staged.write_at(0, &secret).unwrap();
         let raw = staged.raw();
@@ -271,7 +316,7 @@ mod tests {
     #[test]
     fn a_block_changed_on_disk_is_an_error_not_data() {
         let dir = tempfile::tempdir().unwrap();
-        let mut staged = StagingFile::new(dir.path(), 1 << 20).unwrap();
+        let mut staged = StagingFile::new(dir.path(), StagingBudget::new(1 << 20)).unwrap();
         staged.write_at(0, &vec![7u8; 3 * BLOCK]).unwrap();
         staged.corrupt_block(1);
         let mut buf = vec![0u8; BLOCK];
@@ -283,22 +328,35 @@ mod tests {
     #[test]
     fn the_size_limit_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let mut staged = StagingFile::new(dir.path(), 100_000).unwrap();
-        staged.write_at(0, &[1; 100_000]).unwrap();
-        let err = staged.write_at(99_999, &[1; 2]).unwrap_err();
+        let budget = StagingBudget::new(100_000);
+        let mut staged = StagingFile::new(dir.path(), budget.clone()).unwrap();
+        staged.write_at(0, &[1; 60_000]).unwrap();
+        // The budget is shared: a second file gets what the first left.
+        let mut other = StagingFile::new(dir.path(), budget.clone()).unwrap();
+        other.write_at(0, &[2; 40_000]).unwrap();
+        assert_eq!(budget.used(), 100_000);
+        let err = staged.write_at(59_999, &[1; 2]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::StorageFull);
         assert!(err.to_string().contains("--max-cache-size"));
         assert_eq!(
-            staged.set_len(100_001).unwrap_err().kind(),
+            other.set_len(40_001).unwrap_err().kind(),
             io::ErrorKind::StorageFull
         );
-        assert_eq!(staged.len(), 100_000);
+        assert_eq!((staged.len(), other.len()), (60_000, 40_000));
+        // Shrinking and dropping give it back.
+        staged.set_len(10_000).unwrap();
+        other.write_at(40_000, &[2; 50_000]).unwrap();
+        assert_eq!(budget.used(), 100_000);
+        drop(other);
+        assert_eq!(budget.used(), 10_000);
+        drop(staged);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]
     fn rewriting_a_block_never_reuses_its_iv() {
         let dir = tempfile::tempdir().unwrap();
-        let mut staged = StagingFile::new(dir.path(), 1 << 20).unwrap();
+        let mut staged = StagingFile::new(dir.path(), StagingBudget::new(1 << 20)).unwrap();
         staged.write_at(0, &[1u8; 10]).unwrap();
         let first = staged.raw()[..BLOCK].to_vec();
         staged.write_at(0, &[1u8; 10]).unwrap();
