@@ -9,7 +9,7 @@ use futures::StreamExt;
 use super::args::FsckArgs;
 use super::recover::{KeyName, PathDecoder, open, stream_out};
 use super::{EXIT_FAILURE, EXIT_STORE, fail, runtime};
-use crate::crypto::{HEADER_LEN, ObjectDecryptor};
+use crate::crypto::ObjectDecryptor;
 use crate::store::ObjectInfo;
 use crate::volume::{RESERVED_NAME, Volume};
 
@@ -162,7 +162,11 @@ async fn verify(volume: &Volume, object: &ObjectInfo, headers_only: bool) -> Ver
     }
     let header = match volume
         .store
-        .get_range(&object.key, 0..HEADER_LEN as u64, object.etag.as_deref())
+        .get_range(
+            &object.key,
+            0..volume.layout.header_len() as u64,
+            object.etag.as_deref(),
+        )
         .await
     {
         Ok(r) => match r.body.collect().await {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::args::{GetArgs, LsArgs, ObjectArgs, PutArgs, VolumeArgs};
 use super::{EXIT_FAILURE, EXIT_STORE, EXIT_USAGE, fail, runtime};
-use crate::crypto::{HEADER_LEN, ObjectDecryptor};
+use crate::crypto::ObjectDecryptor;
 use crate::fs::names;
 use crate::upload::{MemoryBudget, ObjectWriter, UploadConfig, UploadContext, UploadStats};
 use crate::volume::{RESERVED_NAME, Volume};
@@ -252,7 +252,7 @@ pub(super) async fn stream_out(
     let layout = volume.layout;
     let header = volume
         .store
-        .get_range(path, 0..HEADER_LEN as u64, etag.as_deref())
+        .get_range(path, 0..layout.header_len() as u64, etag.as_deref())
         .await
         .map_err(store_err)?
         .body

@@ -219,6 +219,7 @@ impl UserKey {
 
 /// HKDF info prefix for per-object keys; `header[0..8]` follows it.
 pub(crate) const OBJECT_KEYS_INFO: &[u8] = b"s3cryptfs v1 object keys";
+pub(crate) const EPOCH_KEYS_INFO: &[u8] = b"s3cryptfs v2 epoch keys";
 
 /// Per-object keys: an expanded AES-256 key and a keyed HMAC-SHA256 state.
 /// Both are cloned per segment, so no key schedule is recomputed per
@@ -238,6 +239,37 @@ impl ObjectKeys {
         let mut okm = Zeroizing::new([0u8; 64]);
         hk.expand_multi_info(&[OBJECT_KEYS_INFO, header_prefix], &mut okm[..])
             .expect("64 bytes is a valid HKDF-SHA256 output length");
+        let aes = Aes256::new_from_slice(&okm[..32]).expect("32-byte AES key");
+        let mac =
+            <HmacSha256 as KeyInit>::new_from_slice(&okm[32..]).expect("HMAC accepts any key");
+        ObjectKeys { aes, mac }
+    }
+
+    /// Keys of one epoch of a format-2 object:
+    /// HKDF-SHA256(ikm = master, salt = header salt,
+    /// info = "s3cryptfs v2 epoch keys" || header[0..7] || 0 || first segment u32 BE
+    /// || epoch nonce) -> aes key || mac key. Each append draws a new epoch nonce, so
+    /// its segments get keys of their own while the earlier epochs' keys (and
+    /// their ciphertext, copied server-side) stay as they were.
+    pub(crate) fn derive_epoch(
+        master: &MasterKey,
+        salt: &[u8; 32],
+        header_prefix: &[u8; 8],
+        first_segment: u32,
+        nonce: &[u8; 16],
+    ) -> Self {
+        let hk = Hkdf::<Sha256>::new(Some(salt), master.expose());
+        let mut okm = Zeroizing::new([0u8; 64]);
+        hk.expand_multi_info(
+            &[
+                EPOCH_KEYS_INFO,
+                header_prefix,
+                &first_segment.to_be_bytes(),
+                nonce,
+            ],
+            &mut okm[..],
+        )
+        .expect("64 bytes is a valid HKDF-SHA256 output length");
         let aes = Aes256::new_from_slice(&okm[..32]).expect("32-byte AES key");
         let mac =
             <HmacSha256 as KeyInit>::new_from_slice(&okm[32..]).expect("HMAC accepts any key");

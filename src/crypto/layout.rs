@@ -4,14 +4,24 @@
 //! segment size, `H = HEADER_LEN`. Segment 0 holds `S - H` plaintext bytes so
 //! that, together with the header, it occupies exactly `C` ciphertext bytes;
 //! ciphertext segment `i` therefore starts at `i * C` (segment 0's
-//! ciphertext itself starts at `H`).
+//! ciphertext itself starts at `H`). `H` depends on the volume's object
+//! format: 48 bytes in format 1, 368 in format 2 (its table of epochs).
 
 use std::ops::Range;
 
 use super::error::CryptoError;
 
-/// Length of the object header in bytes.
+/// Length of the object header in bytes (format 1).
 pub const HEADER_LEN: usize = 48;
+/// Epochs a format-2 header can list (each append adds one; a full table
+/// makes the next change rewrite the object under a new salt).
+pub const MAX_EPOCHS: usize = 16;
+/// One epoch entry: first segment (u32) and the epoch nonce (16 bytes).
+pub const EPOCH_ENTRY_LEN: usize = 20;
+/// Length of a format-2 object header.
+pub const HEADER_LEN_V2: usize = HEADER_LEN + MAX_EPOCHS * EPOCH_ENTRY_LEN;
+/// The object formats this build reads (and the newest, which it writes).
+pub const OBJECT_FORMATS: [u8; 2] = [1, 2];
 /// Length of the authentication tag after every segment.
 pub const TAG_LEN: usize = 32;
 /// Smallest allowed plaintext segment size.
@@ -21,29 +31,58 @@ pub const MAX_SEGMENT_SIZE: u32 = 16 << 20;
 /// Largest number of segments in one object (the index is a u32 in the IV).
 pub const MAX_SEGMENTS: u64 = 1 << 32;
 
-const H: u64 = HEADER_LEN as u64;
 const T: u64 = TAG_LEN as u64;
 
-/// The segment geometry of a volume.
+/// The segment geometry of a volume: segment size and object format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     segment_size: u32,
+    format: u8,
 }
 
 impl Layout {
     /// The default plaintext segment size (64 KiB).
     pub const DEFAULT_SEGMENT_SIZE: u32 = 65536;
 
-    /// A layout with plaintext segment size `S`, which must be a power of two
-    /// in `4096..=16 MiB`.
+    /// A format-1 layout with plaintext segment size `S`, which must be a
+    /// power of two in `4096..=16 MiB`.
     pub fn new(plaintext_segment_size: u32) -> Result<Self, CryptoError> {
+        Self::with_format(plaintext_segment_size, 1)
+    }
+
+    /// A layout of object format `format` (1 or 2).
+    pub fn with_format(plaintext_segment_size: u32, format: u8) -> Result<Self, CryptoError> {
         let s = plaintext_segment_size;
         if !s.is_power_of_two() || !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&s) {
             return Err(CryptoError::InvalidConfig(format!(
                 "segment size {s} is not a power of two between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE}"
             )));
         }
-        Ok(Layout { segment_size: s })
+        if !OBJECT_FORMATS.contains(&format) {
+            return Err(CryptoError::UnsupportedVersion(format));
+        }
+        Ok(Layout {
+            segment_size: s,
+            format,
+        })
+    }
+
+    /// The object format version (header byte 4).
+    pub fn format(&self) -> u8 {
+        self.format
+    }
+
+    /// `H`: 48 bytes in format 1, 368 in format 2.
+    pub fn header_len(&self) -> usize {
+        if self.format == 1 {
+            HEADER_LEN
+        } else {
+            HEADER_LEN_V2
+        }
+    }
+
+    fn h(&self) -> u64 {
+        self.header_len() as u64
     }
 
     /// `log2(S)`, as stored in the header.
@@ -71,20 +110,20 @@ impl Layout {
         if plaintext_size == 0 {
             1
         } else {
-            (plaintext_size + H).div_ceil(self.s())
+            (plaintext_size + self.h()).div_ceil(self.s())
         }
     }
 
     /// `H + P + n * TAG_LEN`.
     pub fn ciphertext_size(&self, plaintext_size: u64) -> u64 {
-        H + plaintext_size + self.segment_count(plaintext_size) * T
+        self.h() + plaintext_size + self.segment_count(plaintext_size) * T
     }
 
     /// Inverse of [`Layout::ciphertext_size`]; `ImpossibleSize` if no
     /// plaintext has a ciphertext of this size.
     pub fn plaintext_size(&self, ciphertext_size: u64) -> Result<u64, CryptoError> {
         let total = ciphertext_size;
-        if total < H + T {
+        if total < self.h() + T {
             return Err(CryptoError::ImpossibleSize(total));
         }
         let c = self.ciphertext_segment_size();
@@ -96,27 +135,31 @@ impl Layout {
             // The last segment would be a bare tag: only a lone segment may be empty.
             return Err(CryptoError::ImpossibleSize(total));
         }
-        Ok(total - H - n * T)
+        Ok(total - self.h() - n * T)
     }
 
     /// Plaintext bytes a full segment `index` holds: `S - H` for segment 0,
     /// `S` for the others.
     pub fn segment_plaintext_capacity(&self, index: u64) -> usize {
         if index == 0 {
-            self.segment_size as usize - HEADER_LEN
+            self.segment_size as usize - self.header_len()
         } else {
             self.segment_size as usize
         }
     }
 
     /// Plaintext offset where segment `index` starts (unclipped).
-    fn segment_plaintext_start(&self, index: u64) -> u64 {
-        if index == 0 { 0 } else { index * self.s() - H }
+    pub fn segment_plaintext_start(&self, index: u64) -> u64 {
+        if index == 0 {
+            0
+        } else {
+            index * self.s() - self.h()
+        }
     }
 
     /// Index of the segment that holds plaintext byte `plaintext_offset`.
     pub fn segment_of(&self, plaintext_offset: u64) -> u64 {
-        (plaintext_offset + H) / self.s()
+        (plaintext_offset + self.h()) / self.s()
     }
 
     /// The plaintext bytes of segment `index` in an object of
@@ -138,7 +181,7 @@ impl Layout {
             return total..total;
         }
         let c = self.ciphertext_segment_size();
-        let start = if index == 0 { H } else { index * c };
+        let start = if index == 0 { self.h() } else { index * c };
         let end = ((index + 1) * c).min(total);
         start..end
     }
@@ -166,10 +209,42 @@ impl Layout {
     }
 }
 
+/// How an append reuses an object of `plaintext_size` bytes (format 2): every
+/// segment before the last is kept byte for byte; the last segment's
+/// plaintext is re-sealed (no longer last) in a new epoch, followed by the
+/// appended bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendPlan {
+    /// The segment the new epoch starts with (the old last segment).
+    pub from_segment: u64,
+    /// Ciphertext bytes kept as they are: from the end of the header to the
+    /// start of `from_segment`.
+    pub kept: Range<u64>,
+    /// Plaintext bytes of the old last segment, to be sealed again.
+    pub resealed: Range<u64>,
+}
+
+impl Layout {
+    /// `None` for format 1 and for objects of one segment (nothing to keep).
+    pub fn append_plan(&self, plaintext_size: u64) -> Option<AppendPlan> {
+        let count = self.segment_count(plaintext_size);
+        if self.format != 2 || count < 2 {
+            return None;
+        }
+        let last = count - 1;
+        Some(AppendPlan {
+            from_segment: last,
+            kept: self.h()..self.segment_ciphertext_range(last, plaintext_size).start,
+            resealed: self.segment_plaintext_range(last, plaintext_size),
+        })
+    }
+}
+
 impl Default for Layout {
     fn default() -> Self {
         Layout {
             segment_size: Self::DEFAULT_SEGMENT_SIZE,
+            format: 1,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The encrypted object format and the crypto core.
 //!
 //! Every object is a streaming AEAD ciphertext in the style of Tink's
-//! AES-CTR-HMAC streaming AEAD: a 48-byte header, then segments encrypted
+//! AES-CTR-HMAC streaming AEAD: a header (48 bytes in format 1, 368 in format 2), then segments encrypted
 //! with AES-256-CTR and authenticated with HMAC-SHA256 under per-object keys
 //! derived from the volume master key. See `docs/FORMAT.md` for the exact
 //! bytes.
@@ -29,7 +29,10 @@ pub use attrs::{ATTRS_METADATA_NAME, PosixAttrs, open_attrs, seal_attrs};
 pub use error::CryptoError;
 pub use header::{FORMAT_VERSION, Header, MAGIC, ObjectKind};
 pub use keys::{MasterKey, UserKey};
-pub use layout::{HEADER_LEN, Layout, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, TAG_LEN};
+pub use layout::{
+    AppendPlan, HEADER_LEN, HEADER_LEN_V2, Layout, MAX_EPOCHS, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+    TAG_LEN,
+};
 pub use names::{
     MAX_ENCRYPTED_COMPONENT, NameCipher, NameError, is_long_name_stand_in, long_name_stand_in,
 };

@@ -3,13 +3,14 @@
 use super::error::CryptoError;
 use super::header::{Header, ObjectKind};
 use super::keys::{MasterKey, ObjectKeys};
-use super::layout::{HEADER_LEN, Layout, TAG_LEN};
+use super::layout::{Layout, TAG_LEN};
 
 /// Decrypts the segments of one object version, in any order.
 pub struct ObjectDecryptor {
     header: Header,
     layout: Layout,
-    keys: ObjectKeys,
+    /// Per epoch, its first segment and keys (format 1: one, from segment 0).
+    keys: Vec<(u64, ObjectKeys)>,
     plaintext_size: u64,
     segment_count: u64,
 }
@@ -27,13 +28,38 @@ impl ObjectDecryptor {
     ) -> Result<Self, CryptoError> {
         let plaintext_size = layout.plaintext_size(ciphertext_size)?;
         let header = Header::parse(header, layout)?;
-        let keys = ObjectKeys::derive(master, header.salt(), &header.prefix());
+        let segment_count = layout.segment_count(plaintext_size);
+        let keys = if layout.format() == 1 {
+            vec![(
+                0,
+                ObjectKeys::derive(master, header.salt(), &header.prefix()),
+            )]
+        } else {
+            let mut keys = Vec::with_capacity(header.epochs().len());
+            for epoch in header.epochs() {
+                if u64::from(epoch.first_segment) >= segment_count {
+                    // An epoch past the end: the object was cut short.
+                    return Err(CryptoError::Truncated);
+                }
+                keys.push((
+                    u64::from(epoch.first_segment),
+                    ObjectKeys::derive_epoch(
+                        master,
+                        header.salt(),
+                        &header.prefix(),
+                        epoch.first_segment,
+                        &epoch.nonce,
+                    ),
+                ));
+            }
+            keys
+        };
         Ok(ObjectDecryptor {
             header,
             layout,
             keys,
             plaintext_size,
-            segment_count: layout.segment_count(plaintext_size),
+            segment_count,
         })
     }
 
@@ -76,10 +102,17 @@ impl ObjectDecryptor {
         let iv = ObjectKeys::segment_iv(self.header.nonce_prefix(), index as u32, last);
         let ct_len = segment.len() - TAG_LEN;
         let (ct, tag) = segment.split_at_mut(ct_len);
-        if !self.keys.verify(&iv, ct, tag) {
+        let keys = self
+            .keys
+            .iter()
+            .rev()
+            .find(|(first, _)| *first <= index)
+            .map(|(_, k)| k)
+            .expect("the first epoch starts at segment 0");
+        if !keys.verify(&iv, ct, tag) {
             return Err(CryptoError::TagMismatch { segment: index });
         }
-        self.keys.apply_keystream(&iv, ct);
+        keys.apply_keystream(&iv, ct);
         Ok(ct_len)
     }
 }
@@ -91,7 +124,7 @@ pub fn decrypt_to_vec(
     object: &[u8],
 ) -> Result<(ObjectKind, Vec<u8>), CryptoError> {
     let dec = ObjectDecryptor::new(master, layout, object, object.len() as u64)?;
-    debug_assert!(object.len() >= HEADER_LEN);
+    debug_assert!(object.len() >= layout.header_len());
     let mut plaintext = Vec::with_capacity(dec.plaintext_size() as usize);
     let mut scratch = vec![0u8; layout.ciphertext_segment_size() as usize];
     for i in 0..dec.segment_count() {

@@ -2,7 +2,7 @@
 
 use super::header::{Header, ObjectKind};
 use super::keys::{MasterKey, ObjectKeys, os_random};
-use super::layout::{HEADER_LEN, Layout, MAX_SEGMENTS, TAG_LEN};
+use super::layout::{Layout, MAX_SEGMENTS, TAG_LEN};
 
 /// Seals the segments of one object version, strictly in order.
 ///
@@ -18,11 +18,11 @@ pub struct SegmentSealer {
 }
 
 impl SegmentSealer {
-    fn new(keys: ObjectKeys, nonce_prefix: [u8; 7]) -> Self {
+    fn new(keys: ObjectKeys, nonce_prefix: [u8; 7], first_index: u64) -> Self {
         SegmentSealer {
             keys,
             nonce_prefix,
-            next_index: 0,
+            next_index: first_index,
         }
     }
 
@@ -116,10 +116,65 @@ impl StreamEncryptor {
     /// the OS RNG.
     pub fn new(master: &MasterKey, layout: Layout, kind: ObjectKind) -> Self {
         let mut salt = [0u8; 32];
-        let mut nonce_prefix = [0u8; 7];
         os_random(&mut salt);
-        os_random(&mut nonce_prefix);
-        Self::build(master, layout, kind, salt, nonce_prefix)
+        if layout.format() == 1 {
+            let mut nonce_prefix = [0u8; 7];
+            os_random(&mut nonce_prefix);
+            Self::build(master, layout, kind, salt, nonce_prefix)
+        } else {
+            Self::build_v2(master, Header::new_v2(kind, layout, salt, epoch_nonce()), 0)
+        }
+    }
+
+    /// Format 2: continues `base` (an existing object's header) with a new
+    /// epoch from segment `from_segment`, the base's last segment, which the
+    /// caller re-seals first (its plaintext, then the appended bytes). The
+    /// segments before it stay as they are and can be copied. The new
+    /// header is [`StreamEncryptor::header`]; nothing is written by `start`.
+    /// `None` if `base` is format 1, its epoch table is full, or
+    /// `from_segment` is 0 (nothing to keep).
+    pub fn append(master: &MasterKey, base: &Header, from_segment: u64) -> Option<Self> {
+        let first = u32::try_from(from_segment).ok().filter(|f| *f > 0)?;
+        let header = base.with_epoch(first, epoch_nonce())?;
+        Some(Self::build_v2(master, header, from_segment))
+    }
+
+    /// A format-2 encryptor from a fixed epoch nonce, for known-answer tests.
+    #[doc(hidden)]
+    pub fn with_fixed_epoch(
+        master: &MasterKey,
+        layout: Layout,
+        kind: ObjectKind,
+        salt: [u8; 32],
+        epoch_nonce: [u8; 16],
+    ) -> Self {
+        Self::build_v2(master, Header::new_v2(kind, layout, salt, epoch_nonce), 0)
+    }
+
+    /// Seals in the last epoch of `header`, from segment `from_segment`.
+    fn build_v2(master: &MasterKey, header: Header, from_segment: u64) -> Self {
+        let layout = header.layout();
+        let epoch = *header.epochs().last().expect("format 2 has an epoch");
+        let keys = ObjectKeys::derive_epoch(
+            master,
+            header.salt(),
+            &header.prefix(),
+            epoch.first_segment,
+            &epoch.nonce,
+        );
+        StreamEncryptor {
+            header,
+            layout,
+            sealer: SegmentSealer::new(keys, [0; 7], from_segment),
+            // An append starts past the header, which its caller places.
+            started: from_segment > 0,
+            pending: 0,
+            plaintext_len: if from_segment > 0 {
+                layout.segment_plaintext_start(from_segment)
+            } else {
+                0
+            },
+        }
     }
 
     /// ONLY for known-answer tests: uses the given salt and nonce prefix
@@ -148,7 +203,7 @@ impl StreamEncryptor {
         StreamEncryptor {
             header,
             layout,
-            sealer: SegmentSealer::new(keys, nonce_prefix),
+            sealer: SegmentSealer::new(keys, nonce_prefix, 0),
             started: false,
             pending: 0,
             plaintext_len: 0,
@@ -266,6 +321,15 @@ impl StreamEncryptor {
 }
 
 /// Encrypts a whole object in memory (for small objects and tests).
+/// A fresh random epoch nonce; never all zeros (zeros mark an unused entry).
+fn epoch_nonce() -> [u8; 16] {
+    let mut nonce = [0u8; 16];
+    while nonce == [0; 16] {
+        os_random(&mut nonce);
+    }
+    nonce
+}
+
 pub fn encrypt_to_vec(
     master: &MasterKey,
     layout: Layout,
@@ -282,6 +346,6 @@ pub fn encrypt_to_vec(
     debug_assert_eq!(n, plaintext.len());
     enc.finish(&mut out);
     debug_assert_eq!(out.len(), total);
-    debug_assert!(out.len() >= HEADER_LEN + TAG_LEN);
+    debug_assert!(out.len() >= layout.header_len() + TAG_LEN);
     out
 }

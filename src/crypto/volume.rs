@@ -15,8 +15,10 @@ use super::error::CryptoError;
 use super::keys::{HmacSha256, MasterKey, UserKey, os_random};
 use super::layout::Layout;
 
-/// Version of the volume config format this build writes and reads.
-pub const VOLUME_FORMAT_VERSION: u32 = 1;
+/// Version of the volume config format new volumes get. It is also the
+/// format of every object in the volume: 1 (format 1 objects) or 2 (format 2,
+/// which can be appended to in place). This build reads both.
+pub const VOLUME_FORMAT_VERSION: u32 = 2;
 /// HKDF info for the key-wrapping keys.
 const KEY_WRAP_INFO: &[u8] = b"s3cryptfs v1 key wrap";
 const WRAP_IV_LEN: usize = 16;
@@ -60,7 +62,7 @@ impl KeySource {
 /// The volume config, serialised as JSON.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct VolumeConfig {
-    /// Config format version (1).
+    /// Config format version, also the object format of the volume (1 or 2).
     pub format_version: u32,
     /// Plaintext segment size `S` of every object in the volume.
     pub segment_size: u32,
@@ -116,12 +118,30 @@ impl VolumeConfig {
         segment_size: u32,
         encrypt_names: bool,
     ) -> Result<(Self, MasterKey), CryptoError> {
-        Layout::new(segment_size)?;
+        Self::create_with_format(
+            user_key,
+            key_source,
+            segment_size,
+            encrypt_names,
+            VOLUME_FORMAT_VERSION,
+        )
+    }
+
+    /// [`VolumeConfig::create`] with an older format (`init --object-format 1`, for
+    /// volumes that older builds must still mount).
+    pub fn create_with_format(
+        user_key: &UserKey,
+        key_source: KeySource,
+        segment_size: u32,
+        encrypt_names: bool,
+        format_version: u32,
+    ) -> Result<(Self, MasterKey), CryptoError> {
+        Layout::with_format(segment_size, format_byte(format_version))?;
         let mut id = [0u8; 16];
         os_random(&mut id);
         let master = MasterKey::generate();
         let mut cfg = VolumeConfig {
-            format_version: VOLUME_FORMAT_VERSION,
+            format_version,
             segment_size,
             volume_id: hex::encode(id),
             encrypt_names,
@@ -178,7 +198,7 @@ impl VolumeConfig {
 
     /// The segment layout of the volume.
     pub fn layout(&self) -> Result<Layout, CryptoError> {
-        Layout::new(self.segment_size)
+        Layout::with_format(self.segment_size, format_byte(self.format_version))
     }
 
     /// Pretty-printed JSON.
@@ -213,11 +233,6 @@ impl VolumeConfig {
     /// their MAC encoding: format_version u32 BE || segment_size u32 BE ||
     /// volume_id (16) || encrypt_names u8.
     fn check_fields(&self) -> Result<([u8; 16], [u8; 25]), CryptoError> {
-        if self.format_version != VOLUME_FORMAT_VERSION {
-            return Err(CryptoError::UnsupportedVersion(
-                u8::try_from(self.format_version).unwrap_or(u8::MAX),
-            ));
-        }
         self.layout()?;
         let mut id = [0u8; 16];
         hex::decode_to_slice(&self.volume_id, &mut id).map_err(|_| {
@@ -230,4 +245,9 @@ impl VolumeConfig {
         bound[24] = u8::from(self.encrypt_names);
         Ok((id, bound))
     }
+}
+
+/// The config's version as an object format byte (out of range: 255, rejected).
+fn format_byte(version: u32) -> u8 {
+    u8::try_from(version).unwrap_or(u8::MAX)
 }

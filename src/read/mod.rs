@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 pub use cache::{SegmentCache, SegmentId};
 
-use crate::crypto::{CryptoError, HEADER_LEN, Layout, ObjectDecryptor};
+use crate::crypto::{CryptoError, Layout, ObjectDecryptor};
 use crate::store::StoreError;
 use crate::volume::Volume;
 
@@ -308,7 +308,7 @@ impl FetchJob {
         }
         let mut header = None;
         if from == 0 {
-            let mut h = [0u8; HEADER_LEN];
+            let mut h = vec![0u8; layout.header_len()];
             response.body.read_exact(&mut h).await?;
             header = Some(h);
         }
@@ -346,7 +346,7 @@ impl FetchJob {
                         store
                             .get_range(
                                 &self.version.key,
-                                0..HEADER_LEN as u64,
+                                0..self.ctx.volume.layout.header_len() as u64,
                                 Some(&self.version.etag),
                             )
                             .await?

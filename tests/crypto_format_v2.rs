@@ -1,0 +1,201 @@
+//! Object format 2 (docs/FORMAT.md §15): the epoch table, appends that keep the existing
+//! ciphertext, and the checks that stop anyone mixing epochs, attempts or versions.
+
+use s3cryptfs::crypto::*;
+
+fn master(b: u8) -> MasterKey {
+    MasterKey::from_bytes([b; 32])
+}
+
+fn v2() -> Layout {
+    Layout::with_format(4096, 2).unwrap()
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i % 251) as u8).wrapping_mul(seed | 1))
+        .collect()
+}
+
+/// Decrypts a whole object, or the first error.
+fn open(m: &MasterKey, layout: Layout, object: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    decrypt_to_vec(m, layout, object).map(|(_, p)| p)
+}
+
+/// An append as the mount does it: the new header, the kept ciphertext copied as it is, the
+/// old last segment's plaintext and `data` sealed in a new epoch. `None` when the object
+/// cannot be appended to (one segment, or a full epoch table).
+fn append(m: &MasterKey, layout: Layout, object: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+    let dec = ObjectDecryptor::new(m, layout, object, object.len() as u64).unwrap();
+    let plan = layout.append_plan(dec.plaintext_size())?;
+    let header = Header::parse(object, layout).unwrap();
+    let mut enc = StreamEncryptor::append(m, &header, plan.from_segment)?;
+    let old = open(m, layout, object).unwrap();
+    let mut tail = old[plan.resealed.start as usize..plan.resealed.end as usize].to_vec();
+    tail.extend_from_slice(data);
+    let mut out = enc.header().to_bytes();
+    out.extend_from_slice(&object[plan.kept.start as usize..plan.kept.end as usize]);
+    let c = layout.ciphertext_segment_size() as usize;
+    let limit = (out.len() + tail.len() + 2 * c).div_ceil(c) * c;
+    assert_eq!(enc.write(&mut out, &tail, limit), tail.len());
+    enc.finish(&mut out);
+    assert_eq!(
+        out.len() as u64,
+        layout.ciphertext_size((old.len() + data.len()) as u64)
+    );
+    Some(out)
+}
+
+#[test]
+fn round_trips_at_segment_boundaries() {
+    let m = master(1);
+    let layout = v2();
+    let h = HEADER_LEN_V2;
+    for len in [0, 1, 4096 - h - 1, 4096 - h, 4096 - h + 1, 3 * 4096, 50_000] {
+        let p = pattern(len, 3);
+        let ct = encrypt_to_vec(&m, layout, ObjectKind::File, &p);
+        assert_eq!(ct.len() as u64, layout.ciphertext_size(len as u64), "{len}");
+        assert_eq!(layout.plaintext_size(ct.len() as u64).unwrap(), len as u64);
+        assert_eq!(&ct[..5], b"S3CF\x02");
+        assert_eq!(open(&m, layout, &ct).unwrap(), p, "{len}");
+        // A format-2 object is not read as format 1, nor the other way round.
+        assert!(matches!(
+            open(&m, Layout::new(4096).unwrap(), &ct),
+            Err(CryptoError::UnsupportedVersion(2) | CryptoError::ImpossibleSize(_))
+        ));
+    }
+}
+
+#[test]
+fn appends_keep_the_old_ciphertext_and_read_back_whole() {
+    let m = master(2);
+    let layout = v2();
+    let mut want = pattern(10_000, 5);
+    let mut object = encrypt_to_vec(&m, layout, ObjectKind::File, &want);
+    for (round, len) in [1, 100, 4096, 9000, 3, 20_000].into_iter().enumerate() {
+        let data = pattern(len, round as u8 + 7);
+        let next = append(&m, layout, &object, &data).expect("room in the epoch table");
+        // Everything before the old last segment is the same bytes, header aside.
+        let plan = layout
+            .append_plan(layout.plaintext_size(object.len() as u64).unwrap())
+            .unwrap();
+        let kept = plan.kept.start as usize..plan.kept.end as usize;
+        assert_eq!(next[kept.clone()], object[kept]);
+        want.extend_from_slice(&data);
+        assert_eq!(open(&m, layout, &next).unwrap(), want, "round {round}");
+        object = next;
+    }
+    let header = Header::parse(&object, layout).unwrap();
+    assert!(header.epochs().len() > 1);
+}
+
+#[test]
+fn a_full_epoch_table_refuses_another_append() {
+    let m = master(3);
+    let layout = v2();
+    let mut object = encrypt_to_vec(&m, layout, ObjectKind::File, &pattern(5000, 1));
+    let mut appended = 0;
+    // Each append of a full segment starts a new epoch at the old last segment.
+    while let Some(next) = append(&m, layout, &object, &pattern(4096, 2)) {
+        object = next;
+        appended += 1;
+        assert!(appended <= MAX_EPOCHS, "the table never fills");
+    }
+    assert_eq!(appended, MAX_EPOCHS - 1);
+    assert_eq!(
+        Header::parse(&object, layout).unwrap().epochs().len(),
+        MAX_EPOCHS
+    );
+    assert_eq!(open(&m, layout, &object).unwrap().len(), 5000 + 15 * 4096);
+}
+
+#[test]
+fn two_appends_to_one_base_cannot_be_mixed() {
+    let m = master(4);
+    let layout = v2();
+    let base = encrypt_to_vec(&m, layout, ObjectKind::File, &pattern(9000, 1));
+    let data = pattern(6000, 9);
+    let a = append(&m, layout, &base, &data).unwrap();
+    let b = append(&m, layout, &base, &data).unwrap();
+    assert_eq!(a.len(), b.len());
+    // Same plaintext, same segment indices: still a new keystream per attempt.
+    let plan = layout.append_plan(9000).unwrap();
+    let tail = plan.kept.end as usize;
+    assert_ne!(a[tail..tail + 64], b[tail..tail + 64]);
+    let h = HEADER_LEN_V2;
+    // A's header with B's new segments, and the other way round.
+    let mut mixed = a[..h].to_vec();
+    mixed.extend_from_slice(&b[h..]);
+    assert!(matches!(
+        open(&m, layout, &mixed),
+        Err(CryptoError::TagMismatch { segment: 2 })
+    ));
+    // B's header over A's body, but one of B's segments spliced in.
+    let c = layout.ciphertext_segment_size() as usize;
+    let mut spliced = b.clone();
+    spliced[2 * c..3 * c].copy_from_slice(&a[2 * c..3 * c]);
+    assert!(matches!(
+        open(&m, layout, &spliced),
+        Err(CryptoError::TagMismatch { segment: 2 })
+    ));
+    // The base's header over the appended body: its last epoch would end early.
+    let mut rolled_back = base[..h].to_vec();
+    rolled_back.extend_from_slice(&a[h..]);
+    assert!(open(&m, layout, &rolled_back).is_err());
+    // The appended object cut back to the base's length.
+    assert!(open(&m, layout, &a[..base.len()]).is_err());
+}
+
+#[test]
+fn every_edit_of_the_epoch_table_is_caught() {
+    let m = master(5);
+    let layout = v2();
+    let base = encrypt_to_vec(&m, layout, ObjectKind::File, &pattern(9000, 1));
+    let object = append(&m, layout, &base, &pattern(9000, 2)).unwrap();
+    assert_eq!(Header::parse(&object, layout).unwrap().epochs().len(), 2);
+    for byte in 0..HEADER_LEN_V2 {
+        let mut bad = object.clone();
+        bad[byte] ^= 0x01;
+        assert!(
+            open(&m, layout, &bad).is_err(),
+            "a flip of header byte {byte} went unnoticed"
+        );
+    }
+}
+
+#[test]
+fn format_1_objects_cannot_be_appended_to() {
+    let m = master(6);
+    let v1 = Layout::new(4096).unwrap();
+    let object = encrypt_to_vec(&m, v1, ObjectKind::File, &pattern(9000, 1));
+    assert_eq!(v1.append_plan(9000), None);
+    let header = Header::parse(&object, v1).unwrap();
+    assert!(StreamEncryptor::append(&m, &header, 2).is_none());
+    assert_eq!(v2().append_plan(100), None, "one segment: nothing to keep");
+}
+
+/// Known-answer vector of format 2 (docs/FORMAT.md §15): fixed master key, salt and epoch
+/// nonce; the object's SHA-256 pins every byte.
+#[test]
+fn known_answer_vector() {
+    use sha2::{Digest, Sha256};
+    let m = master(0x11);
+    let layout = v2();
+    let plaintext = pattern(5000, 1);
+    let mut enc =
+        StreamEncryptor::with_fixed_epoch(&m, layout, ObjectKind::File, [0x22; 32], [0x33; 16]);
+    let mut out = Vec::new();
+    enc.start(&mut out);
+    let c = layout.ciphertext_segment_size() as usize;
+    assert_eq!(enc.write(&mut out, &plaintext, 4 * c), plaintext.len());
+    enc.finish(&mut out);
+    assert_eq!(out.len(), 368 + 5000 + 2 * 32);
+    assert_eq!(&out[..8], b"S3CF\x02\x01\x0c\x01");
+    assert_eq!(&out[48..52], &[0, 0, 0, 0]);
+    assert_eq!(&out[52..68], &[0x33; 16]);
+    let digest = hex::encode(Sha256::digest(&out));
+    assert_eq!(
+        digest,
+        "527a436ca801b8d61e7cc117c32e88cab9a3108f6c1cc1d5906b2b965715668a"
+    );
+}
