@@ -151,8 +151,7 @@ impl Volume {
         location: &str,
         user_key: &UserKey,
         key_source: KeySource,
-        segment_size: u32,
-        encrypt_names: bool,
+        shape: VolumeShape,
         force: bool,
     ) -> Result<VolumeConfig, VolumeError> {
         match store.head(CONFIG_KEY).await {
@@ -174,8 +173,13 @@ impl Volume {
                 });
             }
         }
-        let (config, _master) =
-            VolumeConfig::create(user_key, key_source, segment_size, encrypt_names)?;
+        let (config, _master) = VolumeConfig::create_with_format(
+            user_key,
+            key_source,
+            shape.segment_size,
+            shape.encrypt_names,
+            shape.object_format,
+        )?;
         store
             .put(CONFIG_KEY, Bytes::from(config.to_json()), &Metadata::new())
             .await?;
@@ -212,4 +216,15 @@ pub async fn read_config(
         location: location.to_string(),
         source,
     })
+}
+
+/// What `init` fixes for the life of a volume.
+#[derive(Debug, Clone, Copy)]
+pub struct VolumeShape {
+    /// Plaintext segment size.
+    pub segment_size: u32,
+    /// Whether names are encrypted.
+    pub encrypt_names: bool,
+    /// Object format (1 or 2).
+    pub object_format: u32,
 }

@@ -16,7 +16,9 @@ on_both_servers!(
     random_operations_match_a_local_file,
     descriptors_of_one_file_share_its_contents,
     a_file_renamed_while_changed_keeps_its_changes,
-    the_staging_budget_is_shared_by_all_files
+    the_staging_budget_is_shared_by_all_files,
+    appends_send_only_the_new_bytes,
+    format_1_volumes_are_still_changed_in_place
 );
 
 fn open_rw(path: &std::path::Path) -> std::fs::File {
@@ -305,4 +307,106 @@ fn read_full_at(f: &std::fs::File, buf: &mut [u8]) -> usize {
         }
     }
     done
+}
+
+/// On a format-2 volume, appending to a large file keeps its ciphertext in the bucket (copied
+/// server-side) and sends the appended bytes: about one part each way, not the whole file.
+/// Later changes of other kinds still work on the appended file.
+async fn appends_send_only_the_new_bytes(kind: ServerKind) {
+    let v = TestVolume::new(kind, "append", "").await;
+    let metrics = common::free_loopback_addr();
+    let m = v.mount(&["--metrics-addr", &metrics]);
+    let size = 24 << 20;
+    let mut want = common::random_bytes(size, 81);
+    std::fs::write(m.join("big"), &want).unwrap();
+    let traffic = || {
+        (
+            common::metric(&metrics, "s3cryptfs_bytes_uploaded_total"),
+            common::metric(&metrics, "s3cryptfs_bytes_downloaded_total"),
+        )
+    };
+    let copies_before = m.requests("UploadPartCopy");
+    for (round, len) in [(0u64, 1 << 20), (1, 70_000), (2, 3)] {
+        let data = common::random_bytes(len, 90 + round);
+        let (up, down) = traffic();
+        let started = std::time::Instant::now();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(m.join("big"))
+            .unwrap();
+        f.write_all(&data).unwrap();
+        drop(f);
+        let (up2, down2) = traffic();
+        println!(
+            "append of {len} bytes to {} bytes: {:.1} MiB up, {:.1} MiB down, {:?}",
+            want.len(),
+            (up2 - up) / 1048576.0,
+            (down2 - down) / 1048576.0,
+            started.elapsed()
+        );
+        want.extend_from_slice(&data);
+        // Part 1 (header and the first 5 MiB, fetched and sent again), the old last segment
+        // and the new bytes; the other ~19 MiB are copied by the server.
+        assert!(up2 - up < (8 << 20) as f64, "sent {} bytes", up2 - up);
+        assert!(
+            down2 - down < (8 << 20) as f64,
+            "fetched {} bytes",
+            down2 - down
+        );
+    }
+    assert!(m.requests("UploadPartCopy") >= copies_before + 3);
+    let got = std::fs::read(m.join("big")).unwrap();
+    assert!(
+        got == want,
+        "{} bytes read back, {} expected",
+        got.len(),
+        want.len()
+    );
+    // A write inside the file after the appends: the whole file is staged and rewritten.
+    let f = open_rw(&m.join("big"));
+    f.write_all_at(b"inside", 1000).unwrap();
+    drop(f);
+    want[1000..1006].copy_from_slice(b"inside");
+    assert_eq!(m.unmount(), Some(0));
+    let m = v.mount(&[]);
+    let got = std::fs::read(m.join("big")).unwrap();
+    assert!(
+        got == want,
+        "after remount: {} bytes, {} expected",
+        got.len(),
+        want.len()
+    );
+    assert!(v.store.list_uploads("").await.unwrap().is_empty());
+}
+
+/// A volume made in object format 1 (by an earlier build) is read and changed as before:
+/// appends rewrite the file (format 1 cannot keep its ciphertext), and what is written stays
+/// format 1.
+async fn format_1_volumes_are_still_changed_in_place(kind: ServerKind) {
+    let v = TestVolume::format_1(kind, "format1", "").await;
+    let m = v.mount(&[]);
+    let mut want = common::random_bytes(200_000, 101);
+    std::fs::write(m.join("f"), &want).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.join("f"))
+        .unwrap();
+    f.write_all(b"appended").unwrap();
+    drop(f);
+    want.extend_from_slice(b"appended");
+    let f = open_rw(&m.join("f"));
+    f.write_all_at(b"middle", 100_000).unwrap();
+    drop(f);
+    want[100_000..100_006].copy_from_slice(b"middle");
+    assert!(std::fs::read(m.join("f")).unwrap() == want);
+    assert_eq!(m.unmount(), Some(0));
+    let m = v.mount(&[]);
+    assert!(std::fs::read(m.join("f")).unwrap() == want);
+    let raw = v
+        .store
+        .get_range(&v.key("f").await, 0..5, None)
+        .await
+        .unwrap();
+    assert_eq!(&raw.body.collect().await.unwrap()[..], b"S3CF\x01");
+    drop(m);
 }

@@ -318,6 +318,10 @@ pub struct InitArgs {
     /// and lengths. Fixed for the life of the volume
     #[arg(long)]
     pub encrypt_names: bool,
+    /// Object format of the volume: 2 (default) lets appends keep what a file already has
+    /// in the bucket; 1 is the format of volumes made before it, for mounts by older builds
+    #[arg(long, default_value_t = crate::crypto::VOLUME_FORMAT_VERSION, value_parser = clap::value_parser!(u32).range(1..=2))]
+    pub object_format: u32,
     /// Generate a new random key into --key-file first (mode 0600; an existing file is
     /// never overwritten)
     #[arg(long, requires = "key_file")]

@@ -42,16 +42,20 @@ pub fn run(args: InitArgs) -> i32 {
             &location,
             &user_key,
             key_source,
-            args.segment_size,
-            args.encrypt_names,
+            crate::volume::VolumeShape {
+                segment_size: args.segment_size,
+                encrypt_names: args.encrypt_names,
+                object_format: args.object_format,
+            },
             args.force,
         )
         .await
         {
             Ok(config) => {
                 println!(
-                    "created volume {} at {location} (segment size {}, {} names)",
+                    "created volume {} at {location} (object format {}, segment size {}, {} names)",
                     config.volume_id,
+                    config.format_version,
                     config.segment_size,
                     if config.encrypt_names {
                         "encrypted"

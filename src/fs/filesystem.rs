@@ -1372,6 +1372,14 @@ impl Filesystem {
             Err(libc::ENOENT) => {}
             Err(e) => return Err(e),
         }
+        if let Some(state) = self.modify_state(node.ino) {
+            // Its contents must not depend on the object under the old name any more.
+            state
+                .lock()
+                .await
+                .detach(&self.options.cache_dir, &self.staging_budget)
+                .await?;
+        }
         self.put_side_object(&new_child).await?;
         // Held to the end once taken: no attribute save of the file or of the one it replaces
         // runs while they move. (A directory's rename saves pending attributes first.)
@@ -1907,24 +1915,39 @@ impl Filesystem {
         // Not while a rename moves the object: the new version goes where the name is now.
         let _saving = self.object_locks.lock(&[h.ino]).await;
         let node = self.node(h.ino)?;
-        let mut writer = ObjectWriter::new(
-            self.upload.clone(),
-            node.key.clone(),
-            self.attrs_metadata(&node.state.attrs),
-        );
-        let uploaded = h.upload(&mut writer).await;
-        let result = match uploaded {
-            Ok(()) => writer.commit().await.map_err(|e| {
-                warn!(key = %node.key, "file not saved: {e}");
-                e.errno()
-            }),
-            Err(errno) => {
-                writer.abort().await;
-                warn!(key = %node.key, errno, "file not saved");
-                Err(errno)
+        let metadata = self.attrs_metadata(&node.state.attrs);
+        let result = match self.save_appended(h, &node.key, &metadata).await? {
+            Some(done) => done,
+            None => {
+                let mut writer = ObjectWriter::new(self.upload.clone(), node.key.clone(), metadata);
+                let uploaded = h.upload(&mut writer).await;
+                match uploaded {
+                    Ok(()) => writer.commit().await.map_err(|e| {
+                        warn!(key = %node.key, "file not saved: {e}");
+                        e.errno()
+                    }),
+                    Err(errno) => {
+                        writer.abort().await;
+                        warn!(key = %node.key, errno, "file not saved");
+                        Err(errno)
+                    }
+                }?
             }
-        }?;
+        };
         h.dirty = false;
+        // Later appends start from the version just saved.
+        if let Some(etag) = &result.etag
+            && let Ok(reader) = ObjectReader::new(
+                self.read.clone(),
+                ObjectVersion {
+                    key: node.key.clone(),
+                    etag: etag.clone(),
+                    ciphertext_size: result.ciphertext_size,
+                },
+            )
+        {
+            h.rebase(Arc::new(reader), result.plaintext_size);
+        }
         if let Some(n) = self.inodes.lock().unwrap().get_mut(h.ino) {
             n.state.size = result.plaintext_size;
             n.state.ciphertext_size = result.ciphertext_size;
@@ -1934,6 +1957,90 @@ impl Filesystem {
         self.read.cache.invalidate(&node.key);
         self.forget_head(&node.key);
         Ok(())
+    }
+
+    /// A file whose only change is bytes appended to its version, on a format-2 volume:
+    /// saved by keeping the version's ciphertext (copied server-side) and sending the
+    /// appended bytes. `None` when that does not apply (the caller rewrites the file).
+    async fn save_appended(
+        &self,
+        h: &ModifyHandle,
+        key: &str,
+        metadata: &Metadata,
+    ) -> FsResult<Option<crate::upload::Committed>> {
+        use crate::upload::append::{AppendBase, Appender};
+        let layout = self.volume.layout;
+        let (Some(tail), Some(plan)) = (h.appended(), layout.append_plan(h.base_len())) else {
+            return Ok(None);
+        };
+        let base = h.base().version().clone();
+        if base.key != key {
+            return Ok(None);
+        }
+        let fail = |what: &str, e: String| {
+            warn!(key = %key, "file not saved: {what}: {e}");
+            libc::EIO
+        };
+        let header = self
+            .volume
+            .store
+            .get_range(&base.key, 0..layout.header_len() as u64, Some(&base.etag))
+            .await
+            .map_err(|e| fail("reading its header", e.to_string()))?
+            .body
+            .collect()
+            .await
+            .map_err(|e| fail("reading its header", e.to_string()))?;
+        let header = crate::crypto::Header::parse(&header, layout)
+            .map_err(|e| fail("its header", e.to_string()))?;
+        let want = (plan.resealed.end - plan.resealed.start) as u32;
+        let last_segment = h
+            .base()
+            .read(plan.resealed.start, want)
+            .await
+            .map_err(|e| fail("reading its last segment", e.to_string()))?;
+        if last_segment.len() as u32 != want {
+            return Err(fail("reading its last segment", "short read".into()));
+        }
+        let started = Appender::start(
+            self.upload.clone(),
+            key,
+            AppendBase {
+                key: &base.key,
+                etag: &base.etag,
+                plaintext_size: h.base_len(),
+                header,
+                last_segment,
+            },
+            metadata,
+        )
+        .await
+        .map_err(|e| fail("appending", e.to_string()))?;
+        let Some(mut appender) = started else {
+            return Ok(None);
+        };
+        let mut offset = 0;
+        while offset < tail.len() {
+            let chunk =
+                super::modify::read_staged(tail, offset, (1 << 20).min(tail.len() - offset));
+            let written = match chunk {
+                Ok(chunk) if !chunk.is_empty() => {
+                    offset += chunk.len() as u64;
+                    appender.write(&chunk).await.map_err(|e| e.to_string())
+                }
+                Ok(_) => Err("staged bytes ended early".to_string()),
+                Err(errno) => Err(format!("errno {errno}")),
+            };
+            if let Err(e) = written {
+                appender.abort().await;
+                return Err(fail("appending", e));
+            }
+        }
+        appender
+            .finish()
+            .await
+            .map(Some)
+            .map_err(|e| fail("appending", e.to_string()))
     }
 
     /// close(): the opening process's flush commits the file and returns the upload's result;

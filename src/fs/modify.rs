@@ -1,10 +1,14 @@
 //! Changing an existing file in place (overwrite, append, truncate, random writes).
 //!
 //! A file opened for writing without O_TRUNC reads from its current version until the first
-//! change; then its contents are copied into an encrypted local staging file
-//! ([`crate::upload::staging`]) where every later write and truncation lands. Committing
-//! streams the staged contents through a new [`ObjectWriter`], so the object gets a new
-//! version with a fresh salt: no keystream is ever reused for different plaintext.
+//! change. Changes that only add bytes past the end of that version (appends, `>>`) are kept
+//! in an encrypted staging file of their own (the *tail*), so nothing is downloaded; on a
+//! format-2 volume they are saved by [`crate::upload::append`], which keeps the version's
+//! ciphertext and sends only the tail. Any other change (a write or truncation inside the
+//! version) first copies the version into an encrypted staging file
+//! ([`crate::upload::staging`]) where every later change lands, and saving streams it
+//! through a new [`ObjectWriter`]. Either way the object gets a new version and no keystream
+//! is ever reused for different plaintext (docs/FORMAT.md §8, §15).
 //!
 //! One [`ModifyHandle`] exists per file being changed, shared by every descriptor open on it
 //! in this mount (writers and readers alike), so they all see one set of contents, as on a
@@ -13,7 +17,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tracing::warn;
 
 use crate::read::ObjectReader;
@@ -23,11 +27,21 @@ use crate::upload::staging::{StagingBudget, StagingFile};
 /// Bytes copied per step between the object, the staging file and the upload.
 const CHUNK: u64 = 1024 * 1024;
 
+/// Where the current contents live.
+enum Contents {
+    /// The version as it is (nothing changed yet).
+    Base,
+    /// The version, then the bytes in the tail (appended; holes read as zeros).
+    Appended(StagingFile),
+    /// Everything, in a staging file.
+    Staged(StagingFile),
+}
+
 pub struct ModifyHandle {
     pub ino: u64,
     base: Arc<ObjectReader>,
     base_len: u64,
-    staging: Option<StagingFile>,
+    contents: Contents,
     /// Changed since the last commit.
     pub dirty: bool,
 }
@@ -38,67 +52,139 @@ impl ModifyHandle {
             ino,
             base,
             base_len,
-            staging: None,
+            contents: Contents::Base,
             dirty: false,
         }
     }
 
     pub fn len(&self) -> u64 {
-        self.staging
-            .as_ref()
-            .map_or(self.base_len, StagingFile::len)
-    }
-
-    pub async fn read(&self, offset: u64, size: u32) -> Result<Bytes, i32> {
-        match &self.staging {
-            Some(staging) => {
-                let mut buf = vec![0u8; size as usize];
-                let n = tokio::task::block_in_place(|| staging.read_at(offset, &mut buf)).map_err(
-                    |e| {
-                        warn!("staged read failed: {e}");
-                        libc::EIO
-                    },
-                )?;
-                buf.truncate(n);
-                Ok(Bytes::from(buf))
-            }
-            None => self.base.read(offset, size).await.map_err(|e| e.errno()),
+        match &self.contents {
+            Contents::Base => self.base_len,
+            Contents::Appended(tail) => self.base_len + tail.len(),
+            Contents::Staged(staging) => staging.len(),
         }
     }
 
-    /// Copies the current version into a new staging file, once: its first `keep` bytes,
-    /// as far as it has them (a truncation copies no more than it keeps).
-    async fn staging(
+    /// The version the contents start from.
+    pub fn base(&self) -> &Arc<ObjectReader> {
+        &self.base
+    }
+
+    pub fn base_len(&self) -> u64 {
+        self.base_len
+    }
+
+    /// The appended bytes, when that is all that changed since the version was saved.
+    pub fn appended(&self) -> Option<&StagingFile> {
+        match &self.contents {
+            Contents::Appended(tail) => Some(tail),
+            _ => None,
+        }
+    }
+
+    /// After a save: the new version is the base, and only later changes are pending.
+    pub fn rebase(&mut self, base: Arc<ObjectReader>, len: u64) {
+        if matches!(self.contents, Contents::Staged(_)) {
+            // Staged contents stay where they are (they are the file); only the tail mode
+            // reads through the version.
+            return;
+        }
+        self.base = base;
+        self.base_len = len;
+        self.contents = Contents::Base;
+    }
+
+    pub async fn read(&self, offset: u64, size: u32) -> Result<Bytes, i32> {
+        let end = (offset + u64::from(size)).min(self.len());
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        match &self.contents {
+            Contents::Base => self.base.read(offset, size).await.map_err(|e| e.errno()),
+            Contents::Staged(staging) => read_staged(staging, offset, end - offset),
+            Contents::Appended(tail) => {
+                let mut out = BytesMut::with_capacity((end - offset) as usize);
+                if offset < self.base_len {
+                    let want = (self.base_len.min(end) - offset) as u32;
+                    let head = self.base.read(offset, want).await.map_err(|e| e.errno())?;
+                    if head.len() as u32 != want {
+                        return Err(libc::EIO);
+                    }
+                    out.extend_from_slice(&head);
+                }
+                let from = offset.max(self.base_len);
+                if from < end {
+                    let rest = read_staged(tail, from - self.base_len, end - from)?;
+                    out.extend_from_slice(&rest);
+                }
+                Ok(out.freeze())
+            }
+        }
+    }
+
+    /// The contents as one staging file, copied from the version (its first `keep` bytes,
+    /// as far as it has them: a truncation copies no more than it keeps) and the tail.
+    async fn staged(
         &mut self,
         dir: &Path,
         budget: &Arc<StagingBudget>,
         keep: u64,
     ) -> Result<&mut StagingFile, i32> {
-        if self.staging.is_none() {
-            let mut staging = StagingFile::new(dir, budget.clone()).map_err(|e| {
-                warn!(dir = %dir.display(), "cannot create a staging file: {e}");
-                io_errno(&e)
-            })?;
+        if !matches!(self.contents, Contents::Staged(_)) {
+            let mut staging = new_staging(dir, budget)?;
             let copy = self.base_len.min(keep);
-            let mut offset = 0;
-            while offset < copy {
-                let chunk = self
-                    .base
-                    .read(offset, CHUNK.min(copy - offset) as u32)
-                    .await
-                    .map_err(|e| e.errno())?;
-                if chunk.is_empty() {
-                    return Err(libc::EIO);
+            self.copy_base_into(&mut staging, copy).await?;
+            if let Contents::Appended(tail) = &self.contents
+                && keep > self.base_len
+            {
+                let mut offset = 0;
+                let tail_keep = tail.len().min(keep - self.base_len);
+                while offset < tail_keep {
+                    let chunk = read_staged(tail, offset, CHUNK.min(tail_keep - offset))?;
+                    stage(&mut staging, self.base_len + offset, &chunk)?;
+                    offset += chunk.len() as u64;
                 }
-                tokio::task::block_in_place(|| staging.write_at(offset, &chunk)).map_err(|e| {
-                    warn!("cannot stage a file being changed in place: {e}");
-                    io_errno(&e)
-                })?;
-                offset += chunk.len() as u64;
             }
-            self.staging = Some(staging);
+            self.contents = Contents::Staged(staging);
         }
-        Ok(self.staging.as_mut().expect("just made"))
+        match &mut self.contents {
+            Contents::Staged(staging) => Ok(staging),
+            _ => unreachable!("just staged"),
+        }
+    }
+
+    async fn copy_base_into(&self, staging: &mut StagingFile, len: u64) -> Result<(), i32> {
+        let mut offset = 0;
+        while offset < len {
+            let chunk = self
+                .base
+                .read(offset, CHUNK.min(len - offset) as u32)
+                .await
+                .map_err(|e| e.errno())?;
+            if chunk.is_empty() {
+                return Err(libc::EIO);
+            }
+            stage(staging, offset, &chunk)?;
+            offset += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// The tail, made on the first append.
+    fn tail(&mut self, dir: &Path, budget: &Arc<StagingBudget>) -> Result<&mut StagingFile, i32> {
+        if matches!(self.contents, Contents::Base) {
+            self.contents = Contents::Appended(new_staging(dir, budget)?);
+        }
+        match &mut self.contents {
+            Contents::Appended(tail) => Ok(tail),
+            _ => unreachable!("only called without staged contents"),
+        }
+    }
+
+    /// Copies the version into the staging file now, so the contents no longer depend on
+    /// the object under its old name (a rename is about to remove it).
+    pub async fn detach(&mut self, dir: &Path, budget: &Arc<StagingBudget>) -> Result<(), i32> {
+        self.staged(dir, budget, u64::MAX).await.map(|_| ())
     }
 
     pub async fn write(
@@ -108,11 +194,16 @@ impl ModifyHandle {
         offset: u64,
         data: &[u8],
     ) -> Result<(), i32> {
-        let staging = self.staging(dir, budget, u64::MAX).await?;
-        tokio::task::block_in_place(|| staging.write_at(offset, data)).map_err(|e| {
-            warn!("staged write failed: {e}");
-            io_errno(&e)
-        })?;
+        let staging = if offset >= self.base_len && !matches!(self.contents, Contents::Staged(_)) {
+            let base_len = self.base_len;
+            let tail = self.tail(dir, budget)?;
+            stage(tail, offset - base_len, data)?;
+            self.dirty = true;
+            return Ok(());
+        } else {
+            self.staged(dir, budget, u64::MAX).await?
+        };
+        stage(staging, offset, data)?;
         self.dirty = true;
         Ok(())
     }
@@ -126,7 +217,13 @@ impl ModifyHandle {
         if len == self.len() {
             return Ok(());
         }
-        let staging = self.staging(dir, budget, len).await?;
+        let target = if len >= self.base_len && !matches!(self.contents, Contents::Staged(_)) {
+            let base_len = self.base_len;
+            (self.tail(dir, budget)?, len - base_len)
+        } else {
+            (self.staged(dir, budget, len).await?, len)
+        };
+        let (staging, len) = target;
         tokio::task::block_in_place(|| staging.set_len(len)).map_err(|e| {
             warn!("cannot resize a file being changed in place: {e}");
             io_errno(&e)
@@ -135,24 +232,45 @@ impl ModifyHandle {
         Ok(())
     }
 
-    /// Streams the staged contents into `writer` (a new version).
+    /// Streams the whole contents into `writer` (a new version under a new salt).
     pub async fn upload(&self, writer: &mut ObjectWriter) -> Result<(), i32> {
-        let Some(staging) = &self.staging else {
-            return Ok(());
-        };
-        let mut buf = vec![0u8; CHUNK as usize];
+        let len = self.len();
         let mut offset = 0;
-        while offset < staging.len() {
-            let n = tokio::task::block_in_place(|| staging.read_at(offset, &mut buf))
-                .map_err(|e| io_errno(&e))?;
-            writer
-                .write(offset, &buf[..n])
-                .await
-                .map_err(|e| e.errno())?;
-            offset += n as u64;
+        while offset < len {
+            let chunk = self.read(offset, CHUNK.min(len - offset) as u32).await?;
+            if chunk.is_empty() {
+                return Err(libc::EIO);
+            }
+            writer.write(offset, &chunk).await.map_err(|e| e.errno())?;
+            offset += chunk.len() as u64;
         }
         Ok(())
     }
+}
+
+fn new_staging(dir: &Path, budget: &Arc<StagingBudget>) -> Result<StagingFile, i32> {
+    StagingFile::new(dir, budget.clone()).map_err(|e| {
+        warn!(dir = %dir.display(), "cannot create a staging file: {e}");
+        io_errno(&e)
+    })
+}
+
+fn stage(staging: &mut StagingFile, offset: u64, data: &[u8]) -> Result<(), i32> {
+    tokio::task::block_in_place(|| staging.write_at(offset, data)).map_err(|e| {
+        warn!("cannot stage a file being changed in place: {e}");
+        io_errno(&e)
+    })
+}
+
+/// `len` bytes (fewer at its end) of a staging file from `offset`.
+pub fn read_staged(staging: &StagingFile, offset: u64, len: u64) -> Result<Bytes, i32> {
+    let mut buf = vec![0u8; len as usize];
+    let n = tokio::task::block_in_place(|| staging.read_at(offset, &mut buf)).map_err(|e| {
+        warn!("staged read failed: {e}");
+        libc::EIO
+    })?;
+    buf.truncate(n);
+    Ok(Bytes::from(buf))
 }
 
 fn io_errno(e: &std::io::Error) -> i32 {

@@ -109,6 +109,11 @@ pub struct ObjectReader {
 }
 
 impl ObjectReader {
+    /// The version this reader reads.
+    pub fn version(&self) -> &ObjectVersion {
+        &self.version
+    }
+
     /// A reader for `version`. Fails at once (EIO) if its size is impossible for our format.
     pub fn new(ctx: Arc<ReadContext>, version: ObjectVersion) -> Result<Self, ReadError> {
         let plaintext_size = ctx

@@ -191,6 +191,18 @@ pub trait ObjectStore: Send + Sync + 'static {
         body: Bytes,
     ) -> Result<CompletedPart, StoreError>;
 
+    /// UploadPartCopy: bytes `range` of `src` become part `part_number`, only while `src`
+    /// is still the version `src_etag` names (otherwise `PreconditionFailed`).
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        src: &str,
+        range: std::ops::Range<u64>,
+        src_etag: &str,
+    ) -> Result<CompletedPart, StoreError>;
+
     async fn complete_multipart(
         &self,
         key: &str,

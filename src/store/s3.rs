@@ -349,6 +349,39 @@ impl ObjectStore for S3Store {
         })
     }
 
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        src: &str,
+        range: std::ops::Range<u64>,
+        src_etag: &str,
+    ) -> Result<CompletedPart, StoreError> {
+        trace_request("UploadPartCopy", key);
+        let out = self
+            .client
+            .upload_part_copy()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .upload_id(upload_id)
+            .part_number(part_number as i32)
+            .copy_source(self.copy_source(src))
+            .copy_source_range(format!("bytes={}-{}", range.start, range.end - 1))
+            .copy_source_if_match(src_etag)
+            .send()
+            .await
+            .map_err(|e| map_err("UploadPartCopy", src, e))?;
+        let etag = out
+            .copy_part_result()
+            .and_then(|r| r.e_tag())
+            .ok_or_else(|| StoreError::fatal("UploadPartCopy returned no ETag"))?;
+        Ok(CompletedPart {
+            part_number,
+            etag: etag.to_string(),
+        })
+    }
+
     async fn complete_multipart(
         &self,
         key: &str,

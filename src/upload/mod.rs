@@ -2,6 +2,7 @@
 //! a background uploader sends as S3 multipart parts while the application keeps writing.
 //! A file that ends before its first part fills goes up as one PutObject. See docs/WRITE_PATH.md.
 
+pub mod append;
 mod budget;
 mod parts;
 pub mod staging;

@@ -132,6 +132,20 @@ impl ObjectStore for FaultStore {
             .upload_part(key, upload_id, part_number, body)
             .await
     }
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        src: &str,
+        range: std::ops::Range<u64>,
+        src_etag: &str,
+    ) -> Result<CompletedPart, StoreError> {
+        self.enter(Op::UploadPart).await?;
+        self.inner
+            .upload_part_copy(key, upload_id, part_number, src, range, src_etag)
+            .await
+    }
     async fn complete_multipart(
         &self,
         key: &str,

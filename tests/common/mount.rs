@@ -47,13 +47,36 @@ impl TestVolume {
         Self::init_on(server(kind), tag, prefix, names).await
     }
 
+    /// A fresh volume in object format 1, as earlier builds made them.
+    pub async fn format_1(kind: ServerKind, tag: &str, prefix: &str) -> Self {
+        Self::init_with(
+            server(kind),
+            tag,
+            prefix,
+            Names::Plain,
+            &["--object-format", "1"],
+        )
+        .await
+    }
+
     async fn init_on(server: &'static Server, tag: &str, prefix: &str, names: Names) -> Self {
+        Self::init_with(server, tag, prefix, names, &[]).await
+    }
+
+    async fn init_with(
+        server: &'static Server,
+        tag: &str,
+        prefix: &str,
+        names: Names,
+        extra: &[&str],
+    ) -> Self {
         let mut volume = Self::uninitialised_on(server, tag, prefix).await;
         let location = volume.location();
         let mut args = vec!["init", &location];
         if names == Names::Encrypted {
             args.push("--encrypt-names");
         }
+        args.extend_from_slice(extra);
         args.push("--key-file");
         let out = volume.cli(&args, &[&volume.key_file]);
         assert!(out.status.success(), "init failed: {}", stderr(&out));
