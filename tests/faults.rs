@@ -20,7 +20,7 @@ on_both_servers!(
     reads_survive_throttling_resets_and_stalls,
 );
 
-const PART: usize = 128 * 65536 - 48;
+const PART: usize = 128 * 65536 - common::HEADER;
 
 /// Like std::fs::write, but reports close()'s result (Rust's File ignores it on drop).
 fn write_and_close(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {

@@ -19,7 +19,7 @@ on_both_servers!(
     server_outage_mid_copy_never_leaves_a_partial_object,
 );
 
-const PART: usize = 128 * 65536 - 48;
+const PART: usize = 128 * 65536 - common::HEADER;
 
 async fn background_mount_returns_once_live(kind: ServerKind) {
     let v = TestVolume::new(kind, "daemon", "").await;

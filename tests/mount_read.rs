@@ -39,7 +39,7 @@ async fn prepare(v: &TestVolume, files: &[(&str, Vec<u8>)]) -> Volume {
     volume
 }
 
-const SEG: usize = 65536 - 48;
+const SEG: usize = 65536 - common::HEADER;
 
 async fn tree_attributes_and_contents(kind: ServerKind, names: Names) {
     let v = TestVolume::with_names(kind, names, "tree", "vol/one").await;

@@ -19,8 +19,8 @@ on_all_volumes!(
 );
 
 /// Plaintext bytes in the first segment, a segment, and the first part (8 MiB parts).
-const FIRST_SEG: usize = 65536 - 48;
-const PART: usize = 128 * 65536 - 48;
+const FIRST_SEG: usize = 65536 - common::HEADER;
+const PART: usize = 128 * 65536 - common::HEADER;
 
 fn write_local(dir: &std::path::Path, name: &str, data: &[u8]) -> std::path::PathBuf {
     let p = dir.join(name);
@@ -41,7 +41,7 @@ async fn copies_at_every_boundary_survive_remount(kind: ServerKind, names: Names
         PART,
         PART + 1,
     ];
-    sizes.push(3 * PART + 3 * 48 + 1); // three full parts and one byte
+    sizes.push(3 * PART + 3 * common::HEADER + 1); // three full parts and one byte
     let src = tempfile::tempdir().unwrap();
     let mut expected = Vec::new();
     {

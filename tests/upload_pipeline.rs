@@ -20,7 +20,9 @@ on_both_servers!(
     small_files_use_one_put_large_ones_multipart,
 );
 
-const PART: usize = 128 * 65536 - 48;
+/// Plaintext bytes of the first part: 128 segments of 64 KiB less the header (format 2).
+const HEADER: usize = s3cryptfs::crypto::HEADER_LEN_V2;
+const PART: usize = 128 * 65536 - HEADER;
 
 async fn setup(kind: ServerKind, tag: &str) -> (Arc<FaultStore>, S3Store, Arc<UploadContext>) {
     let (raw, _) = fresh_store(kind, tag, "").await;
@@ -99,8 +101,8 @@ async fn complete_failure_aborts_everything(kind: ServerKind) {
 async fn slow_parts_apply_backpressure_and_succeed(kind: ServerKind) {
     let (faults, raw, ctx) = setup(kind, "slow").await;
     faults.on(Op::UploadPart, 0, Action::Delay(Duration::from_millis(300)));
-    // Parts after the first hold 48 bytes more (no header): this is four full parts and a bit.
-    let data = random_bytes(4 * PART + 3 * 48 + 100, 3);
+    // Parts after the first hold a header's length more: this is four full parts and a bit.
+    let data = random_bytes(4 * PART + 3 * HEADER + 100, 3);
     write_file(&ctx, "f", &data).await.unwrap();
     assert_eq!(faults.calls(Op::UploadPart), 5);
     let object = common::read_object(&raw, "f").await;

@@ -149,6 +149,10 @@ macro_rules! on_all_volumes {
 
 /// Deterministic pseudo-random bytes (xorshift), distinct per seed, so that Garage's block
 /// deduplication never sees two equal blocks across tests.
+/// Object header length of the volumes tests make (object format 2).
+#[allow(dead_code)]
+pub const HEADER: usize = s3cryptfs::crypto::HEADER_LEN_V2;
+
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len + 8);
