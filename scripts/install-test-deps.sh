@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, skipping whatever is already there:
-#   fuse3 (fusermount3, /etc/fuse.conf), rsync and curl from apt;
+#   fuse3 (fusermount3, /etc/fuse.conf), rsync, curl and python3 (with sqlite3) from apt;
 #   moto server (PyPI) in a venv under $S3TEST_ROOT/venv;
 #   Garage (crates.io) under $S3TEST_ROOT/bin (about 10 minutes to build on 2 cores).
 # S3TEST_ROOT defaults to /opt/s3test. Prints the time each step took.
@@ -15,6 +15,8 @@ apt_packages() {
   command -v rsync >/dev/null || missing+=(rsync)
   command -v curl >/dev/null || missing+=(curl)
   command -v systemd-analyze >/dev/null || missing+=(systemd)
+  # The SQLite test drives the database through Python's sqlite3 module.
+  python3 -c 'import sqlite3' 2>/dev/null || missing+=(python3)
   if [ ${#missing[@]} -gt 0 ]; then
     local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
     $sudo apt-get update -qq

@@ -18,7 +18,9 @@ on_both_servers!(
     a_file_renamed_while_changed_keeps_its_changes,
     the_staging_budget_is_shared_by_all_files,
     appends_send_only_the_new_bytes,
-    format_1_volumes_are_still_changed_in_place
+    format_1_volumes_are_still_changed_in_place,
+    tools_that_write_in_place_work,
+    writes_after_fsync_continue_in_place
 );
 
 fn open_rw(path: &std::path::Path) -> std::fs::File {
@@ -409,4 +411,105 @@ async fn format_1_volumes_are_still_changed_in_place(kind: ServerKind) {
         .unwrap();
     assert_eq!(&raw.body.collect().await.unwrap()[..], b"S3CF\x01");
     drop(m);
+}
+
+fn sh(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// SQLite (a new database, then changes to it, then after a remount), `rsync --inplace`
+/// and `sed -i`, through the mount.
+async fn tools_that_write_in_place_work(kind: ServerKind) {
+    use std::process::Command;
+    let v = TestVolume::new(kind, "tools", "").await;
+    let m = v.mount(&[]);
+    let db = m.join("app.db");
+    let script = r#"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("create table if not exists t (k integer primary key, v text)")
+for batch in range(5):
+    with db:
+        db.executemany("insert into t (v) values (?)", [("x" * (k % 300),) for k in range(400)])
+with db:
+    db.execute("update t set v = 'changed' where k % 7 = 0")
+    db.execute("delete from t where k % 11 = 0")
+print(db.execute("select count(*), sum(length(v)) from t").fetchone())
+db.close()
+"#;
+    let first = sh(Command::new("python3").args(["-c", script]).arg(&db));
+    // A second session changes the existing database in place.
+    let second = sh(Command::new("python3").args(["-c", script]).arg(&db));
+    assert_ne!(first, second);
+    let query = r#"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+print(db.execute("pragma integrity_check").fetchone()[0])
+print(db.execute("select count(*), sum(length(v)) from t").fetchone())
+"#;
+    let before = sh(Command::new("python3").args(["-c", query]).arg(&db));
+    assert!(before.starts_with("ok\n"), "{before}");
+
+    // rsync --inplace: only the changed blocks are written, into the existing file.
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("data");
+    let mut data = common::random_bytes(3_000_000, 111);
+    std::fs::write(&local, &data).unwrap();
+    std::fs::write(m.join("data"), &data).unwrap();
+    data[1_500_000..1_500_010].copy_from_slice(b"0123456789");
+    data.extend_from_slice(b"and a tail");
+    std::fs::write(&local, &data).unwrap();
+    sh(Command::new("rsync")
+        .args(["--inplace", "--no-whole-file", "-I"])
+        .arg(&local)
+        .arg(m.join("data")));
+    assert!(std::fs::read(m.join("data")).unwrap() == data);
+
+    // sed -i writes a new file and renames it over the old one.
+    std::fs::write(m.join("conf"), "name = old\nsize = 1\n").unwrap();
+    sh(Command::new("sed")
+        .args(["-i", "s/old/new/"])
+        .arg(m.join("conf")));
+    assert_eq!(
+        std::fs::read_to_string(m.join("conf")).unwrap(),
+        "name = new\nsize = 1\n"
+    );
+
+    assert_eq!(m.unmount(), Some(0));
+    let m = v.mount(&[]);
+    let after = sh(Command::new("python3")
+        .args(["-c", query])
+        .arg(m.join("app.db")));
+    assert_eq!(after, before);
+    assert!(std::fs::read(m.join("data")).unwrap() == data);
+}
+
+/// A new file fsync'd (saved) and then written again through the same descriptor: the
+/// later writes change the saved version in place (any offset), saved at close.
+async fn writes_after_fsync_continue_in_place(kind: ServerKind) {
+    let v = TestVolume::new(kind, "fsynced", "").await;
+    let m = v.mount(&[]);
+    let mut f = std::fs::File::create(m.join("f")).unwrap();
+    f.write_all(&[b'a'; 100_000]).unwrap();
+    f.sync_all().unwrap();
+    // Saved: another mount sees it now.
+    assert!(v.store.head(&v.key("f").await).await.unwrap().size > 0);
+    f.write_all_at(b"header", 0).unwrap();
+    f.set_len(50_000).unwrap();
+    f.seek(SeekFrom::End(0)).unwrap();
+    f.write_all(b"end").unwrap();
+    drop(f);
+    let mut want = vec![b'a'; 50_000];
+    want[..6].copy_from_slice(b"header");
+    want.extend_from_slice(b"end");
+    assert!(std::fs::read(m.join("f")).unwrap() == want);
+    assert_eq!(m.unmount(), Some(0));
+    let m = v.mount(&[]);
+    assert!(std::fs::read(m.join("f")).unwrap() == want);
 }

@@ -730,6 +730,17 @@ impl Filesystem {
                 node.state.size = size;
                 node.state.attrs.mtime = SystemTime::now();
             }
+        } else if let Some(size) = change.size
+            && let Some(fh) = fh
+            && let Some(m) = self.continue_in_place(fh).await
+        {
+            let mut h = m.lock().await;
+            h.set_len(&self.options.cache_dir, &self.staging_budget, size)
+                .await?;
+            if let Some(node) = self.inodes.lock().unwrap().get_mut(ino) {
+                node.state.size = size;
+                node.state.attrs.mtime = SystemTime::now();
+            }
         } else if let Some(size) = change.size {
             let current = match fh.and_then(|fh| self.write_handle(fh)) {
                 Some(h) => h.lock().await.writer.len(),
@@ -1254,10 +1265,12 @@ impl Filesystem {
         if node.kind == NodeKind::Dir {
             return Err(libc::EISDIR);
         }
-        if node.writers > 0 {
+        // A file closed a moment ago is released (and saved) just after close() returns.
+        if node.writers > 0 && !self.wait_for_commit(node.ino).await {
             info!(key = %node.key, "refusing to unlink a file that is still being written");
             return Err(libc::EBUSY);
         }
+        let node = self.node(node.ino).unwrap_or(node);
         self.remove_entry(parent, &node).await
     }
 
@@ -1873,6 +1886,9 @@ impl Filesystem {
         if let Some(m) = self.modify_handle(fh) {
             return self.write_in_place(&m, offset, data).await;
         }
+        if let Some(m) = self.continue_in_place(fh).await {
+            return self.write_in_place(&m, offset, data).await;
+        }
         let handle = match self.handles.lock().unwrap().get(&fh) {
             Some(Handle::Write(_, h)) => h.clone(),
             _ => return Err(libc::EBADF),
@@ -1888,6 +1904,45 @@ impl Filesystem {
             node.state.attrs.mtime = SystemTime::now();
         }
         Ok(data.len() as u32)
+    }
+
+    /// A new file's descriptor whose version was already saved (by fsync) and that is
+    /// written again: from now on it is changed in place, starting from that version, as if
+    /// it had been opened again without O_TRUNC. (SQLite fsyncs its journal, then rewrites
+    /// the journal's header.) `None` for any other descriptor.
+    async fn continue_in_place(&self, fh: u64) -> Option<SharedModify> {
+        let handle = self.write_handle(fh)?;
+        let h = handle.lock().await;
+        let committed = h.writer.committed()?.clone();
+        let etag = committed.etag.clone()?;
+        let version = ObjectVersion {
+            key: h.writer.key().to_string(),
+            etag,
+            ciphertext_size: committed.ciphertext_size,
+        };
+        let base = ObjectReader::new(self.read.clone(), version).ok()?;
+        let state = {
+            let mut modifying = self.modifying.lock().unwrap();
+            let (state, users) = modifying.entry(h.ino).or_insert_with(|| {
+                let handle = ModifyHandle::new(h.ino, Arc::new(base), committed.plaintext_size);
+                (Arc::new(tokio::sync::Mutex::new(handle)), 0)
+            });
+            *users += 1;
+            state.clone()
+        };
+        if let Some(n) = self.inodes.lock().unwrap().get_mut(h.ino) {
+            // The saved writer stopped counting at its commit; the descriptor writes again.
+            n.writers += 1;
+        }
+        self.handles.lock().unwrap().insert(
+            fh,
+            Handle::Modify(ModifyOpen {
+                opener_pid: h.opener_pid,
+                writes: true,
+                state: state.clone(),
+            }),
+        );
+        Some(state)
     }
 
     async fn write_in_place(
@@ -1974,7 +2029,7 @@ impl Filesystem {
             return Ok(None);
         };
         let base = h.base().version().clone();
-        if base.key != key {
+        if base.key != key || !crate::upload::append::worthwhile(&plan) {
             return Ok(None);
         }
         let fail = |what: &str, e: String| {

@@ -16,7 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use tracing::{debug, warn};
 
 use super::{Committed, UploadContext, WriteError, part_size};
-use crate::crypto::{Header, StreamEncryptor};
+use crate::crypto::{AppendPlan, Header, StreamEncryptor};
 use crate::store::{CompletedPart, Metadata, StoreError};
 
 /// S3's smallest part (all but the last).
@@ -25,6 +25,12 @@ const MIN_PART: u64 = 5 * 1024 * 1024;
 const MAX_COPY_PART: u64 = 1024 * 1024 * 1024;
 /// Copies in flight at once.
 const COPIES_IN_FLIGHT: usize = 4;
+
+/// Whether keeping the ciphertext saves anything: at least two parts' worth (part 1 is
+/// fetched and sent again anyway).
+pub fn worthwhile(plan: &AppendPlan) -> bool {
+    plan.kept.end - plan.kept.start >= 2 * MIN_PART
+}
 
 /// The version being appended to.
 pub struct AppendBase<'a> {
@@ -63,7 +69,7 @@ impl Appender {
         let Some(plan) = volume.layout.append_plan(base.plaintext_size) else {
             return Ok(None);
         };
-        if plan.kept.end - plan.kept.start < 2 * MIN_PART {
+        if !worthwhile(&plan) {
             return Ok(None);
         }
         let Some(encryptor) =

@@ -200,6 +200,11 @@ impl ObjectWriter {
         self.result.is_some()
     }
 
+    /// The version this writer saved, once its commit succeeded.
+    pub fn committed(&self) -> Option<&Committed> {
+        self.result.as_ref().and_then(|r| r.as_ref().ok())
+    }
+
     /// Appends `data` at `offset`, which must be the current end of the file. Waits (never
     /// fails) when the file's parts in flight or the mount's memory budget are at their limit.
     pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), WriteError> {
