@@ -21,8 +21,11 @@ use crate::store::{CompletedPart, Metadata, StoreError};
 
 /// S3's smallest part (all but the last).
 const MIN_PART: u64 = 5 * 1024 * 1024;
-/// Largest part copied in one UploadPartCopy (S3 allows 5 GiB).
-const MAX_COPY_PART: u64 = 1024 * 1024 * 1024;
+/// Bytes per UploadPartCopy: copies run in parallel (a server copies a part at a time), and
+/// grow for huge files so that copies and new parts stay within S3's 10,000 parts.
+const COPY_PART: u64 = 256 * 1024 * 1024;
+/// Parts the copies may use.
+const MAX_COPY_PARTS: u64 = 9000;
 /// Copies in flight at once.
 const COPIES_IN_FLIGHT: usize = 4;
 
@@ -129,7 +132,8 @@ impl Appender {
         if copied.is_empty() {
             return Ok(());
         }
-        let chunks = (copied.end - copied.start).div_ceil(MAX_COPY_PART);
+        let len = copied.end - copied.start;
+        let chunks = len.div_ceil(COPY_PART.max(len.div_ceil(MAX_COPY_PARTS)));
         let chunk = (copied.end - copied.start).div_ceil(chunks);
         let ranges: Vec<(u32, Range<u64>)> = (0..chunks)
             .map(|i| {
