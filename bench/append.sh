@@ -18,7 +18,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 SIZE=${BENCH_APPEND_SIZE:-$((1 << 30))}
 BYTES=${BENCH_APPEND_BYTES:-$((1 << 20))}
 RUNS=${BENCH_RUNS:-3}
-WORK=$(mktemp -d /tmp/s3cryptfs-append.XXXXXX)
+WORK=$(mktemp -d)
 log() { echo "[append-bench] $*" >&2; }
 
 # shellcheck source=../scripts/local-garage.sh

@@ -1971,7 +1971,7 @@ impl Filesystem {
         let _saving = self.object_locks.lock(&[h.ino]).await;
         let node = self.node(h.ino)?;
         let metadata = self.attrs_metadata(&node.state.attrs);
-        let result = match self.save_appended(h, &node.key, &metadata).await? {
+        let result = match h.save_appended(&self.upload, &node.key, &metadata).await? {
             Some(done) => done,
             None => {
                 let mut writer = ObjectWriter::new(self.upload.clone(), node.key.clone(), metadata);
@@ -2012,90 +2012,6 @@ impl Filesystem {
         self.read.cache.invalidate(&node.key);
         self.forget_head(&node.key);
         Ok(())
-    }
-
-    /// A file whose only change is bytes appended to its version, on a format-2 volume:
-    /// saved by keeping the version's ciphertext (copied server-side) and sending the
-    /// appended bytes. `None` when that does not apply (the caller rewrites the file).
-    async fn save_appended(
-        &self,
-        h: &ModifyHandle,
-        key: &str,
-        metadata: &Metadata,
-    ) -> FsResult<Option<crate::upload::Committed>> {
-        use crate::upload::append::{AppendBase, Appender};
-        let layout = self.volume.layout;
-        let (Some(tail), Some(plan)) = (h.appended(), layout.append_plan(h.base_len())) else {
-            return Ok(None);
-        };
-        let base = h.base().version().clone();
-        if base.key != key || !crate::upload::append::worthwhile(&plan) {
-            return Ok(None);
-        }
-        let fail = |what: &str, e: String| {
-            warn!(key = %key, "file not saved: {what}: {e}");
-            libc::EIO
-        };
-        let header = self
-            .volume
-            .store
-            .get_range(&base.key, 0..layout.header_len() as u64, Some(&base.etag))
-            .await
-            .map_err(|e| fail("reading its header", e.to_string()))?
-            .body
-            .collect()
-            .await
-            .map_err(|e| fail("reading its header", e.to_string()))?;
-        let header = crate::crypto::Header::parse(&header, layout)
-            .map_err(|e| fail("its header", e.to_string()))?;
-        let want = (plan.resealed.end - plan.resealed.start) as u32;
-        let last_segment = h
-            .base()
-            .read(plan.resealed.start, want)
-            .await
-            .map_err(|e| fail("reading its last segment", e.to_string()))?;
-        if last_segment.len() as u32 != want {
-            return Err(fail("reading its last segment", "short read".into()));
-        }
-        let started = Appender::start(
-            self.upload.clone(),
-            key,
-            AppendBase {
-                key: &base.key,
-                etag: &base.etag,
-                plaintext_size: h.base_len(),
-                header,
-                last_segment,
-            },
-            metadata,
-        )
-        .await
-        .map_err(|e| fail("appending", e.to_string()))?;
-        let Some(mut appender) = started else {
-            return Ok(None);
-        };
-        let mut offset = 0;
-        while offset < tail.len() {
-            let chunk =
-                super::modify::read_staged(tail, offset, (1 << 20).min(tail.len() - offset));
-            let written = match chunk {
-                Ok(chunk) if !chunk.is_empty() => {
-                    offset += chunk.len() as u64;
-                    appender.write(&chunk).await.map_err(|e| e.to_string())
-                }
-                Ok(_) => Err("staged bytes ended early".to_string()),
-                Err(errno) => Err(format!("errno {errno}")),
-            };
-            if let Err(e) = written {
-                appender.abort().await;
-                return Err(fail("appending", e));
-            }
-        }
-        appender
-            .finish()
-            .await
-            .map(Some)
-            .map_err(|e| fail("appending", e.to_string()))
     }
 
     /// close(): the opening process's flush commits the file and returns the upload's result;

@@ -21,8 +21,10 @@ use bytes::{Bytes, BytesMut};
 use tracing::warn;
 
 use crate::read::ObjectReader;
-use crate::upload::ObjectWriter;
+use crate::store::Metadata;
+use crate::upload::append::{AppendBase, Appender, worthwhile};
 use crate::upload::staging::{StagingBudget, StagingFile};
+use crate::upload::{Committed, ObjectWriter, UploadContext};
 
 /// Bytes copied per step between the object, the staging file and the upload.
 const CHUNK: u64 = 1024 * 1024;
@@ -65,17 +67,8 @@ impl ModifyHandle {
         }
     }
 
-    /// The version the contents start from.
-    pub fn base(&self) -> &Arc<ObjectReader> {
-        &self.base
-    }
-
-    pub fn base_len(&self) -> u64 {
-        self.base_len
-    }
-
     /// The appended bytes, when that is all that changed since the version was saved.
-    pub fn appended(&self) -> Option<&StagingFile> {
+    fn appended(&self) -> Option<&StagingFile> {
         match &self.contents {
             Contents::Appended(tail) => Some(tail),
             _ => None,
@@ -194,16 +187,12 @@ impl ModifyHandle {
         offset: u64,
         data: &[u8],
     ) -> Result<(), i32> {
-        let staging = if offset >= self.base_len && !matches!(self.contents, Contents::Staged(_)) {
+        if offset >= self.base_len && !matches!(self.contents, Contents::Staged(_)) {
             let base_len = self.base_len;
-            let tail = self.tail(dir, budget)?;
-            stage(tail, offset - base_len, data)?;
-            self.dirty = true;
-            return Ok(());
+            stage(self.tail(dir, budget)?, offset - base_len, data)?;
         } else {
-            self.staged(dir, budget, u64::MAX).await?
-        };
-        stage(staging, offset, data)?;
+            stage(self.staged(dir, budget, u64::MAX).await?, offset, data)?;
+        }
         self.dirty = true;
         Ok(())
     }
@@ -230,6 +219,88 @@ impl ModifyHandle {
         })?;
         self.dirty = true;
         Ok(())
+    }
+
+    /// A file whose only change is bytes appended to its version, on a format-2 volume:
+    /// saved by keeping the version's ciphertext (copied server-side) and sending the
+    /// appended bytes. `None` when that does not apply (the caller rewrites the file).
+    pub async fn save_appended(
+        &self,
+        upload: &Arc<UploadContext>,
+        key: &str,
+        metadata: &Metadata,
+    ) -> Result<Option<Committed>, i32> {
+        let volume = &upload.volume;
+        let layout = volume.layout;
+        let (Some(tail), Some(plan)) = (self.appended(), layout.append_plan(self.base_len)) else {
+            return Ok(None);
+        };
+        let base = self.base.version().clone();
+        if base.key != key || !worthwhile(&plan) {
+            return Ok(None);
+        }
+        let fail = |what: &str, e: String| {
+            warn!(key = %key, "file not saved: {what}: {e}");
+            libc::EIO
+        };
+        let header = volume
+            .store
+            .get_range(&base.key, 0..layout.header_len() as u64, Some(&base.etag))
+            .await
+            .map_err(|e| fail("reading its header", e.to_string()))?
+            .body
+            .collect()
+            .await
+            .map_err(|e| fail("reading its header", e.to_string()))?;
+        let header = crate::crypto::Header::parse(&header, layout)
+            .map_err(|e| fail("its header", e.to_string()))?;
+        let want = (plan.resealed.end - plan.resealed.start) as u32;
+        let last_segment = self
+            .base
+            .read(plan.resealed.start, want)
+            .await
+            .map_err(|e| fail("reading its last segment", e.to_string()))?;
+        if last_segment.len() as u32 != want {
+            return Err(fail("reading its last segment", "short read".into()));
+        }
+        let started = Appender::start(
+            upload.clone(),
+            key,
+            AppendBase {
+                key: &base.key,
+                etag: &base.etag,
+                plaintext_size: self.base_len,
+                header,
+                last_segment,
+            },
+            metadata,
+        )
+        .await
+        .map_err(|e| fail("appending", e.to_string()))?;
+        let Some(mut appender) = started else {
+            return Ok(None);
+        };
+        let mut offset = 0;
+        while offset < tail.len() {
+            let chunk = read_staged(tail, offset, CHUNK.min(tail.len() - offset));
+            let written = match chunk {
+                Ok(chunk) if !chunk.is_empty() => {
+                    offset += chunk.len() as u64;
+                    appender.write(&chunk).await.map_err(|e| e.to_string())
+                }
+                Ok(_) => Err("staged bytes ended early".to_string()),
+                Err(errno) => Err(format!("errno {errno}")),
+            };
+            if let Err(e) = written {
+                appender.abort().await;
+                return Err(fail("appending", e));
+            }
+        }
+        appender
+            .finish()
+            .await
+            .map(Some)
+            .map_err(|e| fail("appending", e.to_string()))
     }
 
     /// Streams the whole contents into `writer` (a new version under a new salt).

@@ -191,8 +191,8 @@ pub trait ObjectStore: Send + Sync + 'static {
         body: Bytes,
     ) -> Result<CompletedPart, StoreError>;
 
-    /// UploadPartCopy: bytes `range` of `src` become part `part_number`, only while `src`
-    /// is still the version `src_etag` names (otherwise `PreconditionFailed`).
+    /// UploadPartCopy: bytes `range` of `src` become part `part_number`; with `src_etag`,
+    /// only while `src` is still that version (otherwise `PreconditionFailed`).
     async fn upload_part_copy(
         &self,
         key: &str,
@@ -200,7 +200,7 @@ pub trait ObjectStore: Send + Sync + 'static {
         part_number: u32,
         src: &str,
         range: std::ops::Range<u64>,
-        src_etag: &str,
+        src_etag: Option<&str>,
     ) -> Result<CompletedPart, StoreError>;
 
     async fn complete_multipart(

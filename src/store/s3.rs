@@ -168,33 +168,10 @@ impl S3Store {
                 (i as u32 + 1, start, (start + part_size).min(size) - 1)
             })
             .collect();
-        let copy_source = self.copy_source(src);
-        let full_dst = self.full_key(dst);
+        let upload = upload_id.as_str();
         let parts: Result<Vec<CompletedPart>, StoreError> = futures::stream::iter(ranges)
             .map(|(number, first, last)| {
-                let req = self
-                    .client
-                    .upload_part_copy()
-                    .bucket(&self.config.bucket)
-                    .key(&full_dst)
-                    .upload_id(&upload_id)
-                    .part_number(number as i32)
-                    .copy_source(&copy_source)
-                    .copy_source_range(format!("bytes={first}-{last}"));
-                async move {
-                    let out = req
-                        .send()
-                        .await
-                        .map_err(|e| map_err("UploadPartCopy", src, e))?;
-                    let etag = out
-                        .copy_part_result()
-                        .and_then(|r| r.e_tag())
-                        .ok_or_else(|| StoreError::fatal("UploadPartCopy returned no ETag"))?;
-                    Ok(CompletedPart {
-                        part_number: number,
-                        etag: etag.to_string(),
-                    })
-                }
+                self.upload_part_copy(dst, upload, number, src, first..last + 1, None)
             })
             .buffered(COPY_CONCURRENCY)
             .try_collect()
@@ -356,7 +333,7 @@ impl ObjectStore for S3Store {
         part_number: u32,
         src: &str,
         range: std::ops::Range<u64>,
-        src_etag: &str,
+        src_etag: Option<&str>,
     ) -> Result<CompletedPart, StoreError> {
         trace_request("UploadPartCopy", key);
         let out = self
@@ -368,7 +345,7 @@ impl ObjectStore for S3Store {
             .part_number(part_number as i32)
             .copy_source(self.copy_source(src))
             .copy_source_range(format!("bytes={}-{}", range.start, range.end - 1))
-            .copy_source_if_match(src_etag)
+            .set_copy_source_if_match(src_etag.map(str::to_string))
             .send()
             .await
             .map_err(|e| map_err("UploadPartCopy", src, e))?;

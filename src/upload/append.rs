@@ -148,7 +148,7 @@ impl Appender {
                 let (src, etag) = (base.key.to_string(), base.etag.to_string());
                 async move {
                     store
-                        .upload_part_copy(&key, &upload_id, number, &src, range, &etag)
+                        .upload_part_copy(&key, &upload_id, number, &src, range, Some(&etag))
                         .await
                 }
             })

@@ -139,7 +139,7 @@ impl ObjectStore for FaultStore {
         part_number: u32,
         src: &str,
         range: std::ops::Range<u64>,
-        src_etag: &str,
+        src_etag: Option<&str>,
     ) -> Result<CompletedPart, StoreError> {
         self.enter(Op::UploadPart).await?;
         self.inner
