@@ -231,18 +231,22 @@ async fn descriptors_of_one_file_share_its_contents(kind: ServerKind) {
     drop(second);
     assert_same(&m, "f", &local, "after both closed");
 
-    // Two replacements at once: the last closed wins.
-    let mut early = std::fs::File::create(m.join("f")).unwrap();
-    let mut late = std::fs::File::create(m.join("f")).unwrap();
+    // Two replacements at once: the last closed wins. (Another file: descriptors opened
+    // while "f" is still being changed in place, its release being asynchronous, would
+    // share its contents instead, where the last write wins.)
+    std::fs::write(m.join("g"), b"before").unwrap();
+    let mut early = std::fs::File::create(m.join("g")).unwrap();
+    let mut late = std::fs::File::create(m.join("g")).unwrap();
     late.write_all(b"closed last").unwrap();
     early.write_all(b"closed first, lost").unwrap();
     drop(early);
     drop(late);
-    assert_eq!(std::fs::read(m.join("f")).unwrap(), b"closed last");
+    assert_eq!(std::fs::read(m.join("g")).unwrap(), b"closed last");
     assert_eq!(m.unmount(), Some(0));
 
     let m = v.mount(&[]);
-    assert_eq!(std::fs::read(m.join("f")).unwrap(), b"closed last");
+    assert_same(&m, "f", &local, "after a remount");
+    assert_eq!(std::fs::read(m.join("g")).unwrap(), b"closed last");
     assert_eq!(v.store.list_uploads("").await.unwrap().len(), 0);
 }
 
