@@ -24,7 +24,7 @@ use crate::read::ObjectReader;
 use crate::store::Metadata;
 use crate::upload::append::{AppendBase, Appender, worthwhile};
 use crate::upload::staging::{StagingBudget, StagingFile};
-use crate::upload::{Committed, ObjectWriter, UploadContext};
+use crate::upload::{Committed, ObjectWriter, UploadContext, WriteError};
 
 /// Bytes copied per step between the object, the staging file and the upload.
 const CHUNK: u64 = 1024 * 1024;
@@ -239,29 +239,36 @@ impl ModifyHandle {
         if base.key != key || !worthwhile(&plan) {
             return Ok(None);
         }
-        let fail = |what: &str, e: String| {
+        // Logged with what failed; access denied stays EACCES, the rest is EIO.
+        let fail = |what: &str, e: WriteError| {
             warn!(key = %key, "file not saved: {what}: {e}");
-            libc::EIO
+            e.errno()
         };
         let header = volume
             .store
             .get_range(&base.key, 0..layout.header_len() as u64, Some(&base.etag))
             .await
-            .map_err(|e| fail("reading its header", e.to_string()))?
+            .map_err(|e| fail("reading its header", e.into()))?
             .body
             .collect()
             .await
-            .map_err(|e| fail("reading its header", e.to_string()))?;
-        let header = crate::crypto::Header::parse(&header, layout)
-            .map_err(|e| fail("its header", e.to_string()))?;
+            .map_err(|e| fail("reading its header", e.into()))?;
+        let header = crate::crypto::Header::parse(&header, layout).map_err(|e| {
+            warn!(key = %key, "file not saved: its header: {e}");
+            libc::EIO
+        })?;
         let want = (plan.resealed.end - plan.resealed.start) as u32;
         let last_segment = self
             .base
             .read(plan.resealed.start, want)
             .await
-            .map_err(|e| fail("reading its last segment", e.to_string()))?;
+            .map_err(|e| {
+                warn!(key = %key, "file not saved: reading its last segment: {e}");
+                e.errno()
+            })?;
         if last_segment.len() as u32 != want {
-            return Err(fail("reading its last segment", "short read".into()));
+            warn!(key = %key, "file not saved: its last segment read short");
+            return Err(libc::EIO);
         }
         let started = Appender::start(
             upload.clone(),
@@ -276,31 +283,37 @@ impl ModifyHandle {
             metadata,
         )
         .await
-        .map_err(|e| fail("appending", e.to_string()))?;
+        .map_err(|e| fail("appending", e))?;
         let Some(mut appender) = started else {
             return Ok(None);
         };
         let mut offset = 0;
         while offset < tail.len() {
-            let chunk = read_staged(tail, offset, CHUNK.min(tail.len() - offset));
-            let written = match chunk {
+            let written = match read_staged(tail, offset, CHUNK.min(tail.len() - offset)) {
                 Ok(chunk) if !chunk.is_empty() => {
                     offset += chunk.len() as u64;
-                    appender.write(&chunk).await.map_err(|e| e.to_string())
+                    appender
+                        .write(&chunk)
+                        .await
+                        .map_err(|e| fail("appending", e))
                 }
-                Ok(_) => Err("staged bytes ended early".to_string()),
-                Err(errno) => Err(format!("errno {errno}")),
+                Ok(_) => {
+                    warn!(key = %key, "file not saved: its staged bytes ended early");
+                    Err(libc::EIO)
+                }
+                // read_staged logged why.
+                Err(errno) => Err(errno),
             };
-            if let Err(e) = written {
+            if let Err(errno) = written {
                 appender.abort().await;
-                return Err(fail("appending", e));
+                return Err(errno);
             }
         }
         appender
             .finish()
             .await
             .map(Some)
-            .map_err(|e| fail("appending", e.to_string()))
+            .map_err(|e| fail("appending", e))
     }
 
     /// Streams the whole contents into `writer` (a new version under a new salt).
