@@ -20,7 +20,8 @@ on_both_servers!(
     appends_send_only_the_new_bytes,
     format_1_volumes_are_still_changed_in_place,
     tools_that_write_in_place_work,
-    writes_after_fsync_continue_in_place
+    writes_after_fsync_continue_in_place,
+    truncate_by_path_changes_the_file
 );
 
 fn open_rw(path: &std::path::Path) -> std::fs::File {
@@ -522,6 +523,31 @@ async fn writes_after_fsync_continue_in_place(kind: ServerKind) {
     let mut want = vec![b'a'; 50_000];
     want[..6].copy_from_slice(b"header");
     want.extend_from_slice(b"end");
+    assert!(std::fs::read(m.join("f")).unwrap() == want);
+    assert_eq!(m.unmount(), Some(0));
+    let m = v.mount(&[]);
+    assert!(std::fs::read(m.join("f")).unwrap() == want);
+}
+
+/// truncate(2) by path, with no descriptor open: down, then up with zeros, saved at once.
+async fn truncate_by_path_changes_the_file(kind: ServerKind) {
+    let v = TestVolume::new(kind, "pathtrunc", "").await;
+    let m = v.mount(&[]);
+    let data = common::random_bytes(150_000, 121);
+    std::fs::write(m.join("f"), &data).unwrap();
+    let truncate = |len: u64| {
+        let path =
+            std::ffi::CString::new(m.join("f").into_os_string().into_encoded_bytes()).unwrap();
+        assert_eq!(
+            unsafe { libc::truncate(path.as_ptr(), len as libc::off_t) },
+            0
+        );
+    };
+    truncate(70_000);
+    assert!(std::fs::read(m.join("f")).unwrap() == data[..70_000]);
+    truncate(90_000);
+    let mut want = data[..70_000].to_vec();
+    want.resize(90_000, 0);
     assert!(std::fs::read(m.join("f")).unwrap() == want);
     assert_eq!(m.unmount(), Some(0));
     let m = v.mount(&[]);

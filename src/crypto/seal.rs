@@ -169,11 +169,7 @@ impl StreamEncryptor {
             // An append starts past the header, which its caller places.
             started: from_segment > 0,
             pending: 0,
-            plaintext_len: if from_segment > 0 {
-                layout.segment_plaintext_start(from_segment)
-            } else {
-                0
-            },
+            plaintext_len: layout.segment_plaintext_start(from_segment),
         }
     }
 

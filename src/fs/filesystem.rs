@@ -718,40 +718,49 @@ impl Filesystem {
         change: AttrChange,
         fh: Option<u64>,
     ) -> FsResult<Attr> {
-        if let Some(size) = change.size
-            && let Some(m) = fh
-                .and_then(|fh| self.modify_handle(fh))
-                .or_else(|| self.modify_state(ino))
-        {
-            let mut h = m.lock().await;
-            h.set_len(&self.options.cache_dir, &self.staging_budget, size)
-                .await?;
-            if let Some(node) = self.inodes.lock().unwrap().get_mut(ino) {
-                node.state.size = size;
-                node.state.attrs.mtime = SystemTime::now();
-            }
-        } else if let Some(size) = change.size
-            && let Some(fh) = fh
-            && let Some(m) = self.continue_in_place(fh).await
-        {
-            let mut h = m.lock().await;
-            h.set_len(&self.options.cache_dir, &self.staging_budget, size)
-                .await?;
-            if let Some(node) = self.inodes.lock().unwrap().get_mut(ino) {
-                node.state.size = size;
-                node.state.attrs.mtime = SystemTime::now();
-            }
-        } else if let Some(size) = change.size {
-            let current = match fh.and_then(|fh| self.write_handle(fh)) {
-                Some(h) => h.lock().await.writer.len(),
-                None => self.getattr(ino).await?.size,
+        if let Some(size) = change.size {
+            // A file changed in place (through this descriptor or another), or a new file's
+            // descriptor written again after its fsync: resized in its staged contents.
+            let in_place = match fh.and_then(|fh| self.modify_handle(fh)) {
+                Some(m) => Some(m),
+                None => match self.modify_state(ino) {
+                    Some(m) => Some(m),
+                    None => match fh {
+                        Some(fh) => self.continue_in_place(fh).await,
+                        None => None,
+                    },
+                },
             };
-            if size != current {
-                info!(
-                    ino,
-                    size, current, "truncate to a different size is not supported yet"
-                );
-                return Err(libc::EPERM);
+            if let Some(m) = in_place {
+                let mut h = m.lock().await;
+                h.set_len(&self.options.cache_dir, &self.staging_budget, size)
+                    .await?;
+                self.changed_in_place(ino, size);
+            } else if let Some(h) = fh.and_then(|fh| self.write_handle(fh)) {
+                let current = h.lock().await.writer.len();
+                if size != current {
+                    info!(
+                        ino,
+                        size,
+                        current,
+                        "a new version being streamed cannot be resized before it is saved"
+                    );
+                    return Err(libc::EINVAL);
+                }
+            } else if size != self.getattr(ino).await?.size {
+                // truncate(2) by path: changed in place like an open, ftruncate and close.
+                let fh = self.open(ino, libc::O_WRONLY, std::process::id()).await?;
+                let saved = async {
+                    let m = self.modify_handle(fh).ok_or(libc::EIO)?;
+                    let mut h = m.lock().await;
+                    h.set_len(&self.options.cache_dir, &self.staging_budget, size)
+                        .await?;
+                    self.changed_in_place(ino, size);
+                    self.commit_in_place(&mut h).await
+                }
+                .await;
+                self.release(ino, fh).await;
+                saved?;
             }
         }
         if change.mode.is_none()
@@ -1954,11 +1963,16 @@ impl Filesystem {
         let mut h = handle.lock().await;
         h.write(&self.options.cache_dir, &self.staging_budget, offset, data)
             .await?;
-        if let Some(node) = self.inodes.lock().unwrap().get_mut(h.ino) {
-            node.state.size = h.len();
+        self.changed_in_place(h.ino, h.len());
+        Ok(data.len() as u32)
+    }
+
+    /// What `stat` shows of a file changed in place: its new size, and now as its mtime.
+    fn changed_in_place(&self, ino: u64, size: u64) {
+        if let Some(node) = self.inodes.lock().unwrap().get_mut(ino) {
+            node.state.size = size;
             node.state.attrs.mtime = SystemTime::now();
         }
-        Ok(data.len() as u32)
     }
 
     /// Saves a file changed in place as a new version of its object (nothing to do if it
