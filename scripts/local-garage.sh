@@ -8,7 +8,7 @@
 # GARAGE_BIN picks the binary (default: garage on PATH, else /opt/s3test/bin/garage).
 
 garage_start() {
-  local dir=$1 bucket=$2 bin=${GARAGE_BIN:-$(command -v garage || echo /opt/s3test/bin/garage)}
+  local dir=$1 bucket=$2 bin=${GARAGE_BIN:-$(type -P garage || echo /opt/s3test/bin/garage)}
   [ -x "$bin" ] || { echo "garage not found (run scripts/install-test-deps.sh)" >&2; return 1; }
   mkdir -p "$dir"
   local ports s3_port rpc_port admin_port
