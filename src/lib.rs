@@ -1,13 +1,20 @@
 //! s3cryptfs: an S3 bucket mounted as a directory, with everything encrypted on the client.
 //!
-//! Data flows one way: `fs` (FUSE adapter and filesystem core) → `read` / `upload`
-//! pipelines → `crypto` (object format, keys) → `store` (the only module that talks to S3).
-//! `volume` ties a store to its config and key; `cli` is the command line.
+//! Data flows one way, and modules import only downward (a module may skip layers):
+//!
+//! - `cli`: the command line;
+//! - `fs`: the FUSE adapter, then the filesystem core;
+//! - `read`, `upload` and `fs::modify`: reading, streaming new versions, changing in place;
+//! - `volume`: a store, its config and its unlocked key;
+//! - `object_keys`: how file names become object keys (plain or encrypted);
+//! - `crypto` (object format, keys, name encryption) and `store` (the only module that talks
+//!   to S3), which import nothing of the above.
 
 pub mod cli;
 pub mod crypto;
 pub mod fs;
 pub mod metrics;
+pub mod object_keys;
 pub mod read;
 pub mod store;
 pub mod upload;

@@ -9,12 +9,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::crypto::{CryptoError, KeySource, Layout, MasterKey, UserKey, VolumeConfig};
-use crate::fs::names::NameCodec;
+use crate::object_keys::NameCodec;
+pub use crate::object_keys::RESERVED_NAME;
 use crate::store::{Metadata, ObjectStore, StoreError, StoreErrorKind};
 
-/// The name, at the root of a volume, under which s3cryptfs keeps its own objects. It never
-/// appears in the mounted tree, and users cannot create it.
-pub const RESERVED_NAME: &str = ".s3cryptfs";
 /// The volume config object.
 pub const CONFIG_KEY: &str = ".s3cryptfs/volume.json";
 

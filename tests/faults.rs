@@ -29,6 +29,7 @@ fn write_and_close(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::File::create(path)?;
     f.write_all(data)?;
     let fd = f.into_raw_fd();
+    // SAFETY: `fd` was just taken out of its File (into_raw_fd): we own it and close it once.
     if unsafe { libc::close(fd) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -168,6 +169,7 @@ async fn close_from_another_thread_reports_the_upload_error(kind: ServerKind) {
     })
     .join()
     .unwrap();
+    // SAFETY: `fd` was taken out of its File (into_raw_fd): we own it and close it once.
     let rc = unsafe { libc::close(fd) };
     let err = std::io::Error::last_os_error();
     assert_eq!(rc, -1, "close() must report the failed upload");

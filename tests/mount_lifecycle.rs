@@ -75,6 +75,7 @@ async fn sigterm_saves_files_still_open(kind: ServerKind) {
     let data = random_bytes(PART + 5000, 11);
     let mut f = std::fs::File::create(m.join("open")).unwrap();
     f.write_all(&data).unwrap();
+    // SAFETY: kill(2) of the mount daemon this test started.
     unsafe { libc::kill(m.pid() as i32, libc::SIGTERM) };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while is_mounted(m.path()) && std::time::Instant::now() < deadline {
@@ -147,6 +148,7 @@ async fn kill_9_mid_copy_leaves_only_whole_objects(kind: ServerKind) {
         "the daemon must die while the copy runs"
     );
     let pid = m.as_ref().unwrap().pid();
+    // SAFETY: kill(2) of the mount daemon this test started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let out = copy.join().unwrap();
     assert!(
@@ -192,6 +194,7 @@ async fn a_second_signal_exits_at_once(kind: ServerKind) {
         Fault::Stall(Duration::from_secs(120)),
         None,
     );
+    // SAFETY: kill(2) of the mount daemon this test started.
     unsafe { libc::kill(m.pid() as i32, libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(500));
     assert!(
@@ -200,6 +203,7 @@ async fn a_second_signal_exits_at_once(kind: ServerKind) {
         m.log_text()
     );
     // ...and a second signal does not wait for it.
+    // SAFETY: kill(2) of the mount daemon this test started.
     unsafe { libc::kill(m.pid() as i32, libc::SIGINT) };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let status = loop {

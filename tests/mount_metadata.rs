@@ -132,8 +132,10 @@ async fn symlinks_and_mknod(kind: ServerKind, names: Names) {
     assert_eq!(std::fs::read(m.join("rel")).unwrap(), b"pointed at");
     // mknod of a regular file makes an empty file; devices and FIFOs are refused.
     let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: the path is a NUL-terminated CString that lives until the call returns.
     let rc = unsafe { libc::mknod(c(&m.join("node")).as_ptr(), libc::S_IFREG | 0o600, 0) };
     assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: the path is a NUL-terminated CString that lives until the call returns.
     let rc = unsafe { libc::mkfifo(c(&m.join("fifo")).as_ptr(), 0o600) };
     assert_eq!(rc, -1);
     assert_eq!(

@@ -538,10 +538,9 @@ async fn truncate_by_path_changes_the_file(kind: ServerKind) {
     let truncate = |len: u64| {
         let path =
             std::ffi::CString::new(m.join("f").into_os_string().into_encoded_bytes()).unwrap();
-        assert_eq!(
-            unsafe { libc::truncate(path.as_ptr(), len as libc::off_t) },
-            0
-        );
+        // SAFETY: `path` is a NUL-terminated CString that outlives the call.
+        let rc = unsafe { libc::truncate(path.as_ptr(), len as libc::off_t) };
+        assert_eq!(rc, 0);
     };
     truncate(70_000);
     assert!(std::fs::read(m.join("f")).unwrap() == data[..70_000]);

@@ -120,6 +120,7 @@ async fn rename_files(kind: ServerKind, names: Names) {
     std::fs::write(m.join("other"), b"other").unwrap();
     let from = CString::new(m.join("other").as_os_str().as_bytes()).unwrap();
     let to = CString::new(m.join("victim").as_os_str().as_bytes()).unwrap();
+    // SAFETY: both paths are NUL-terminated CStrings that outlive the call.
     let rc = unsafe {
         libc::renameat2(
             libc::AT_FDCWD,

@@ -157,6 +157,7 @@ async fn notifies_systemd_when_ready_and_when_stopping() {
     let n = socket.recv(&mut buf).expect("READY=1 within 60 s");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
     assert!(is_mounted(dir.path()), "ready means mounted");
+    // SAFETY: kill(2) on our own child, which has not been reaped yet.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let n = socket.recv(&mut buf).expect("STOPPING=1 after SIGTERM");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));

@@ -6,9 +6,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::fault_store::{Action, FaultStore, Op};
 use common::{ServerKind, fresh_store, random_bytes};
 use s3cryptfs::crypto::{KeySource, Layout, UserKey, VolumeConfig, decrypt_to_vec};
+use s3cryptfs::store::fault::{Action, FaultStore, Op};
 use s3cryptfs::store::{ObjectStore, S3Store, StoreErrorKind};
 use s3cryptfs::upload::{MemoryBudget, ObjectWriter, UploadConfig, UploadContext, UploadStats};
 use s3cryptfs::volume::Volume;
@@ -39,7 +39,7 @@ async fn setup(kind: ServerKind, tag: &str) -> (Arc<FaultStore>, S3Store, Arc<Up
         store: faults.clone() as Arc<dyn ObjectStore>,
         layout: config.layout().unwrap(),
         config,
-        names: s3cryptfs::fs::names::NameCodec::Plain,
+        names: s3cryptfs::object_keys::NameCodec::Plain,
         master,
     });
     let ctx = Arc::new(UploadContext {

@@ -5,19 +5,21 @@
 //! mount(8) helper must.
 
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{MountOption, SessionACL};
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::mount::{MntFlags, umount2};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use super::args::MountArgs;
 use super::{EXIT_FAILURE, EXIT_STORE, EXIT_USAGE, fail, runtime};
-use crate::fs::{Filesystem, FsOptions, FuseAdapter, raise_read_ahead};
+use crate::fs::{FsCore, FsOptions, FuseAdapter, raise_read_ahead};
 use crate::read::{PrefetchConfig, ReadContext, SegmentCache};
 use crate::upload::{MemoryBudget, UploadConfig, UploadContext, UploadStats};
 
@@ -95,8 +97,8 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
     drop(secret);
 
     let fs_options = FsOptions {
-        uid: args.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
-        gid: args.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
+        uid: args.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw()),
+        gid: args.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw()),
         file_mode: args.file_mode,
         dir_mode: args.dir_mode,
         cache_dir: staging_dir(args.cache_dir.as_deref()),
@@ -121,7 +123,7 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
         },
         stats: UploadStats::default(),
     });
-    let fs = Arc::new(Filesystem::new(volume, fs_options, read, upload.clone()));
+    let fs = Arc::new(FsCore::new(volume, fs_options, read, upload.clone()));
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
 
     let mut config = fuser::Config::default();
@@ -214,7 +216,7 @@ fn staging_dir(arg: Option<&std::path::Path>) -> std::path::PathBuf {
     use std::os::unix::fs::DirBuilderExt;
     let dir = match arg {
         Some(d) => d.to_path_buf(),
-        None if unsafe { libc::geteuid() } == 0 => "/var/cache/s3cryptfs".into(),
+        None if nix::unistd::geteuid().is_root() => "/var/cache/s3cryptfs".into(),
         None => std::env::var_os("XDG_CACHE_HOME")
             .map(std::path::PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
@@ -246,14 +248,10 @@ fn log_upload_totals(stats: &UploadStats) {
 /// `s3cryptfs umount DIR`: as root, unmount(2) (the daemon then saves what is still being
 /// written and exits); otherwise `fusermount3 -u`.
 pub fn umount_command(path: &std::path::Path) -> i32 {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return fail(EXIT_USAGE, "mount point contains a NUL byte");
+    let err = match umount2(path, MntFlags::empty()) {
+        Ok(()) => return 0,
+        Err(e) => std::io::Error::from(e),
     };
-    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
-        return 0;
-    }
-    let err = std::io::Error::last_os_error();
     if err.raw_os_error() == Some(libc::EPERM) {
         return match Command::new("fusermount3").arg("-u").arg(path).status() {
             Ok(s) if s.success() => 0,
@@ -270,48 +268,45 @@ pub fn umount_command(path: &std::path::Path) -> i32 {
 /// ends when the last one is closed). fuser's own unmounter is not used: it skips the unmount
 /// when kernel requests are pending on the device.
 fn unmount(path: &std::path::Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+    let Err(err) = umount2(path, MntFlags::empty()) else {
         return;
     };
-    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
-        return;
-    }
-    let err = std::io::Error::last_os_error();
     warn!(
         "unmount of {} failed ({err}); detaching it lazily",
         path.display()
     );
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-        warn!("lazy unmount failed: {}", std::io::Error::last_os_error());
+    if let Err(e) = umount2(path, MntFlags::MNT_DETACH) {
+        warn!("lazy unmount failed: {e}");
     }
 }
 
 /// Re-runs this command in the foreground as a detached child and waits for its report.
 fn run_in_background(argv: &[std::ffi::OsString]) -> i32 {
-    let mut fds = [0; 2];
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return fail(EXIT_FAILURE, std::io::Error::last_os_error());
-    }
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
+        Ok(ends) => ends,
+        Err(e) => return fail(EXIT_FAILURE, std::io::Error::from(e)),
+    };
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => return fail(EXIT_FAILURE, e),
     };
-    let child_fd = fds[1];
+    let child_fd = write_end.as_raw_fd();
     let mut cmd = Command::new(exe);
     cmd.args(argv)
         .arg("--foreground")
         .env(READY_FD_ENV, child_fd.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: fcntl(2) and setsid(2) are, and it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            // SAFETY: `child_fd` is the write end of the pipe made above, which the parent
+            // keeps open until the child has been spawned; the fork inherited it.
+            let fd = BorrowedFd::borrow_raw(child_fd);
             // Keep the report pipe across exec, and leave the caller's session.
-            if libc::fcntl(child_fd, libc::F_SETFD, 0) != 0 || libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+            nix::unistd::setsid()?;
             Ok(())
         });
     }
@@ -333,33 +328,32 @@ fn run_in_background(argv: &[std::ffi::OsString]) -> i32 {
 }
 
 /// The write end of the readiness pipe, when started by [`run_in_background`].
-struct ReadyPipe(Option<std::sync::Mutex<std::fs::File>>);
+struct ReadyPipe(std::sync::Mutex<Option<std::fs::File>>);
 
 impl ReadyPipe {
     fn from_env() -> Self {
         let fd = std::env::var(READY_FD_ENV)
             .ok()
             .and_then(|v| v.parse::<i32>().ok())
-            .filter(|fd| *fd > 2 && unsafe { libc::fcntl(*fd, libc::F_GETFD) } >= 0);
-        // SAFETY: the descriptor was created for us by the parent and nothing else owns it.
-        let file = fd.map(|fd| std::sync::Mutex::new(unsafe { std::fs::File::from_raw_fd(fd) }));
+            .filter(|fd| *fd > 2 && std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists());
+        // SAFETY: the descriptor is open (checked above) and was made for us by the parent
+        // (`run_in_background`); nothing else in this process owns it.
+        let file = fd.map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+        // SAFETY: called from `run` before the runtime or any other thread is started, so no
+        // thread can be reading the environment meanwhile.
         unsafe { std::env::remove_var(READY_FD_ENV) };
-        Self(file)
+        Self(std::sync::Mutex::new(file))
     }
 
     /// Tells the waiting parent how the mount went, and lets go of everything the parent
     /// waits on: the report pipe and our stderr (the parent's), so that a caller capturing
     /// the command's output is not held until the daemon exits.
     fn report(&self, what: &str) {
-        use std::os::fd::AsRawFd;
-        if let Some(f) = &self.0 {
-            let mut f = f.lock().unwrap();
+        // Taken: the pipe is closed when `f` goes, and nothing can write to it after.
+        if let Some(mut f) = self.0.lock().unwrap().take() {
             let _ = writeln!(f, "{what}");
             if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-                unsafe {
-                    libc::dup2(null.as_raw_fd(), f.as_raw_fd());
-                    libc::dup2(null.as_raw_fd(), libc::STDERR_FILENO);
-                }
+                let _ = nix::unistd::dup2_stderr(&null);
             }
         }
     }

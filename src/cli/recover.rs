@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::args::{GetArgs, LsArgs, ObjectArgs, PutArgs, VolumeArgs};
 use super::{EXIT_FAILURE, EXIT_STORE, EXIT_USAGE, fail, runtime};
 use crate::crypto::ObjectDecryptor;
-use crate::fs::names;
+use crate::object_keys as names;
 use crate::upload::{MemoryBudget, ObjectWriter, UploadConfig, UploadContext, UploadStats};
 use crate::volume::{RESERVED_NAME, Volume};
 

@@ -15,8 +15,8 @@ use rand::TryRng;
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use super::config::KeySource;
 use super::error::CryptoError;
-use super::volume::KeySource;
 
 pub(crate) type HmacSha256 = Hmac<Sha256>;
 type Aes256Ctr32 = ctr::Ctr32BE<Aes256>;

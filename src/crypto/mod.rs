@@ -12,10 +12,12 @@
 //! - [`names`]: deterministic encryption of path components ([`NameCipher`]).
 //! - [`seal`]: encryption ([`StreamEncryptor`]).
 //! - [`open`]: decryption ([`ObjectDecryptor`]).
-//! - [`volume`]: the volume config with the wrapped master key.
+//! - [`config`]: the volume config with the wrapped master key.
 //! - [`attrs`]: POSIX attributes sealed into S3 user metadata.
+//! - [`staging`]: the cipher of local staging files (files changed in place).
 
 pub mod attrs;
+pub mod config;
 pub mod error;
 pub mod header;
 pub mod keys;
@@ -23,9 +25,10 @@ pub mod layout;
 pub mod names;
 pub mod open;
 pub mod seal;
-pub mod volume;
+pub mod staging;
 
 pub use attrs::{ATTRS_METADATA_NAME, PosixAttrs, open_attrs, seal_attrs};
+pub use config::{KeySource, VOLUME_FORMAT_VERSION, VolumeConfig};
 pub use error::CryptoError;
 pub use header::{FORMAT_VERSION, Header, MAGIC, ObjectKind};
 pub use keys::{MasterKey, UserKey};
@@ -38,4 +41,3 @@ pub use names::{
 };
 pub use open::{ObjectDecryptor, decrypt_to_vec};
 pub use seal::{SegmentSealer, StreamEncryptor, encrypt_to_vec};
-pub use volume::{KeySource, VOLUME_FORMAT_VERSION, VolumeConfig};

@@ -1,4 +1,4 @@
-//! The FUSE adapter: turns fuser callbacks into calls on [`Filesystem`], run as tokio tasks
+//! The FUSE adapter: turns fuser callbacks into calls on [`FsCore`], run as tokio tasks
 //! that reply when done, so a slow S3 request never holds up the kernel's other requests.
 
 use std::ffi::OsStr;
@@ -15,7 +15,8 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::debug;
 
-use super::filesystem::{Attr, AttrChange, Caller, Filesystem};
+use super::error::FsError;
+use super::filesystem::{Attr, AttrChange, Caller, FsCore};
 use super::inodes::NodeKind;
 
 /// The kernel caps a single write request at 1 MiB (256 pages).
@@ -25,13 +26,13 @@ pub const MAX_READAHEAD: u32 = 1024 * 1024;
 const GENERATION: Generation = Generation(1);
 
 pub struct FuseAdapter {
-    fs: Arc<Filesystem>,
+    fs: Arc<FsCore>,
     rt: Handle,
     ttl: Duration,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<Filesystem>, rt: Handle) -> Self {
+    pub fn new(fs: Arc<FsCore>, rt: Handle) -> Self {
         let ttl = fs.options().metadata_ttl;
         Self { fs, rt, ttl }
     }
@@ -45,8 +46,10 @@ impl FuseAdapter {
     }
 }
 
-fn errno(e: i32) -> Errno {
-    Errno::from_i32(e)
+/// The reply to a failed `request`: the one place a core error is logged.
+fn errno(request: &str, e: FsError) -> Errno {
+    e.log(request);
+    Errno::from_i32(e.errno())
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -117,7 +120,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), GENERATION),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("lookup", e)),
             }
         });
     }
@@ -131,7 +134,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             match fs.getattr(ino.0).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("getattr", e)),
             }
         });
     }
@@ -166,7 +169,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             match fs.setattr(ino.0, change, fh.map(|f| f.0)).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("setattr", e)),
             }
         });
     }
@@ -185,7 +188,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             match fs.mkdir(parent.0, &name, mode, caller).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), GENERATION),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("mkdir", e)),
             }
         });
     }
@@ -204,7 +207,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             match fs.mknod(parent.0, &name, mode, caller).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), GENERATION),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("mknod", e)),
             }
         });
     }
@@ -227,7 +230,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             match fs.symlink(parent.0, &name, &target, caller).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), GENERATION),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("symlink", e)),
             }
         });
     }
@@ -237,7 +240,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             match fs.readlink(ino.0).await {
                 Ok(target) => reply.data(&target),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("readlink", e)),
             }
         });
     }
@@ -247,7 +250,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             match fs.unlink(parent.0, &name).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("unlink", e)),
             }
         });
     }
@@ -257,7 +260,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             match fs.rmdir(parent.0, &name).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("rmdir", e)),
             }
         });
     }
@@ -285,7 +288,7 @@ impl fuser::Filesystem for FuseAdapter {
                 .await
             {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("rename", e)),
             }
         });
     }
@@ -307,7 +310,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             match fs.open(ino.0, flags.0, pid).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("open", e)),
             }
         });
     }
@@ -327,7 +330,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("read", e)),
             }
         });
     }
@@ -350,7 +353,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             match fs.write(fh.0, offset, &data).await {
                 Ok(n) => reply.written(n),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("write", e)),
             }
         });
     }
@@ -367,7 +370,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             match fs.flush(fh.0, pid).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("flush", e)),
             }
         });
     }
@@ -401,7 +404,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             match fs.fsync(ino.0, fh.0).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("fsync", e)),
             }
         });
     }
@@ -427,7 +430,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             match fs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("opendir", e)),
             }
         });
     }
@@ -449,7 +452,7 @@ impl fuser::Filesystem for FuseAdapter {
                 }
                 reply.ok();
             }
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(errno("readdir", e)),
         }
     }
 
@@ -507,7 +510,7 @@ impl fuser::Filesystem for FuseAdapter {
                     FileHandle(fh),
                     FopenFlags::empty(),
                 ),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(errno("create", e)),
             }
         });
     }

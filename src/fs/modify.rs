@@ -17,8 +17,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::error::{FsError, FsResult};
 use bytes::{Bytes, BytesMut};
-use tracing::warn;
 
 use crate::read::ObjectReader;
 use crate::store::Metadata;
@@ -87,21 +87,21 @@ impl ModifyHandle {
         self.contents = Contents::Base;
     }
 
-    pub async fn read(&self, offset: u64, size: u32) -> Result<Bytes, i32> {
+    pub async fn read(&self, offset: u64, size: u32) -> FsResult<Bytes> {
         let end = (offset + u64::from(size)).min(self.len());
         if offset >= end {
             return Ok(Bytes::new());
         }
         match &self.contents {
-            Contents::Base => self.base.read(offset, size).await.map_err(|e| e.errno()),
+            Contents::Base => self.base.read(offset, size).await.map_err(FsError::from),
             Contents::Staged(staging) => read_staged(staging, offset, end - offset),
             Contents::Appended(tail) => {
                 let mut out = BytesMut::with_capacity((end - offset) as usize);
                 if offset < self.base_len {
                     let want = (self.base_len.min(end) - offset) as u32;
-                    let head = self.base.read(offset, want).await.map_err(|e| e.errno())?;
+                    let head = self.base.read(offset, want).await.map_err(FsError::from)?;
                     if head.len() as u32 != want {
-                        return Err(libc::EIO);
+                        return Err(FsError::answer(libc::EIO));
                     }
                     out.extend_from_slice(&head);
                 }
@@ -122,7 +122,7 @@ impl ModifyHandle {
         dir: &Path,
         budget: &Arc<StagingBudget>,
         keep: u64,
-    ) -> Result<&mut StagingFile, i32> {
+    ) -> FsResult<&mut StagingFile> {
         if !matches!(self.contents, Contents::Staged(_)) {
             let mut staging = new_staging(dir, budget)?;
             let copy = self.base_len.min(keep);
@@ -146,16 +146,16 @@ impl ModifyHandle {
         }
     }
 
-    async fn copy_base_into(&self, staging: &mut StagingFile, len: u64) -> Result<(), i32> {
+    async fn copy_base_into(&self, staging: &mut StagingFile, len: u64) -> FsResult<()> {
         let mut offset = 0;
         while offset < len {
             let chunk = self
                 .base
                 .read(offset, CHUNK.min(len - offset) as u32)
                 .await
-                .map_err(|e| e.errno())?;
+                .map_err(FsError::from)?;
             if chunk.is_empty() {
-                return Err(libc::EIO);
+                return Err(FsError::answer(libc::EIO));
             }
             stage(staging, offset, &chunk)?;
             offset += chunk.len() as u64;
@@ -164,7 +164,7 @@ impl ModifyHandle {
     }
 
     /// The tail, made on the first append.
-    fn tail(&mut self, dir: &Path, budget: &Arc<StagingBudget>) -> Result<&mut StagingFile, i32> {
+    fn tail(&mut self, dir: &Path, budget: &Arc<StagingBudget>) -> FsResult<&mut StagingFile> {
         if matches!(self.contents, Contents::Base) {
             self.contents = Contents::Appended(new_staging(dir, budget)?);
         }
@@ -176,7 +176,7 @@ impl ModifyHandle {
 
     /// Copies the version into the staging file now, so the contents no longer depend on
     /// the object under its old name (a rename is about to remove it).
-    pub async fn detach(&mut self, dir: &Path, budget: &Arc<StagingBudget>) -> Result<(), i32> {
+    pub async fn detach(&mut self, dir: &Path, budget: &Arc<StagingBudget>) -> FsResult<()> {
         self.staged(dir, budget, u64::MAX).await.map(|_| ())
     }
 
@@ -186,7 +186,7 @@ impl ModifyHandle {
         budget: &Arc<StagingBudget>,
         offset: u64,
         data: &[u8],
-    ) -> Result<(), i32> {
+    ) -> FsResult<()> {
         if offset >= self.base_len && !matches!(self.contents, Contents::Staged(_)) {
             let base_len = self.base_len;
             stage(self.tail(dir, budget)?, offset - base_len, data)?;
@@ -202,7 +202,7 @@ impl ModifyHandle {
         dir: &Path,
         budget: &Arc<StagingBudget>,
         len: u64,
-    ) -> Result<(), i32> {
+    ) -> FsResult<()> {
         if len == self.len() {
             return Ok(());
         }
@@ -213,10 +213,8 @@ impl ModifyHandle {
             (self.staged(dir, budget, len).await?, len)
         };
         let (staging, len) = target;
-        tokio::task::block_in_place(|| staging.set_len(len)).map_err(|e| {
-            warn!("cannot resize a file being changed in place: {e}");
-            io_errno(&e)
-        })?;
+        tokio::task::block_in_place(|| staging.set_len(len))
+            .map_err(|e| staging_error(e, "cannot resize a file being changed in place"))?;
         self.dirty = true;
         Ok(())
     }
@@ -229,7 +227,7 @@ impl ModifyHandle {
         upload: &Arc<UploadContext>,
         key: &str,
         metadata: &Metadata,
-    ) -> Result<Option<Committed>, i32> {
+    ) -> FsResult<Option<Committed>> {
         let volume = &upload.volume;
         let layout = volume.layout;
         let (Some(tail), Some(plan)) = (self.appended(), layout.append_plan(self.base_len)) else {
@@ -239,10 +237,9 @@ impl ModifyHandle {
         if base.key != key || !worthwhile(&plan) {
             return Ok(None);
         }
-        // Logged with what failed; access denied stays EACCES, the rest is EIO.
+        // With what failed; access denied stays EACCES, the rest is EIO.
         let fail = |what: &str, e: WriteError| {
-            warn!(key = %key, "file not saved: {what}: {e}");
-            e.errno()
+            FsError::from(e).context(format!("{key}: file not saved: {what}"))
         };
         let header = volume
             .store
@@ -254,8 +251,7 @@ impl ModifyHandle {
             .await
             .map_err(|e| fail("reading its header", e.into()))?;
         let header = crate::crypto::Header::parse(&header, layout).map_err(|e| {
-            warn!(key = %key, "file not saved: its header: {e}");
-            libc::EIO
+            FsError::failed(libc::EIO, format!("{key}: file not saved: its header: {e}"))
         })?;
         let want = (plan.resealed.end - plan.resealed.start) as u32;
         let last_segment = self
@@ -263,12 +259,13 @@ impl ModifyHandle {
             .read(plan.resealed.start, want)
             .await
             .map_err(|e| {
-                warn!(key = %key, "file not saved: reading its last segment: {e}");
-                e.errno()
+                FsError::from(e).context(format!("{key}: file not saved: reading its last segment"))
             })?;
         if last_segment.len() as u32 != want {
-            warn!(key = %key, "file not saved: its last segment read short");
-            return Err(libc::EIO);
+            return Err(FsError::failed(
+                libc::EIO,
+                format!("{}: file not saved: its last segment read short", key),
+            ));
         }
         let started = Appender::start(
             upload.clone(),
@@ -297,16 +294,15 @@ impl ModifyHandle {
                         .await
                         .map_err(|e| fail("appending", e))
                 }
-                Ok(_) => {
-                    warn!(key = %key, "file not saved: its staged bytes ended early");
-                    Err(libc::EIO)
-                }
-                // read_staged logged why.
-                Err(errno) => Err(errno),
+                Ok(_) => Err(FsError::failed(
+                    libc::EIO,
+                    format!("{}: file not saved: its staged bytes ended early", key),
+                )),
+                Err(e) => Err(e),
             };
-            if let Err(errno) = written {
+            if let Err(e) = written {
                 appender.abort().await;
-                return Err(errno);
+                return Err(e);
             }
         }
         appender
@@ -317,49 +313,49 @@ impl ModifyHandle {
     }
 
     /// Streams the whole contents into `writer` (a new version under a new salt).
-    pub async fn upload(&self, writer: &mut ObjectWriter) -> Result<(), i32> {
+    pub async fn upload(&self, writer: &mut ObjectWriter) -> FsResult<()> {
         let len = self.len();
         let mut offset = 0;
         while offset < len {
             let chunk = self.read(offset, CHUNK.min(len - offset) as u32).await?;
             if chunk.is_empty() {
-                return Err(libc::EIO);
+                return Err(FsError::answer(libc::EIO));
             }
-            writer.write(offset, &chunk).await.map_err(|e| e.errno())?;
+            writer.write(offset, &chunk).await.map_err(FsError::from)?;
             offset += chunk.len() as u64;
         }
         Ok(())
     }
 }
 
-fn new_staging(dir: &Path, budget: &Arc<StagingBudget>) -> Result<StagingFile, i32> {
+fn new_staging(dir: &Path, budget: &Arc<StagingBudget>) -> FsResult<StagingFile> {
     StagingFile::new(dir, budget.clone()).map_err(|e| {
-        warn!(dir = %dir.display(), "cannot create a staging file: {e}");
-        io_errno(&e)
+        staging_error(
+            e,
+            &format!("cannot create a staging file in {}", dir.display()),
+        )
     })
 }
 
-fn stage(staging: &mut StagingFile, offset: u64, data: &[u8]) -> Result<(), i32> {
-    tokio::task::block_in_place(|| staging.write_at(offset, data)).map_err(|e| {
-        warn!("cannot stage a file being changed in place: {e}");
-        io_errno(&e)
-    })
+fn stage(staging: &mut StagingFile, offset: u64, data: &[u8]) -> FsResult<()> {
+    tokio::task::block_in_place(|| staging.write_at(offset, data))
+        .map_err(|e| staging_error(e, "cannot stage a file being changed in place"))
 }
 
 /// `len` bytes (fewer at its end) of a staging file from `offset`.
-pub fn read_staged(staging: &StagingFile, offset: u64, len: u64) -> Result<Bytes, i32> {
+pub fn read_staged(staging: &StagingFile, offset: u64, len: u64) -> FsResult<Bytes> {
     let mut buf = vec![0u8; len as usize];
-    let n = tokio::task::block_in_place(|| staging.read_at(offset, &mut buf)).map_err(|e| {
-        warn!("staged read failed: {e}");
-        libc::EIO
-    })?;
+    let n = tokio::task::block_in_place(|| staging.read_at(offset, &mut buf))
+        .map_err(|e| FsError::failed(libc::EIO, format!("staged read failed: {e}")))?;
     buf.truncate(n);
     Ok(Bytes::from(buf))
 }
 
-fn io_errno(e: &std::io::Error) -> i32 {
-    match e.kind() {
+/// A staging file's I/O error: a full `--max-cache-size` is ENOSPC, the rest keeps its errno.
+fn staging_error(e: std::io::Error, what: &str) -> FsError {
+    let errno = match e.kind() {
         std::io::ErrorKind::StorageFull => libc::ENOSPC,
         _ => e.raw_os_error().unwrap_or(libc::EIO),
-    }
+    };
+    FsError::failed(errno, format!("{what}: {e}"))
 }

@@ -1,11 +1,17 @@
 //! The object store: the only part of s3cryptfs that talks to S3.
 //!
 //! [`ObjectStore`] is a small async trait over the handful of S3 operations a filesystem
-//! needs. [`S3Store`] implements it with aws-sdk-s3; tests wrap it to inject faults. Keys
-//! passed to a store are relative to the volume's prefix: the store adds and strips it.
+//! needs. [`S3Store`] implements it with aws-sdk-s3. For tests (the `test-support` feature),
+//! [`memory::MemoryStore`] keeps objects in memory with S3's semantics and
+//! [`fault::FaultStore`] wraps any store to inject failures and delays. Keys passed to a
+//! store are relative to the volume's prefix: the store adds and strips it.
 
 mod config;
 mod error;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fault;
+#[cfg(any(test, feature = "test-support"))]
+pub mod memory;
 mod s3;
 
 use std::collections::HashMap;

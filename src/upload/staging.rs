@@ -2,12 +2,10 @@
 //! truncation), for the modify path of issue #7. Staged data never reaches the disk in the
 //! clear, unlike the plain-text caches users of other tools complain about.
 //!
-//! The file is cut into 64 KiB blocks. Each stored block is AES-256-CTR encrypted under a key
-//! that lives only in memory (a random key per staging file, through HKDF with its own label)
-//! and authenticated with HMAC-SHA256; the tags stay in memory too, so a block changed on
-//! disk behind our back reads as an error, never as wrong bytes. The IV of a block write is
-//! its block index and a per-file write generation that only increases, so no (key, IV) pair
-//! ever encrypts two different plaintexts. Blocks never written are holes and read as zeros.
+//! The file is cut into 64 KiB blocks, each sealed by [`StagingCipher`] (crypto::staging:
+//! AES-256-CTR and HMAC-SHA256 under a key that lives only in memory, a fresh IV for every
+//! block write, tags kept in memory), so a block changed on disk behind our back reads as an
+//! error, never as wrong bytes. Blocks never written are holes and read as zeros.
 //!
 //! The backing file is created already unlinked (`tempfile::tempfile_in`), so it disappears
 //! on every exit path, `kill -9` included.
@@ -18,19 +16,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::crypto::MasterKey;
-use crate::crypto::keys::ObjectKeys;
+use crate::crypto::staging::{SealedBlock, StagingCipher};
 
 /// Plaintext bytes per staged block.
 pub const BLOCK: usize = 64 * 1024;
-const INFO: &[u8] = b"s3cryptfs v1 local staging";
 
-/// What is known of one block: never written (a hole), or the IV generation and tag of its
-/// current ciphertext on disk.
+/// What is known of one block: never written (a hole), or what opens its current ciphertext
+/// on disk.
 #[derive(Clone, Copy)]
 enum Block {
     Hole,
-    Stored { generation: u64, tag: [u8; 32] },
+    Stored(SealedBlock),
 }
 
 /// The `--max-cache-size` shared by every staging file of a mount: the bytes they hold
@@ -78,11 +74,10 @@ impl StagingBudget {
 
 pub struct StagingFile {
     file: std::fs::File,
-    keys: ObjectKeys,
+    cipher: StagingCipher,
     blocks: Vec<Block>,
     /// Also what this file holds of the budget.
     len: u64,
-    next_generation: u64,
     budget: Arc<StagingBudget>,
 }
 
@@ -96,15 +91,11 @@ impl StagingFile {
     /// A new, empty staging file in `dir` that grows only as far as `budget` allows.
     pub fn new(dir: &Path, budget: Arc<StagingBudget>) -> io::Result<Self> {
         let file = tempfile::tempfile_in(dir)?;
-        // A fresh random key per staging file: it is never written anywhere.
-        let key = MasterKey::generate();
-        let keys = ObjectKeys::derive_labeled(&key, &[], INFO);
         Ok(Self {
             file,
-            keys,
+            cipher: StagingCipher::new(),
             blocks: Vec::new(),
             len: 0,
-            next_generation: 0,
             budget,
         })
     }
@@ -187,34 +178,28 @@ impl StagingFile {
     /// The plaintext of block `index` (zeros for a hole or past the stored blocks).
     fn load(&self, index: usize) -> io::Result<Vec<u8>> {
         let mut block = vec![0u8; BLOCK];
-        let Some(Block::Stored { generation, tag }) = self.blocks.get(index).copied() else {
+        let Some(Block::Stored(sealed)) = self.blocks.get(index).copied() else {
             return Ok(block);
         };
         self.file
             .read_exact_at(&mut block, (index * BLOCK) as u64)?;
-        let iv = iv(index, generation);
-        if !self.keys.verify(&iv, &block, &tag) {
+        if !self.cipher.open(index as u64, &sealed, &mut block) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("staged block {index} was changed on the local disk"),
             ));
         }
-        self.keys.apply_keystream(&iv, &mut block);
         Ok(block)
     }
 
     /// Encrypts `block` (in place) under a fresh generation and writes it as block `index`.
     fn store(&mut self, index: usize, block: &mut [u8]) -> io::Result<()> {
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        let iv = iv(index, generation);
-        self.keys.apply_keystream(&iv, block);
-        let tag = self.keys.tag(&iv, block);
+        let sealed = self.cipher.seal(index as u64, block);
         self.file.write_all_at(block, (index * BLOCK) as u64)?;
         if self.blocks.len() <= index {
             self.blocks.resize(index + 1, Block::Hole);
         }
-        self.blocks[index] = Block::Stored { generation, tag };
+        self.blocks[index] = Block::Stored(sealed);
         Ok(())
     }
 
@@ -234,17 +219,6 @@ impl StagingFile {
         self.file.read_exact_at(&mut raw, 0).unwrap();
         raw
     }
-}
-
-/// Block index (8 bytes) ‖ write generation (low 4 bytes) ‖ CTR counter (4 bytes, from 0).
-/// A 64 KiB block is 4096 AES blocks, well within the counter. The generation would wrap
-/// after 2^32 block writes (256 TiB through one staging file): an assert stops before.
-fn iv(index: usize, generation: u64) -> [u8; 16] {
-    assert!(generation < 1 << 32, "staging generation would wrap");
-    let mut iv = [0u8; 16];
-    iv[..8].copy_from_slice(&(index as u64).to_be_bytes());
-    iv[8..12].copy_from_slice(&(generation as u32).to_be_bytes());
-    iv
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
-pub mod fault_store;
+pub mod in_process;
 pub mod mount;
 pub mod proxy;
 pub mod server;

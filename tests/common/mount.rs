@@ -87,7 +87,7 @@ impl TestVolume {
     /// The object key of a plaintext path in the volume (a directory's prefix when `path`
     /// ends in `/`), through the volume's own name layer.
     pub async fn key(&self, path: &str) -> String {
-        use s3cryptfs::fs::names::{NameCodec, join_path};
+        use s3cryptfs::object_keys::{NameCodec, join_path};
         if self.names == Names::Plain {
             return path.to_string();
         }

@@ -223,6 +223,7 @@ fn reset(stream: &TcpStream) {
         l_onoff: 1,
         l_linger: 0,
     };
+    // SAFETY: the descriptor belongs to `stream`, alive for the call; `linger` is a valid struct of the size passed.
     unsafe {
         libc::setsockopt(
             stream.as_raw_fd(),

@@ -133,6 +133,7 @@ pub fn find_binary(env_var: &str, name: &str, extra: &[&str]) -> Result<PathBuf,
 /// Spawns `cmd` from a thread that never exits, with PR_SET_PDEATHSIG, so the server dies
 /// with the test process even if a test panics or the process is killed.
 pub fn spawn_tied_to_process(mut cmd: Command) -> std::io::Result<Child> {
+    // SAFETY: the closure runs in the forked child and only calls prctl(2), which is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -162,8 +163,10 @@ fn remove_stale_data_dirs(root: &Path) {
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         let pid = name.rsplit('-').next().and_then(|p| p.parse::<i32>().ok());
+        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+        let gone = |pid: i32| unsafe { libc::kill(pid, 0) } != 0;
         if let Some(pid) = pid
-            && unsafe { libc::kill(pid, 0) } != 0
+            && gone(pid)
         {
             let _ = std::fs::remove_dir_all(e.path());
         }

@@ -1,17 +1,17 @@
-//! A fault-injecting wrapper around any [`ObjectStore`] (test code): fails or delays the Nth
-//! call of a kind, to drive the upload and read pipelines into their error paths.
+//! A fault-injecting wrapper around any [`ObjectStore`] (test support): fails or delays the
+//! Nth call of a kind, to drive the filesystem core and the pipelines into their error paths.
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use s3cryptfs::store::{
+use super::{
     CompletedPart, GetResponse, ListPage, Metadata, ObjectInfo, ObjectStore, PutResult, StoreError,
     StoreErrorKind, UploadInfo,
 };
+use async_trait::async_trait;
+use bytes::Bytes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -38,6 +38,8 @@ struct Plan {
     /// (op, call number starting at 1, or 0 for every call) -> action
     rules: Vec<(Op, usize, Action)>,
     calls: HashMap<Op, usize>,
+    /// Failures at random: (chance per million calls, generator state, kind).
+    random: Option<(u32, u64, StoreErrorKind)>,
 }
 
 pub struct FaultStore {
@@ -58,6 +60,13 @@ impl FaultStore {
         self.plan.lock().unwrap().rules.push((op, nth, action));
     }
 
+    /// Fails each call with `kind` at a chance of `per_million` in a million, drawn from a
+    /// generator seeded with `seed` (0 per million: no random failures).
+    pub fn fail_randomly(&self, per_million: u32, seed: u64, kind: StoreErrorKind) {
+        self.plan.lock().unwrap().random =
+            (per_million > 0).then_some((per_million, seed.max(1), kind));
+    }
+
     pub fn calls(&self, op: Op) -> usize {
         self.plan
             .lock()
@@ -74,6 +83,19 @@ impl FaultStore {
             let n = plan.calls.entry(op).or_insert(0);
             *n += 1;
             let n = *n;
+            if let Some((per_million, state, kind)) = &mut plan.random {
+                // xorshift64*: deterministic for a seed, no dependency.
+                *state ^= *state >> 12;
+                *state ^= *state << 25;
+                *state ^= *state >> 27;
+                let draw = state.wrapping_mul(0x2545_f491_4f6c_dd1d) % 1_000_000;
+                if draw < u64::from(*per_million) {
+                    return Err(StoreError::new(
+                        *kind,
+                        format!("injected failure of {op:?}"),
+                    ));
+                }
+            }
             plan.rules
                 .iter()
                 .find(|(o, nth, _)| *o == op && (*nth == 0 || *nth == n))

@@ -1,4 +1,5 @@
-//! The name-transform layer: every file name on its way to or from an object key passes here.
+//! How file names become object keys: every file name on its way to or from an object key
+//! passes here (the fs core above, the recovery CLI beside it; crypto below).
 //!
 //! A volume stores names as they are, or (created with `--encrypt-names`) each path component
 //! encrypted with AES-SIV under its parent directory's path ([`crate::crypto::names`]). An
@@ -11,7 +12,10 @@ use crate::crypto::MasterKey;
 use crate::crypto::names::{
     MAX_ENCRYPTED_COMPONENT, NameCipher, is_long_name_stand_in, long_name_stand_in,
 };
-use crate::volume::RESERVED_NAME;
+
+/// The name, at the root of a volume, under which s3cryptfs keeps its own objects. It never
+/// appears in the mounted tree, and users cannot create it.
+pub const RESERVED_NAME: &str = ".s3cryptfs";
 
 /// Suffix of the side object that holds a long encrypted name.
 pub const SIDE_OBJECT_SUFFIX: &str = ".name";

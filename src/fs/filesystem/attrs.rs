@@ -1,0 +1,298 @@
+//! Attributes: what `stat` shows of a node (recorded with its object, or the mount's
+//! defaults), chmod/chown/utimes/truncate, and their delayed save (a copy of the object onto
+//! itself, unless a rename carries them first).
+
+use super::*;
+
+impl FsCore {
+    /// The attributes of an object that records none.
+    pub(super) fn default_attrs(&self, kind: NodeKind, mtime: SystemTime) -> PosixAttrs {
+        let perm = match kind {
+            NodeKind::Dir => self.options.dir_mode,
+            NodeKind::Symlink => 0o777,
+            NodeKind::File => self.options.file_mode,
+        };
+        PosixAttrs {
+            mode: kind.type_bits() | u32::from(perm),
+            uid: self.options.uid,
+            gid: self.options.gid,
+            mtime,
+        }
+    }
+
+    /// The user metadata that records `attrs` with an object.
+    pub(super) fn attrs_metadata(&self, attrs: &PosixAttrs) -> Metadata {
+        Metadata::from([(
+            ATTRS_METADATA_NAME.to_string(),
+            seal_attrs(&self.volume.master, attrs),
+        )])
+    }
+
+    /// A file's (or symlink's) state from a HEAD.
+    pub(super) fn file_state(&self, key: &str, h: &Headed) -> (NodeKind, NodeState) {
+        let attrs = h
+            .attrs
+            .filter(|a| NodeKind::from_mode(a.mode) != NodeKind::Dir)
+            .unwrap_or_else(|| self.default_attrs(NodeKind::File, h.last_modified));
+        let kind = NodeKind::from_mode(attrs.mode);
+        let size = match self.volume.layout.plaintext_size(h.size) {
+            Ok(size) => size,
+            Err(_) => {
+                // Not our format: shown with its raw size, reads fail with EIO.
+                debug!(key = %key, "size is not one of our objects'");
+                h.size
+            }
+        };
+        let state = NodeState {
+            size,
+            ciphertext_size: h.size,
+            etag: h.etag.clone(),
+            attrs,
+            attrs_dirty: false,
+            valid_until: Instant::now() + self.options.metadata_ttl,
+        };
+        (kind, state)
+    }
+
+    /// A directory's state from the HEAD of its marker (`None`: no marker).
+    pub(super) fn dir_state(&self, marker: Option<&Headed>) -> NodeState {
+        let attrs = marker
+            .and_then(|h| {
+                h.attrs
+                    .or_else(|| Some(self.default_attrs(NodeKind::Dir, h.last_modified)))
+            })
+            .filter(|a| NodeKind::from_mode(a.mode) == NodeKind::Dir)
+            .unwrap_or_else(|| self.default_attrs(NodeKind::Dir, self.mounted_at));
+        NodeState {
+            size: 0,
+            ciphertext_size: 0,
+            etag: marker.and_then(|h| h.etag.clone()),
+            attrs,
+            attrs_dirty: false,
+            valid_until: Instant::now() + self.options.metadata_ttl,
+        }
+    }
+
+    pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let node = self.node(ino)?;
+        if ino == ROOT_INO
+            || node.writers > 0
+            || node.state.attrs_dirty
+            || node.state.valid_until > Instant::now()
+        {
+            return Ok(self.attr_of(&node));
+        }
+        let (kind, state) = match node.kind {
+            NodeKind::Dir => (
+                NodeKind::Dir,
+                self.dir_state(self.head(&node.key).await?.as_deref()),
+            ),
+            _ => match self.head(&node.key).await? {
+                Some(h) => self.file_state(&node.key, &h),
+                None => return Err(FsError::answer(libc::ENOENT)),
+            },
+        };
+        if kind != node.kind {
+            // Replaced by a different kind of object: the kernel must look the name up again.
+            return Err(FsError::answer(libc::ENOENT));
+        }
+        let mut inodes = self.inodes.lock().unwrap();
+        let node = inodes.get_mut(ino).ok_or(FsError::answer(libc::ENOENT))?;
+        // Unless this mount changed or refreshed the node while we asked.
+        if node.writers == 0 && !node.state.attrs_dirty && node.state.valid_until <= Instant::now()
+        {
+            node.state = state;
+        }
+        Ok(self.attr_of(node))
+    }
+
+    /// chmod, chown, utimes and truncate. Mode, owner and times are recorded with the object:
+    /// while it is being written they go with its upload; otherwise they are saved shortly
+    /// after with a server-side copy, unless a rename carries them first.
+    pub async fn setattr(
+        self: &Arc<Self>,
+        ino: u64,
+        change: AttrChange,
+        fh: Option<u64>,
+    ) -> FsResult<Attr> {
+        if let Some(size) = change.size {
+            // A file changed in place (through this descriptor or another), or a new file's
+            // descriptor written again after its fsync: resized in its staged contents.
+            let in_place = match fh.and_then(|fh| self.modify_handle(fh)) {
+                Some(m) => Some(m),
+                None => match self.modify_state(ino) {
+                    Some(m) => Some(m),
+                    None => match fh {
+                        Some(fh) => self.continue_in_place(fh).await,
+                        None => None,
+                    },
+                },
+            };
+            if let Some(m) = in_place {
+                let mut h = m.lock().await;
+                h.set_len(&self.options.cache_dir, &self.staging_budget, size)
+                    .await?;
+                self.changed_in_place(ino, size);
+            } else if let Some(h) = fh.and_then(|fh| self.write_handle(fh)) {
+                let current = h.lock().await.writer.len();
+                if size != current {
+                    return Err(FsError::refused(
+                        libc::EINVAL,
+                        format!(
+                            "inode {ino}: a new version being streamed ({current} bytes so far) \
+                             cannot be resized to {size} before it is saved"
+                        ),
+                    ));
+                }
+            } else if size != self.getattr(ino).await?.size {
+                // truncate(2) by path: changed in place like an open, ftruncate and close.
+                let fh = self.open(ino, libc::O_WRONLY, std::process::id()).await?;
+                let saved = async {
+                    let m = self.modify_handle(fh).ok_or(FsError::answer(libc::EIO))?;
+                    let mut h = m.lock().await;
+                    h.set_len(&self.options.cache_dir, &self.staging_budget, size)
+                        .await?;
+                    self.changed_in_place(ino, size);
+                    self.commit_in_place(&mut h).await
+                }
+                .await;
+                self.release(ino, fh).await;
+                saved?;
+            }
+        }
+        if change.mode.is_none()
+            && change.uid.is_none()
+            && change.gid.is_none()
+            && change.mtime.is_none()
+        {
+            return self.getattr(ino).await;
+        }
+        self.writable()?;
+        // Start from what the bucket says, not from stale attributes.
+        self.getattr(ino).await?;
+        let (attr, writing) = {
+            let mut inodes = self.inodes.lock().unwrap();
+            let node = inodes.get_mut(ino).ok_or(FsError::answer(libc::ENOENT))?;
+            let mut attrs = node.state.attrs;
+            if let Some(mode) = change.mode {
+                attrs.mode = (attrs.mode & libc::S_IFMT) | (mode & 0o7777);
+            }
+            attrs.uid = change.uid.unwrap_or(attrs.uid);
+            attrs.gid = change.gid.unwrap_or(attrs.gid);
+            attrs.mtime = change.mtime.unwrap_or(attrs.mtime);
+            if attrs != node.state.attrs {
+                node.state.attrs = attrs;
+                node.state.attrs_dirty = true;
+            }
+            (
+                self.attr_of(node),
+                node.writers > 0 && node.state.attrs_dirty,
+            )
+        };
+        if writing {
+            // Carried by the upload when it can be; commit() checks again and saves the rest.
+            if let Some(handle) = self.writer_of(ino) {
+                let mut h = handle.lock().await;
+                let metadata = self.attrs_metadata(&self.node(ino)?.state.attrs);
+                h.writer.set_metadata(metadata);
+            }
+        } else if self.node(ino)?.state.attrs_dirty {
+            self.schedule_attr_flush(ino);
+        }
+        Ok(attr)
+    }
+
+    pub(super) fn schedule_attr_flush(self: &Arc<Self>, ino: u64) {
+        if !self.flushes_scheduled.lock().unwrap().insert(ino) {
+            return; // chmod, chown and utimes in a row are saved together
+        }
+        let fs = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ATTR_FLUSH_DELAY).await;
+            fs.flushes_scheduled.lock().unwrap().remove(&ino);
+            if let Err(e) = fs.flush_attrs(ino).await {
+                e.log("saving changed attributes");
+            }
+        });
+    }
+
+    /// Saves a node's changed attributes: a copy of the object onto itself with new metadata
+    /// (for a directory, its marker is written).
+    pub(super) async fn flush_attrs(&self, ino: u64) -> FsResult<()> {
+        let _saving = self.object_locks.lock(&[ino]).await;
+        let Ok(node) = self.node(ino) else {
+            return Ok(());
+        };
+        if !node.state.attrs_dirty || node.writers > 0 {
+            return Ok(());
+        }
+        let attrs = node.state.attrs;
+        let metadata = self.attrs_metadata(&attrs);
+        let store = &self.volume.store;
+        let saved = match node.kind {
+            NodeKind::Dir => store.put(&node.key, Bytes::new(), &metadata).await,
+            _ => store.copy(&node.key, &node.key, Some(&metadata)).await,
+        };
+        self.forget_head(&node.key);
+        match saved {
+            Ok(put) => {
+                let mut inodes = self.inodes.lock().unwrap();
+                if let Some(n) = inodes.get_mut(ino) {
+                    if n.key == node.key {
+                        n.state.etag = put.etag.or(n.state.etag.take());
+                    }
+                    if n.state.attrs == attrs {
+                        n.state.attrs_dirty = false;
+                        n.state.valid_until = Instant::now() + self.options.metadata_ttl;
+                    }
+                }
+                inodes.release_if_unused(ino);
+                Ok(())
+            }
+            // Renamed or removed meanwhile: whoever did that carried or dropped the change.
+            Err(e) if e.kind == StoreErrorKind::NotFound => Ok(()),
+            Err(e) => Err(FsError::store("saving attributes of", &node.key, e)),
+        }
+    }
+
+    /// Saves every pending attribute change now (fsync of the directory, unmount).
+    pub async fn flush_all_attrs(&self) {
+        let dirty = self.inodes.lock().unwrap().dirty();
+        for ino in dirty {
+            if let Err(e) = self.flush_attrs(ino).await {
+                e.log("saving changed attributes");
+            }
+        }
+    }
+
+    pub(super) fn new_attrs(&self, kind: NodeKind, mode: u32, caller: Caller) -> PosixAttrs {
+        PosixAttrs {
+            mode: kind.type_bits() | (mode & 0o7777),
+            uid: caller.uid,
+            gid: caller.gid,
+            mtime: SystemTime::now(),
+        }
+    }
+
+    pub(super) fn committed_state(
+        &self,
+        size: u64,
+        ciphertext_size: u64,
+        etag: Option<String>,
+        attrs: PosixAttrs,
+    ) -> NodeState {
+        NodeState {
+            size,
+            ciphertext_size,
+            // Without an ETag, ask S3 on next use.
+            valid_until: if etag.is_some() {
+                Instant::now() + self.options.metadata_ttl
+            } else {
+                Instant::now()
+            },
+            etag,
+            attrs,
+            attrs_dirty: false,
+        }
+    }
+}

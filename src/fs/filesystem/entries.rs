@@ -1,0 +1,356 @@
+//! Making and removing entries: mkdir, mknod, symlink (small objects written at once),
+//! readlink, unlink and rmdir, and the keys (and long-name side objects) a name has.
+
+use super::*;
+
+/// The keys a name has in a directory.
+#[derive(Debug, Clone)]
+pub(super) struct ChildKeys {
+    /// Key component (encrypted, or a long-name stand-in, on name-encrypted volumes).
+    pub(super) component: String,
+    /// The key it has as a file (or symlink), checked against S3's length limit.
+    pub(super) file: String,
+    /// The prefix it has as a directory.
+    pub(super) dir: String,
+    /// A long encrypted name's side object: its key and body.
+    pub(super) side: Option<(String, String)>,
+}
+
+impl FsCore {
+    /// The plaintext path of the directory `ino` relative to the volume (`""` for the root):
+    /// what name encryption binds a directory's entries to. The kernel keeps a directory's
+    /// inode while it holds any entry below it, so the walk up always finds the parents.
+    pub(super) fn dir_path(&self, ino: u64) -> FsResult<String> {
+        let inodes = self.inodes.lock().unwrap();
+        let mut parts = Vec::new();
+        let mut at = ino;
+        while at != ROOT_INO {
+            let node = inodes.get(at).ok_or(FsError::answer(libc::ENOENT))?;
+            parts.push(node.name.clone());
+            at = node.parent;
+        }
+        parts.reverse();
+        Ok(parts.join("/"))
+    }
+
+    /// The keys of `name` in the directory `parent`; ENAMETOOLONG if its key would pass S3's
+    /// limit.
+    pub(super) fn child_keys(&self, parent: &Node, name: &str) -> FsResult<ChildKeys> {
+        let encoded = self.volume.names.encode(&self.dir_path(parent.ino)?, name);
+        let file = names::file_key(&parent.key, &encoded.component, self.volume_prefix_len())
+            .map_err(|errno| {
+                FsError::refused(
+                    errno,
+                    format!(
+                        "{}{}: the key would pass S3's limit of {} bytes",
+                        parent.key,
+                        encoded.component,
+                        names::MAX_KEY_BYTES
+                    ),
+                )
+            })?;
+        let dir = names::dir_prefix(&parent.key, &encoded.component);
+        let side = encoded.side_body.map(|body| {
+            (
+                names::side_object_key(&parent.key, &encoded.component),
+                body,
+            )
+        });
+        Ok(ChildKeys {
+            component: encoded.component,
+            file,
+            dir,
+            side,
+        })
+    }
+
+    /// Stores a long encrypted name's side object, before the entry it names appears.
+    pub(super) async fn put_side_object(&self, child: &ChildKeys) -> FsResult<()> {
+        if let Some((key, body)) = &child.side {
+            self.volume
+                .store
+                .put(key, Bytes::from(body.clone()), &Metadata::new())
+                .await
+                .map_err(|e| FsError::store("PUT", key, e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a long encrypted name's side object once its entry is gone (best effort: an
+    /// orphan side object is hidden and harmless; fsck lists it).
+    pub(super) async fn delete_side_object(&self, child: &ChildKeys) {
+        if let Some((key, _)) = &child.side
+            && let Err(e) = self.volume.store.delete(key).await
+        {
+            warn!(key = %key, "could not remove a long name's side object: {e}");
+        }
+    }
+
+    /// Fails with EEXIST when `parent/name` exists (forgetting the lookup made to find out).
+    pub(super) async fn ensure_absent(&self, parent: u64, name: &str) -> FsResult<()> {
+        match self.lookup(parent, OsStr::new(name)).await {
+            Ok(_) => {
+                self.forget_name(parent, name);
+                Err(FsError::answer(libc::EEXIST))
+            }
+            Err(e) if e.is(libc::ENOENT) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records a node this mount just made (its object is in the bucket).
+    pub(super) fn add_made_node(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: NodeKind,
+        child: &ChildKeys,
+        state: NodeState,
+    ) -> Attr {
+        let key = match kind {
+            NodeKind::Dir => child.dir.clone(),
+            _ => child.file.clone(),
+        };
+        self.forget_head(&key);
+        self.update_listing(parent, name, Some((kind, child.component.clone())));
+        let mut inodes = self.inodes.lock().unwrap();
+        let ino = inodes.upsert(parent, name, kind, key, state, true);
+        self.attr_of(inodes.get(ino).expect("just inserted"))
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        self.writable()?;
+        let parent_node = self.dir_node(parent)?;
+        let name = key_component(name, parent == ROOT_INO)?;
+        self.ensure_absent(parent, name).await?;
+        let child = self.child_keys(&parent_node, name)?;
+        let prefix = child.dir.clone();
+        let attrs = self.new_attrs(NodeKind::Dir, mode, caller);
+        self.put_side_object(&child).await?;
+        let put = self
+            .volume
+            .store
+            .put(&prefix, Bytes::new(), &self.attrs_metadata(&attrs))
+            .await
+            .map_err(|e| FsError::store("PUT", &prefix, e))?;
+        let state = self.committed_state(0, 0, put.etag, attrs);
+        let attr = self.add_made_node(parent, name, NodeKind::Dir, &child, state);
+        // A new directory is known to be empty: lookups in it (`rsync`, `tar x` check each
+        // name before creating it) need no request until the metadata TTL passes.
+        self.dirs
+            .lock()
+            .unwrap()
+            .new_empty_dir(attr.ino, self.options.metadata_ttl);
+        Ok(attr)
+    }
+
+    /// mknod(2) of a regular file: an empty file, saved at once. Devices, FIFOs and sockets
+    /// cannot be stored (EPERM).
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        self.writable()?;
+        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            return Err(FsError::refused(
+                libc::EPERM,
+                "mknod of a device, FIFO or socket is not supported: EPERM",
+            ));
+        }
+        let parent_node = self.dir_node(parent)?;
+        let name = key_component(name, parent == ROOT_INO)?;
+        let child = self.child_keys(&parent_node, name)?;
+        self.ensure_absent(parent, name).await?;
+        let attrs = self.new_attrs(NodeKind::File, mode, caller);
+        self.put_small(parent, name, &child, NodeKind::File, b"", attrs)
+            .await
+    }
+
+    /// symlink(2): the target is stored encrypted, as a small object of the symlink kind.
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        target: &std::path::Path,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        use std::os::unix::ffi::OsStrExt;
+        self.writable()?;
+        let parent_node = self.dir_node(parent)?;
+        let name = key_component(name, parent == ROOT_INO)?;
+        let child = self.child_keys(&parent_node, name)?;
+        let target = target.as_os_str().as_bytes();
+        if target.is_empty() || target.len() > 4095 {
+            return Err(if target.is_empty() {
+                FsError::answer(libc::ENOENT)
+            } else {
+                FsError::answer(libc::ENAMETOOLONG)
+            });
+        }
+        self.ensure_absent(parent, name).await?;
+        let attrs = self.new_attrs(NodeKind::Symlink, 0o777, caller);
+        self.put_small(parent, name, &child, NodeKind::Symlink, target, attrs)
+            .await
+    }
+
+    /// Encrypts and PUTs a small object (an empty file, a symlink) and records its node.
+    pub(super) async fn put_small(
+        &self,
+        parent: u64,
+        name: &str,
+        child: &ChildKeys,
+        kind: NodeKind,
+        plaintext: &[u8],
+        attrs: PosixAttrs,
+    ) -> FsResult<Attr> {
+        let key = child.file.clone();
+        self.put_side_object(child).await?;
+        let object_kind = match kind {
+            NodeKind::Symlink => crate::crypto::ObjectKind::Symlink,
+            _ => crate::crypto::ObjectKind::File,
+        };
+        let body = crate::crypto::encrypt_to_vec(
+            &self.volume.master,
+            self.volume.layout,
+            object_kind,
+            plaintext,
+        );
+        let ciphertext_size = body.len() as u64;
+        let put = self
+            .volume
+            .store
+            .put(&key, Bytes::from(body), &self.attrs_metadata(&attrs))
+            .await
+            .map_err(|e| FsError::store("PUT", &key, e))?;
+        self.read.cache.invalidate(&key);
+        let state = self.committed_state(plaintext.len() as u64, ciphertext_size, put.etag, attrs);
+        Ok(self.add_made_node(parent, name, kind, child, state))
+    }
+
+    /// readlink(2): fetches, verifies and decrypts the symlink object.
+    pub async fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let node = self.node(ino)?;
+        if node.kind != NodeKind::Symlink {
+            return Err(FsError::answer(libc::EINVAL));
+        }
+        let store = &self.volume.store;
+        let size = node.state.ciphertext_size;
+        let mut object = vec![0u8; size as usize];
+        let mut got = store
+            .get_range(&node.key, 0..size, node.state.etag.as_deref())
+            .await
+            .map_err(|e| FsError::store("GET", &node.key, e))?;
+        if got.range.end - got.range.start != size {
+            return Err(FsError::failed(
+                libc::EIO,
+                format!("{}: symlink object changed size", node.key),
+            ));
+        }
+        got.body
+            .read_exact(&mut object)
+            .await
+            .map_err(|e| FsError::store("GET", &node.key, e))?;
+        match crate::crypto::decrypt_to_vec(&self.volume.master, self.volume.layout, &object) {
+            Ok((crate::crypto::ObjectKind::Symlink, target)) => Ok(target),
+            Ok(_) => Err(FsError::failed(
+                libc::EIO,
+                format!(
+                    "{}: recorded as a symlink but the object is not one",
+                    node.key
+                ),
+            )),
+            Err(e) => Err(FsError::failed(
+                libc::EIO,
+                format!("{}: symlink cannot be read: {e}", node.key),
+            )),
+        }
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.writable()?;
+        let attr = self.lookup(parent, name).await?;
+        let node = self.node(attr.ino)?;
+        self.forget(attr.ino, 1);
+        if node.kind == NodeKind::Dir {
+            return Err(FsError::answer(libc::EISDIR));
+        }
+        // A file closed a moment ago is released (and saved) just after close() returns.
+        if node.writers > 0 && !self.wait_for_commit(node.ino).await {
+            return Err(FsError::refused(
+                libc::EBUSY,
+                format!(
+                    "{}: refusing to unlink a file that is still being written",
+                    node.key
+                ),
+            ));
+        }
+        let node = self.node(node.ino).unwrap_or(node);
+        self.remove_entry(parent, &node).await
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.writable()?;
+        let attr = self.lookup(parent, name).await?;
+        let node = self.node(attr.ino)?;
+        self.forget(attr.ino, 1);
+        if node.kind != NodeKind::Dir {
+            return Err(FsError::answer(libc::ENOTDIR));
+        }
+        if !self.dir_is_empty(&node).await? {
+            return Err(FsError::answer(libc::ENOTEMPTY));
+        }
+        self.remove_entry(parent, &node).await?;
+        self.invalidate_listing(node.ino);
+        Ok(())
+    }
+
+    /// unlink/rmdir once checked: the object (or marker) goes, then its long name's side
+    /// object, and the name leaves every cache.
+    pub(super) async fn remove_entry(&self, parent: u64, node: &Node) -> FsResult<()> {
+        let _removing = self.object_locks.lock(&[node.ino]).await;
+        self.volume
+            .store
+            .delete(&node.key)
+            .await
+            .map_err(|e| FsError::store("DELETE", &node.key, e))?;
+        self.read.cache.invalidate(&node.key);
+        self.forget_head(&node.key);
+        self.update_listing(parent, &node.name, None);
+        let child = self.child_keys(&self.node(parent)?, &node.name)?;
+        self.delete_side_object(&child).await;
+        let mut inodes = self.inodes.lock().unwrap();
+        if let Some(n) = inodes.get_mut(node.ino) {
+            // Nothing left to save attributes to.
+            n.state.attrs_dirty = false;
+        }
+        inodes.remove_name(parent, &node.name);
+        Ok(())
+    }
+
+    /// Checked against S3, not just the cache: anything under the prefix but the marker, or
+    /// a file being written there.
+    pub(super) async fn dir_is_empty(&self, dir: &Node) -> FsResult<bool> {
+        let page = self
+            .volume
+            .store
+            .list_page(&dir.key, None, None)
+            .await
+            .map_err(|e| FsError::store("LIST", &dir.key, e))?;
+        let pending = !self
+            .inodes
+            .lock()
+            .unwrap()
+            .pending_children(dir.ino)
+            .is_empty();
+        Ok(!pending && page.objects.iter().all(|o| o.key == dir.key))
+    }
+}

@@ -1,0 +1,145 @@
+//! Open handles: what a file handle number stands for (a reader, a new version being
+//! streamed, a file changed in place, a directory listing).
+
+use super::*;
+
+/// A file opened for writing.
+pub struct WriteHandle {
+    pub ino: u64,
+    /// The process that opened the file: its close() commits; others' flushes do not
+    /// (a shell redirection or `dd` in a pipe closes copies of the descriptor early).
+    pub opener_pid: u32,
+    pub writer: ObjectWriter,
+    /// The inode has been told how the version ended (it is no longer being written).
+    pub settled: bool,
+}
+
+pub(super) enum Handle {
+    Read(Arc<ObjectReader>),
+    /// The inode it writes, and the writer.
+    Write(u64, Arc<tokio::sync::Mutex<WriteHandle>>),
+    /// A descriptor of a file being changed in place (opened for writing without O_TRUNC,
+    /// or any open while such a change is under way).
+    Modify(ModifyOpen),
+    Dir(Arc<Vec<DirEntry>>),
+}
+
+pub(super) struct ModifyOpen {
+    /// The process that opened it: its close() saves the file.
+    pub(super) opener_pid: u32,
+    /// Opened for writing (counted in the node's writers).
+    pub(super) writes: bool,
+    /// Shared by every descriptor of the file.
+    pub(super) state: SharedModify,
+}
+
+pub(super) type SharedModify = Arc<tokio::sync::Mutex<ModifyHandle>>;
+
+type SharedWriter = Arc<tokio::sync::Mutex<WriteHandle>>;
+
+/// Open handles by number, with the new versions being streamed indexed by inode: a rename,
+/// an open or a setattr finds a file's writers without a scan of every open handle.
+#[derive(Default)]
+pub(super) struct HandleTable {
+    by_number: HashMap<u64, Handle>,
+    /// Inode → numbers of its `Handle::Write` handles.
+    streams: HashMap<u64, Vec<u64>>,
+}
+
+impl HandleTable {
+    pub(super) fn get(&self, fh: u64) -> Option<&Handle> {
+        self.by_number.get(&fh)
+    }
+
+    /// Adds `handle` as `fh`, or replaces what `fh` was (a new file's descriptor that goes on
+    /// as a change in place).
+    pub(super) fn insert(&mut self, fh: u64, handle: Handle) {
+        if let Handle::Write(ino, _) = &handle {
+            self.streams.entry(*ino).or_default().push(fh);
+        }
+        if let Some(old) = self.by_number.insert(fh, handle) {
+            self.unindex(fh, &old);
+        }
+    }
+
+    pub(super) fn remove(&mut self, fh: u64) -> Option<Handle> {
+        let handle = self.by_number.remove(&fh)?;
+        self.unindex(fh, &handle);
+        Some(handle)
+    }
+
+    fn unindex(&mut self, fh: u64, handle: &Handle) {
+        if let Handle::Write(ino, _) = handle
+            && let Some(fhs) = self.streams.get_mut(ino)
+        {
+            fhs.retain(|f| *f != fh);
+            if fhs.is_empty() {
+                self.streams.remove(ino);
+            }
+        }
+    }
+
+    /// How many new versions of `ino` are being written (descriptors opened with O_TRUNC).
+    pub(super) fn streams_of(&self, ino: u64) -> usize {
+        self.streams.get(&ino).map_or(0, Vec::len)
+    }
+
+    /// A write handle of `ino`, if it is being written.
+    pub(super) fn writer_of(&self, ino: u64) -> Option<SharedWriter> {
+        let fh = self.streams.get(&ino)?.first()?;
+        match self.by_number.get(fh) {
+            Some(Handle::Write(_, w)) => Some(w.clone()),
+            _ => None,
+        }
+    }
+
+    /// Every write handle (shutdown commits them all).
+    pub(super) fn writers(&self) -> Vec<SharedWriter> {
+        self.streams
+            .values()
+            .flatten()
+            .filter_map(|fh| match self.by_number.get(fh) {
+                Some(Handle::Write(_, w)) => Some(w.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl FsCore {
+    pub(super) fn add_handle(&self, handle: Handle) -> u64 {
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().unwrap().insert(fh, handle);
+        fh
+    }
+
+    pub(super) fn add_writer(&self, ino: u64, key: String, pid: u32, attrs: &PosixAttrs) -> u64 {
+        let writer = ObjectWriter::new(self.upload.clone(), key, self.attrs_metadata(attrs));
+        self.add_handle(Handle::Write(
+            ino,
+            Arc::new(tokio::sync::Mutex::new(WriteHandle {
+                ino,
+                opener_pid: pid,
+                writer,
+                settled: false,
+            })),
+        ))
+    }
+
+    /// How many new versions of the file are being written (descriptors opened with O_TRUNC).
+    pub(super) fn streams_of(&self, ino: u64) -> usize {
+        self.handles.lock().unwrap().streams_of(ino)
+    }
+
+    /// The write handle of a file being written.
+    pub(super) fn writer_of(&self, ino: u64) -> Option<SharedWriter> {
+        self.handles.lock().unwrap().writer_of(ino)
+    }
+
+    pub(super) fn write_handle(&self, fh: u64) -> Option<SharedWriter> {
+        match self.handles.lock().unwrap().get(fh) {
+            Some(Handle::Write(_, h)) => Some(h.clone()),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Lookups by name: the HEAD cache (one request per object, shared and kept for the
+//! metadata TTL, read ahead during walks), listings as negative caches, and probes of names
+//! not listed.
+
+use super::*;
+
+/// What a HEAD said about an object.
+#[derive(Debug, Clone)]
+pub(super) struct Headed {
+    pub(super) size: u64,
+    pub(super) etag: Option<String>,
+    pub(super) last_modified: SystemTime,
+    pub(super) attrs: Option<PosixAttrs>,
+}
+
+pub(super) type HeadResult = FsResult<Option<Arc<Headed>>>;
+pub(super) type HeadFuture = Shared<BoxFuture<'static, HeadResult>>;
+
+impl FsCore {
+    /// HEAD of `key`, shared with concurrent askers and cached for the metadata TTL.
+    /// `Ok(None)`: no such object.
+    pub(super) async fn head(&self, key: &str) -> HeadResult {
+        let future = {
+            let mut heads = self.heads.lock().unwrap();
+            let now = Instant::now();
+            match heads.get(key) {
+                Some((until, f)) if *until > now => f.clone(),
+                _ => {
+                    if heads.len() > 100_000 {
+                        heads.retain(|_, (until, _)| *until > now);
+                    }
+                    let f = self.head_future(key.to_string());
+                    heads.insert(
+                        key.to_string(),
+                        (now + self.options.metadata_ttl, f.clone()),
+                    );
+                    f
+                }
+            }
+        };
+        let result = future.await;
+        if result.is_err() {
+            // Failures are not cached: the next ask tries again.
+            self.forget_head(key);
+        }
+        result
+    }
+
+    pub(super) fn head_future(&self, key: String) -> HeadFuture {
+        let store = self.volume.store.clone();
+        let master = self.volume.master.clone();
+        let slots = self.head_slots.clone();
+        async move {
+            let _slot = slots.acquire_owned().await.expect("never closed");
+            match store.head(&key).await {
+                Ok(info) => {
+                    let attrs = info.metadata.get(ATTRS_METADATA_NAME).and_then(|sealed| {
+                        open_attrs(&master, sealed)
+                            .map_err(|e| {
+                                warn!(key = %key, "recorded attributes ignored: {e}");
+                            })
+                            .ok()
+                    });
+                    Ok(Some(Arc::new(Headed {
+                        size: info.size,
+                        etag: info.etag,
+                        last_modified: info.last_modified.unwrap_or(SystemTime::UNIX_EPOCH),
+                        attrs,
+                    })))
+                }
+                Err(e) if e.kind == StoreErrorKind::NotFound => Ok(None),
+                Err(e) => Err(FsError::store("HEAD", &key, e)),
+            }
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Forgets the cached HEAD of `key` (this mount changed the object).
+    pub(super) fn forget_head(&self, key: &str) {
+        self.heads.lock().unwrap().remove(key);
+    }
+
+    /// Starts HEADs for the entries listed after `name` in `parent`, so that a walk over the
+    /// directory finds their attributes ready.
+    pub(super) fn read_ahead_attrs(
+        &self,
+        parent_key: &str,
+        entries: &BTreeMap<String, ListedEntry>,
+        name: &str,
+    ) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let following = entries.range::<str, _>((Excluded(name), Unbounded));
+        for (_, entry) in following.take(ATTR_READ_AHEAD) {
+            let key = match entry.kind {
+                NodeKind::Dir => names::dir_prefix(parent_key, &entry.component),
+                _ => match names::file_key(parent_key, &entry.component, 0) {
+                    Ok(k) => k,
+                    Err(_) => continue,
+                },
+            };
+            let fresh = self
+                .heads
+                .lock()
+                .unwrap()
+                .get(&key)
+                .is_some_and(|(until, _)| *until > Instant::now());
+            if !fresh {
+                let future = {
+                    let mut heads = self.heads.lock().unwrap();
+                    let f = self.head_future(key.clone());
+                    heads.insert(key, (Instant::now() + self.options.metadata_ttl, f.clone()));
+                    f
+                };
+                tokio::spawn(future);
+            }
+        }
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Attr> {
+        // The volume's own name at the root is simply not there.
+        let name = key_component(name, parent == ROOT_INO).map_err(|e| {
+            if e.is(libc::EPERM) {
+                FsError::answer(libc::ENOENT)
+            } else {
+                e
+            }
+        })?;
+        let parent_node = self.node(parent)?;
+        if parent_node.kind != NodeKind::Dir {
+            return Err(FsError::answer(libc::ENOTDIR));
+        }
+        // A file being written here exists before the bucket shows it.
+        {
+            let mut inodes = self.inodes.lock().unwrap();
+            let known = inodes
+                .child(parent, name)
+                .filter(|n| {
+                    n.writers > 0 || n.state.attrs_dirty || n.state.valid_until > Instant::now()
+                })
+                .map(|n| n.ino);
+            if let Some(ino) = known {
+                let node = inodes.get_mut(ino).expect("just seen");
+                node.lookups += 1;
+                return Ok(self.attr_of(node));
+            }
+        }
+        if self
+            .dirs
+            .lock()
+            .unwrap()
+            .is_negative(parent, name, Instant::now())
+        {
+            return Err(FsError::answer(libc::ENOENT));
+        }
+        let child = self.child_keys(&parent_node, name)?;
+        let mut listed = self.fresh_listing_entry(parent, &parent_node.key, name);
+        if listed.is_none() && self.was_walked(parent) {
+            // A walk (`ls -l`, `rsync`) outlived the listing: listing again costs one LIST
+            // per 1000 names, probing each name costs one each.
+            self.listing(parent).await?;
+            listed = self.fresh_listing_entry(parent, &parent_node.key, name);
+        }
+        let found = match listed {
+            Some(Some(kind)) => self.resolve(&child, kind).await?,
+            Some(None) => None,
+            None => {
+                let generation = self.generation(parent);
+                let found = self.probe(&child).await?;
+                if self.generation(parent) == generation {
+                    found
+                } else {
+                    // This mount changed the directory while we asked: ask again.
+                    self.forget_head(&child.file);
+                    self.forget_head(&child.dir);
+                    self.probe(&child).await?
+                }
+            }
+        };
+        let Some((kind, state)) = found else {
+            self.dirs
+                .lock()
+                .unwrap()
+                .add_negative(parent, name, self.options.metadata_ttl);
+            return Err(FsError::answer(libc::ENOENT));
+        };
+        let key = match kind {
+            NodeKind::Dir => child.dir,
+            _ => child.file,
+        };
+        let mut inodes = self.inodes.lock().unwrap();
+        // This mount may have learned something newer while we asked S3 (a chmod or utimes
+        // saved meanwhile, a write): what it knows wins over the older answer.
+        let newer = inodes
+            .child(parent, name)
+            .filter(|n| {
+                n.kind == kind
+                    && (n.writers > 0
+                        || n.state.attrs_dirty
+                        || n.state.valid_until > Instant::now())
+            })
+            .map(|n| n.ino);
+        if let Some(ino) = newer {
+            let node = inodes.get_mut(ino).expect("just seen");
+            node.lookups += 1;
+            return Ok(self.attr_of(node));
+        }
+        let ino = inodes.upsert(parent, name, kind, key, state, true);
+        Ok(self.attr_of(inodes.get(ino).expect("just inserted")))
+    }
+
+    /// `Some(Some(kind))` / `Some(None)` from a fresh listing of `parent` (the listing is also
+    /// the negative cache); `None` when no fresh listing exists. A second lookup in the same
+    /// listing starts reading the following entries' attributes ahead.
+    pub(super) fn fresh_listing_entry(
+        &self,
+        parent: u64,
+        parent_key: &str,
+        name: &str,
+    ) -> Option<Option<NodeKind>> {
+        let answer = self
+            .dirs
+            .lock()
+            .unwrap()
+            .listed(parent, name, Instant::now())?;
+        if answer.kind.is_some() && answer.walking {
+            self.read_ahead_attrs(parent_key, &answer.entries, name);
+        }
+        Some(answer.kind)
+    }
+
+    /// Whether names of `parent`'s (possibly expired) listing were being looked up in turn.
+    pub(super) fn was_walked(&self, parent: u64) -> bool {
+        self.dirs.lock().unwrap().was_walked(parent)
+    }
+
+    /// A listed name's attributes: the HEAD of the file, or of the directory's marker.
+    pub(super) async fn resolve(
+        &self,
+        child: &ChildKeys,
+        listed: NodeKind,
+    ) -> FsResult<Option<(NodeKind, NodeState)>> {
+        if listed == NodeKind::Dir {
+            let marker = self.head(&child.dir).await?;
+            return Ok(Some((NodeKind::Dir, self.dir_state(marker.as_deref()))));
+        }
+        let key = &child.file;
+        Ok(self.head(key).await?.map(|h| self.file_state(key, &h)))
+    }
+
+    /// Asks S3 whether a name is a directory (any key under its prefix) or a file. The
+    /// directory wins when both exist.
+    pub(super) async fn probe(&self, child: &ChildKeys) -> FsResult<Option<(NodeKind, NodeState)>> {
+        let store = &self.volume.store;
+        let file_key = child.file.clone();
+        let sub = child.dir.clone();
+        self.list_requests.fetch_add(1, Ordering::Relaxed);
+        let (head, list) =
+            tokio::join!(self.head(&file_key), store.list_page(&sub, Some("/"), None));
+        let list = list.map_err(|e| FsError::store("LIST", &sub, e))?;
+        if !list.objects.is_empty() || !list.common_prefixes.is_empty() {
+            let marker = if list.objects.iter().any(|o| o.key == sub) {
+                self.head(&sub).await?
+            } else {
+                None
+            };
+            return Ok(Some((NodeKind::Dir, self.dir_state(marker.as_deref()))));
+        }
+        Ok(head?.map(|h| self.file_state(&file_key, &h)))
+    }
+}

@@ -1,0 +1,496 @@
+//! Reference-model test of the filesystem core: random sequences of namespace and file
+//! operations run against the core (on the in-memory store, no FUSE) and against a plain
+//! local directory, compared after every step: the same success or errno, the same bytes
+//! read back, the same entries listed, the same permissions; remounts in between check that
+//! what was saved is what the model holds.
+//!
+//! Each run prints its seed; `CORE_MODEL_SEED=<seed>` replays one, `CORE_MODEL_OPS=<n>` sets
+//! the operations per seed (bench: `CORE_MODEL_OPS=100000`).
+//!
+//! With injected store failures, an operation may fail with an errno; then the file it
+//! touched must hold either its contents from before or the ones the operation meant to
+//! write, never a mix, never other bytes.
+
+mod common;
+
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use common::in_process::{Core, Errno};
+use s3cryptfs::fs::NodeKind;
+use s3cryptfs::store::StoreErrorKind;
+
+/// A small deterministic generator (xorshift64*): a seed replays a run exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+    /// Sizes that cross the 64 KiB segment boundaries and stay small enough to be fast.
+    fn size(&mut self) -> usize {
+        match self.below(4) {
+            0 => self.below(100) as usize,
+            1 => 65536 + self.below(3) as usize - 1,
+            _ => self.below(200_000) as usize,
+        }
+    }
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let fill = self.next();
+        (0..len)
+            .map(|i| (fill.wrapping_add(i as u64 * 0x9e37_79b9) >> 24) as u8)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    WriteNew(Vec<String>, Vec<Vec<u8>>),
+    WriteAt(Vec<String>, u64, Vec<u8>),
+    Truncate(Vec<String>, u64),
+    Read(Vec<String>, u32),
+    Mkdir(Vec<String>),
+    Unlink(Vec<String>),
+    Rmdir(Vec<String>),
+    Rename(Vec<String>, Vec<String>),
+    List(Vec<String>),
+    Chmod(Vec<String>, u32),
+    Remount,
+}
+
+const NAMES: &[&str] = &["a", "b", "c", "d"];
+
+fn random_path(rng: &mut Rng) -> Vec<String> {
+    let depth = 1 + rng.below(3) as usize;
+    (0..depth).map(|_| rng.pick(NAMES).to_string()).collect()
+}
+
+fn random_step(rng: &mut Rng, with_namespace: bool) -> Step {
+    let path = if with_namespace {
+        random_path(rng)
+    } else {
+        vec![rng.pick(NAMES).to_string()]
+    };
+    let choice = rng.below(if with_namespace { 100 } else { 50 });
+    match choice {
+        0..=14 => {
+            let size = rng.size();
+            let mut chunks = Vec::new();
+            let mut left = size;
+            while left > 0 {
+                let n = (1 + rng.below(70_000) as usize).min(left);
+                chunks.push(rng.bytes(n));
+                left -= n;
+            }
+            Step::WriteNew(path, chunks)
+        }
+        15..=24 => {
+            let offset = rng.below(210_000);
+            let max = if rng.below(2) == 0 { 100 } else { 70_000 };
+            let len = 1 + rng.below(max) as usize;
+            Step::WriteAt(path, offset, rng.bytes(len))
+        }
+        25..=31 => Step::Truncate(path, rng.size() as u64),
+        32..=45 => Step::Read(path, *rng.pick(&[4096u32, 65536, 131072])),
+        46..=47 => Step::Remount,
+        48..=49 => Step::Chmod(path, *rng.pick(&[0o600u32, 0o644, 0o755, 0o400])),
+        50..=61 => Step::Mkdir(path),
+        62..=71 => Step::Unlink(path),
+        72..=79 => Step::Rmdir(path),
+        80..=91 => Step::Rename(path, random_path(rng)),
+        _ => Step::List(path[..path.len() - 1].to_vec()),
+    }
+}
+
+/// The same operations on a local directory.
+struct Local {
+    root: PathBuf,
+}
+
+fn errno(e: std::io::Error) -> Errno {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+impl Local {
+    fn path(&self, p: &[String]) -> PathBuf {
+        p.iter().fold(self.root.clone(), |acc, c| acc.join(c))
+    }
+
+    fn apply(&self, step: &Step) -> Result<Option<Vec<u8>>, Errno> {
+        use std::fs;
+        match step {
+            Step::WriteNew(p, chunks) => {
+                let mut f = fs::File::create(self.path(p)).map_err(errno)?;
+                for c in chunks {
+                    f.write_all(c).map_err(errno)?;
+                }
+                Ok(None)
+            }
+            Step::WriteAt(p, offset, data) => {
+                let path = self.path(p);
+                if path.is_dir() {
+                    return Err(libc::EISDIR);
+                }
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(errno)?;
+                f.seek(SeekFrom::Start(*offset)).map_err(errno)?;
+                f.write_all(data).map_err(errno)?;
+                Ok(None)
+            }
+            Step::Truncate(p, size) => {
+                let path = self.path(p);
+                if path.is_dir() {
+                    return Err(libc::EISDIR);
+                }
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| f.set_len(*size))
+                    .map_err(errno)?;
+                Ok(None)
+            }
+            Step::Read(p, _) => {
+                let path = self.path(p);
+                if path.is_dir() {
+                    return Err(libc::EISDIR);
+                }
+                fs::read(path).map(Some).map_err(errno)
+            }
+            Step::Mkdir(p) => {
+                let path = self.path(p);
+                fs::create_dir(&path).map_err(errno)?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(errno)?;
+                Ok(None)
+            }
+            Step::Unlink(p) => fs::remove_file(self.path(p)).map(|_| None).map_err(errno),
+            Step::Rmdir(p) => fs::remove_dir(self.path(p)).map(|_| None).map_err(errno),
+            Step::Rename(from, to) => fs::rename(self.path(from), self.path(to))
+                .map(|_| None)
+                .map_err(errno),
+            Step::List(_) | Step::Remount => Ok(None),
+            Step::Chmod(p, mode) => {
+                fs::set_permissions(self.path(p), fs::Permissions::from_mode(*mode))
+                    .map(|_| None)
+                    .map_err(errno)
+            }
+        }
+    }
+
+    /// (name, is_dir) of a directory's entries, sorted.
+    fn list(&self, p: &[String]) -> Result<Vec<(String, bool)>, Errno> {
+        let mut out: Vec<(String, bool)> = std::fs::read_dir(self.path(p))
+            .map_err(errno)?
+            .map(|e| {
+                let e = e.expect("entry");
+                (
+                    e.file_name().into_string().expect("utf-8"),
+                    e.file_type().expect("type").is_dir(),
+                )
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn mode(&self, p: &[String]) -> Option<u32> {
+        std::fs::metadata(self.path(p))
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    }
+
+    fn contents(&self, p: &[String]) -> Option<Vec<u8>> {
+        let path = self.path(p);
+        if path.is_file() {
+            std::fs::read(path).ok()
+        } else {
+            None
+        }
+    }
+}
+
+async fn apply_core(core: &mut Core, step: &Step) -> Result<Option<Vec<u8>>, Errno> {
+    match step {
+        Step::WriteNew(p, chunks) => core.write_new(p, chunks).await.map(|_| None),
+        Step::WriteAt(p, offset, data) => core.write_at(p, *offset, data).await.map(|_| None),
+        Step::Truncate(p, size) => core.truncate(p, *size).await.map(|_| None),
+        Step::Read(p, chunk) => core.read_all(p, *chunk).await.map(Some),
+        Step::Mkdir(p) => core.mkdir(p, 0o755).await.map(|_| None),
+        Step::Unlink(p) => core.unlink(p).await.map(|_| None),
+        Step::Rmdir(p) => core.rmdir(p).await.map(|_| None),
+        Step::Rename(from, to) => core.rename(from, to).await.map(|_| None),
+        Step::Chmod(p, mode) => core.chmod(p, *mode).await.map(|_| None),
+        Step::List(_) => Ok(None),
+        Step::Remount => {
+            core.remount().await;
+            Ok(None)
+        }
+    }
+}
+
+/// Steps the kernel answers itself, before asking the filesystem: skipped. (A rename into
+/// the source's own subtree, or onto one of its ancestors: EINVAL or ENOTEMPTY from the VFS.)
+fn outside_contract(step: &Step) -> bool {
+    let within = |inner: &[String], outer: &[String]| {
+        inner.len() > outer.len() && inner[..outer.len()] == outer[..]
+    };
+    match step {
+        Step::Rename(from, to) => within(to, from) || within(from, to),
+        _ => false,
+    }
+}
+
+fn describe(step: &Step) -> String {
+    match step {
+        Step::WriteNew(p, chunks) => format!(
+            "write_new {} ({} bytes in {} writes)",
+            p.join("/"),
+            chunks.iter().map(Vec::len).sum::<usize>(),
+            chunks.len()
+        ),
+        Step::WriteAt(p, o, d) => format!("write_at {} offset {o} len {}", p.join("/"), d.len()),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Compares everything the core shows of the tree with the local directory.
+async fn compare_tree(core: &Core, local: &Local, dir: &[String], context: &str) {
+    let want = local.list(dir).expect("local list");
+    let got = core
+        .list(dir)
+        .await
+        .unwrap_or_else(|e| panic!("{context}: listing /{} failed: errno {e}", dir.join("/")));
+    let got: Vec<(String, bool)> = got
+        .iter()
+        .map(|e| (e.name.clone(), e.kind == NodeKind::Dir))
+        .collect();
+    assert_eq!(got, want, "{context}: entries of /{}", dir.join("/"));
+    for (name, is_dir) in want {
+        let mut path = dir.to_vec();
+        path.push(name);
+        let attr = core
+            .resolve(&path)
+            .await
+            .unwrap_or_else(|e| panic!("{context}: lookup /{} failed: errno {e}", path.join("/")));
+        assert_eq!(
+            u32::from(attr.perm),
+            local.mode(&path).expect("local mode"),
+            "{context}: mode of /{}",
+            path.join("/")
+        );
+        if is_dir {
+            Box::pin(compare_tree(core, local, &path, context)).await;
+        } else {
+            let want = local.contents(&path).expect("local file");
+            assert_eq!(
+                attr.size,
+                want.len() as u64,
+                "{context}: size of /{}",
+                path.join("/")
+            );
+            let got = core.read_all(&path, 131072).await.unwrap_or_else(|e| {
+                panic!("{context}: reading /{} failed: errno {e}", path.join("/"))
+            });
+            assert!(
+                got == want,
+                "{context}: contents of /{} differ",
+                path.join("/")
+            );
+        }
+    }
+}
+
+fn seeds(default: &[u64]) -> Vec<u64> {
+    match std::env::var("CORE_MODEL_SEED") {
+        Ok(s) => vec![s.parse().expect("CORE_MODEL_SEED is a number")],
+        Err(_) => default.to_vec(),
+    }
+}
+
+fn ops(default: usize) -> usize {
+    std::env::var("CORE_MODEL_OPS")
+        .ok()
+        .map(|s| s.parse().expect("CORE_MODEL_OPS is a number"))
+        .unwrap_or(default)
+}
+
+async fn run_model(seed: u64, count: usize, encrypt_names: bool) {
+    eprintln!("core model: seed {seed}, {count} operations, encrypted names: {encrypt_names}");
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = Local {
+        root: dir.path().to_path_buf(),
+    };
+    let mut core = Core::new(encrypt_names).await;
+    let started = std::time::Instant::now();
+    for i in 0..count {
+        let step = random_step(&mut rng, true);
+        if outside_contract(&step) {
+            continue;
+        }
+        let context = format!("seed {seed}, step {i}: {}", describe(&step));
+        let want = local.apply(&step);
+        let got = apply_core(&mut core, &step).await;
+        match (&want, &got) {
+            (Ok(Some(w)), Ok(Some(g))) => assert!(w == g, "{context}: read back other bytes"),
+            (Ok(_), Ok(_)) => {}
+            _ => assert_eq!(
+                got.as_ref().map(|_| ()).map_err(|e| *e),
+                want.as_ref().map(|_| ()).map_err(|e| *e),
+                "{context}: outcome (Err = errno)"
+            ),
+        }
+        let checked = match &step {
+            Step::List(p) if local.path(p).is_dir() => Some(p.clone()),
+            Step::List(_) => None,
+            Step::Remount => Some(Vec::new()),
+            _ => None,
+        };
+        if let Some(dir) = checked {
+            compare_tree(&core, &local, &dir, &context).await;
+        }
+    }
+    core.remount().await;
+    compare_tree(&core, &local, &[], &format!("seed {seed}: at the end")).await;
+    eprintln!(
+        "core model: seed {seed}: {count} operations in {:.1} s, {} store requests",
+        started.elapsed().as_secs_f64(),
+        core.memory.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_operations_match_a_local_directory() {
+    for seed in seeds(&[1, 2, 3, 4]) {
+        run_model(seed, ops(1500), false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_operations_match_a_local_directory_with_encrypted_names() {
+    for seed in seeds(&[11, 12]) {
+        run_model(seed, ops(1500), true).await;
+    }
+}
+
+/// With failures injected into the store: every operation either succeeds as on the local
+/// directory or fails with an errno; a file whose operation failed holds its old contents or
+/// the new ones, never anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_failures_never_give_wrong_bytes() {
+    for seed in seeds(&[21, 22, 23]) {
+        let count = ops(1500);
+        eprintln!("core model with faults: seed {seed}, {count} operations");
+        let mut rng = Rng::new(seed);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local = Local {
+            root: dir.path().to_path_buf(),
+        };
+        let mut core = Core::new(false).await;
+        let (mut failed, mut succeeded) = (0, 0);
+        for i in 0..count {
+            let step = random_step(&mut rng, false);
+            let context = format!("seed {seed}, step {i}: {}", describe(&step));
+            let path = match &step {
+                Step::WriteNew(p, _)
+                | Step::WriteAt(p, _, _)
+                | Step::Truncate(p, _)
+                | Step::Read(p, _)
+                | Step::Chmod(p, _) => p.clone(),
+                _ => Vec::new(),
+            };
+            let before = local.contents(&path);
+            let before_mode = local.mode(&path);
+            // One request in 20 fails, of any kind the store can report.
+            let kind = *rng.pick(&[
+                StoreErrorKind::Transient,
+                StoreErrorKind::Throttled,
+                StoreErrorKind::AccessDenied,
+                StoreErrorKind::Fatal,
+            ]);
+            // (A mount that cannot read its config fails before it starts: not this test.)
+            if !matches!(step, Step::Remount) {
+                core.faults.fail_randomly(50_000, rng.next(), kind);
+            }
+            let got = apply_core(&mut core, &step).await;
+            core.faults.fail_randomly(0, 0, kind);
+            let want = local.apply(&step);
+            match (&got, &want) {
+                (Ok(Some(g)), Ok(Some(w))) => assert!(g == w, "{context}: read other bytes"),
+                (Ok(_), Ok(_)) => succeeded += 1,
+                (Err(e), Ok(_)) => {
+                    failed += 1;
+                    assert!(*e != 0, "{context}: failed without an errno");
+                    if matches!(step, Step::Read(..)) {
+                        continue;
+                    }
+                    // What does the store hold now? The old or the new state, only.
+                    core.remount().await;
+                    if let Step::Chmod(p, mode) = &step {
+                        let perm = u32::from(core.resolve(p).await.expect("lookup").perm);
+                        let old = before_mode.expect("the file existed");
+                        assert!(
+                            perm == old || perm == *mode,
+                            "{context}: mode {perm:o} after a failed chmod"
+                        );
+                        std::fs::set_permissions(
+                            local.path(p),
+                            std::fs::Permissions::from_mode(perm),
+                        )
+                        .expect("model");
+                        continue;
+                    }
+                    let after = local.contents(&path);
+                    let now = match core.read_all(&path, 131072).await {
+                        Ok(b) => Some(b),
+                        Err(libc::ENOENT) => None,
+                        Err(e) => panic!("{context}: unreadable after a failed save: errno {e}"),
+                    };
+                    assert!(
+                        now == before || now == after,
+                        "{context}: after a failed operation the file holds neither its old nor its new contents"
+                    );
+                    // The model follows what the store kept.
+                    match &now {
+                        Some(bytes) => std::fs::write(local.path(&path), bytes).expect("model"),
+                        None => {
+                            let _ = std::fs::remove_file(local.path(&path));
+                        }
+                    }
+                }
+                (Ok(_), Err(e)) => {
+                    panic!("{context}: succeeded where the local directory fails with errno {e}")
+                }
+                // Both fail (a missing file): the core may report the injected failure first.
+                (Err(_), Err(_)) => {}
+            }
+        }
+        core.remount().await;
+        compare_tree(
+            &core,
+            &local,
+            &[],
+            &format!("seed {seed} with faults: at the end"),
+        )
+        .await;
+        eprintln!("core model with faults: seed {seed}: {succeeded} succeeded, {failed} failed");
+        assert!(
+            failed > 0,
+            "seed {seed}: no operation failed: the faults were not injected"
+        );
+    }
+}
