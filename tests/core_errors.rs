@@ -20,7 +20,7 @@ fn path(names: &[&str]) -> Vec<String> {
 /// A file of `len` bytes written and saved, then a fresh mount (nothing cached).
 async fn saved_file(core: &mut Core, name: &str, len: usize) -> Vec<u8> {
     let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-    core.write_new(&path(&[name]), &[data.clone()])
+    core.write_new(&path(&[name]), std::slice::from_ref(&data))
         .await
         .expect("write");
     core.remount().await;
