@@ -17,6 +17,18 @@ use crate::crypto::names::{
 /// appears in the mounted tree, and users cannot create it.
 pub const RESERVED_NAME: &str = ".s3cryptfs";
 
+/// Where a new file's version goes when it has to be finished before it is complete (a
+/// descriptor wants to seek, resize or read it back): under this hidden prefix, never under
+/// the file's name, until the whole file is saved there. `fsck` lists what a crash left.
+pub const PENDING_PREFIX: &str = ".s3cryptfs/pending/";
+
+/// A fresh key under [`PENDING_PREFIX`].
+pub fn pending_key() -> String {
+    let mut id = [0u8; 16];
+    crate::crypto::keys::os_random(&mut id);
+    format!("{PENDING_PREFIX}{}", hex::encode(id))
+}
+
 /// Suffix of the side object that holds a long encrypted name.
 pub const SIDE_OBJECT_SUFFIX: &str = ".name";
 

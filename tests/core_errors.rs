@@ -119,10 +119,12 @@ async fn upload_memory_exhausted_for_a_new_writer_is_enomem() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_order_write_before_the_first_save_is_einval() {
+async fn out_of_order_write_to_a_stream_whose_parts_are_out_is_einval() {
     let core = Core::new(false).await;
-    let (_, _, errno) = create_and_write(&core.fs, "f", 10, b"late").await;
-    assert_eq!(errno, libc::EINVAL);
+    let (_, fh, errno) = create_and_write(&core.fs, "f", 0, &vec![1u8; 9 << 20]).await;
+    assert_eq!(errno, 0);
+    let behind = core.fs.write(fh, 10, b"late").await;
+    assert_eq!(behind.unwrap_err().errno(), libc::EINVAL);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,14 +141,52 @@ async fn staging_over_max_cache_size_is_enospc() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reading_a_version_still_being_streamed_is_ebusy() {
+async fn reading_a_version_whose_parts_are_being_sent_is_ebusy() {
     let core = Core::new(false).await;
-    let (ino, fh, errno) = create_and_write(&core.fs, "f", 0, b"streaming").await;
+    // Past one part (8 MiB): its multipart upload, under the file's name, has begun.
+    let (ino, fh, errno) = create_and_write(&core.fs, "f", 0, &vec![1u8; 9 << 20]).await;
     assert_eq!(errno, 0);
     // Waits 10 s for the version to be saved, then gives up.
     let opened = core.fs.open(ino, libc::O_RDONLY, std::process::id()).await;
     assert_eq!(opened.unwrap_err().errno(), libc::EBUSY);
     core.close(ino, fh, Ok(())).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_file_under_one_part_is_never_under_its_name_before_it_is_saved() {
+    let core = Core::new(false).await;
+    let (ino, fh, errno) = create_and_write(&core.fs, "f", 0, b"first").await;
+    assert_eq!(errno, 0);
+    // A write behind the end: the file goes on in place, its version so far pending.
+    core.fs
+        .write(fh, 2, b"X")
+        .await
+        .expect("write behind the end");
+    let keys = core.memory.keys();
+    assert!(
+        !keys.contains(&"f".to_string()),
+        "a partial file appeared under its name"
+    );
+    assert!(keys.iter().any(|k| k.starts_with(".s3cryptfs/pending/")));
+    // A second descriptor reads what the first one wrote.
+    let reader = core
+        .fs
+        .open(ino, libc::O_RDONLY, std::process::id())
+        .await
+        .unwrap();
+    assert_eq!(&core.fs.read(reader, 0, 100).await.unwrap()[..], b"fiXst");
+    core.fs.release(ino, reader).await;
+    core.close(ino, fh, Ok(())).await.unwrap();
+    // Saved under its name, and the pending version is gone.
+    assert_eq!(
+        core.memory
+            .keys()
+            .iter()
+            .filter(|k| !k.starts_with(".s3cryptfs/volume"))
+            .collect::<Vec<_>>(),
+        vec!["f"]
+    );
+    assert_eq!(core.read_all(&path(&["f"]), 4096).await.unwrap(), b"fiXst");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

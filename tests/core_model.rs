@@ -17,7 +17,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use common::in_process::{Core, Errno};
+use common::in_process::{Core, Errno, FileOp};
 use s3cryptfs::fs::NodeKind;
 use s3cryptfs::store::StoreErrorKind;
 
@@ -59,6 +59,8 @@ impl Rng {
 #[derive(Debug, Clone)]
 enum Step {
     WriteNew(Vec<String>, Vec<Vec<u8>>),
+    /// A new file written out of order, resized and read back through its one descriptor.
+    NewFileOps(Vec<String>, Vec<FileOp>),
     WriteAt(Vec<String>, u64, Vec<u8>),
     Truncate(Vec<String>, u64),
     Read(Vec<String>, u32),
@@ -97,6 +99,21 @@ fn random_step(rng: &mut Rng, with_namespace: bool) -> Step {
             }
             Step::WriteNew(path, chunks)
         }
+        93..=99 => {
+            let mut ops = Vec::new();
+            for _ in 0..1 + rng.below(8) {
+                ops.push(match rng.below(4) {
+                    0 | 1 => {
+                        let offset = rng.below(150_000);
+                        let len = 1 + rng.below(70_000) as usize;
+                        FileOp::Write(offset, rng.bytes(len))
+                    }
+                    2 => FileOp::Truncate(rng.size() as u64),
+                    _ => FileOp::Read(rng.below(150_000), 1 + rng.below(131_072) as u32),
+                });
+            }
+            Step::NewFileOps(path, ops)
+        }
         15..=24 => {
             let offset = rng.below(210_000);
             let max = if rng.below(2) == 0 { 100 } else { 70_000 };
@@ -111,6 +128,7 @@ fn random_step(rng: &mut Rng, with_namespace: bool) -> Step {
         62..=71 => Step::Unlink(path),
         72..=79 => Step::Rmdir(path),
         80..=91 => Step::Rename(path, random_path(rng)),
+        92 => Step::List(path[..path.len() - 1].to_vec()),
         _ => Step::List(path[..path.len() - 1].to_vec()),
     }
 }
@@ -138,6 +156,37 @@ impl Local {
                     f.write_all(c).map_err(errno)?;
                 }
                 Ok(None)
+            }
+            Step::NewFileOps(p, ops) => {
+                let path = self.path(p);
+                if path.is_dir() {
+                    return Err(libc::EISDIR);
+                }
+                let mut f = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(path)
+                    .map_err(errno)?;
+                let mut reads = Vec::new();
+                for op in ops {
+                    match op {
+                        FileOp::Write(offset, data) => {
+                            f.seek(SeekFrom::Start(*offset)).map_err(errno)?;
+                            f.write_all(data).map_err(errno)?;
+                        }
+                        FileOp::Truncate(size) => f.set_len(*size).map_err(errno)?,
+                        FileOp::Read(offset, len) => {
+                            let mut buf = vec![0u8; *len as usize];
+                            let n = std::os::unix::fs::FileExt::read_at(&f, &mut buf, *offset)
+                                .map_err(errno)?;
+                            buf.truncate(n);
+                            reads.push(buf);
+                        }
+                    }
+                }
+                Ok(Some(reads.concat()))
             }
             Step::WriteAt(p, offset, data) => {
                 let path = self.path(p);
@@ -226,6 +275,7 @@ impl Local {
 async fn apply_core(core: &mut Core, step: &Step) -> Result<Option<Vec<u8>>, Errno> {
     match step {
         Step::WriteNew(p, chunks) => core.write_new(p, chunks).await.map(|_| None),
+        Step::NewFileOps(p, ops) => core.new_file_ops(p, ops).await.map(|r| Some(r.concat())),
         Step::WriteAt(p, offset, data) => core.write_at(p, *offset, data).await.map(|_| None),
         Step::Truncate(p, size) => core.truncate(p, *size).await.map(|_| None),
         Step::Read(p, chunk) => core.read_all(p, *chunk).await.map(Some),
@@ -263,6 +313,17 @@ fn describe(step: &Step) -> String {
             chunks.len()
         ),
         Step::WriteAt(p, o, d) => format!("write_at {} offset {o} len {}", p.join("/"), d.len()),
+        Step::NewFileOps(p, ops) => {
+            let ops: Vec<String> = ops
+                .iter()
+                .map(|op| match op {
+                    FileOp::Write(o, d) => format!("write {o}+{}", d.len()),
+                    FileOp::Truncate(n) => format!("truncate {n}"),
+                    FileOp::Read(o, n) => format!("read {o}+{n}"),
+                })
+                .collect();
+            format!("new file {}: {}", p.join("/"), ops.join(", "))
+        }
         other => format!("{other:?}"),
     }
 }

@@ -55,7 +55,8 @@ pub struct FsckArgs {
     /// seconds, or with an s/m/h/d suffix
     #[arg(long, default_value = "1d", value_parser = parse_duration)]
     pub stale_after: std::time::Duration,
-    /// Abort the stale uploads (their parts stop costing storage)
+    /// Abort the stale uploads (their parts stop costing storage) and remove stale pending
+    /// versions of new files (left by a mount that died before saving them)
     #[arg(long)]
     pub abort_stale: bool,
     /// Check only each object's size and header, not every segment's tag (much faster)

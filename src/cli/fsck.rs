@@ -1,6 +1,7 @@
 //! `s3cryptfs fsck`: verifies every object of a volume (header, size and every segment's tag),
-//! reports objects that are not ours, and lists (and with --abort-stale, aborts) multipart
-//! uploads left behind by writers that died. Exit status 0 only if nothing is wrong.
+//! reports objects that are not ours, and lists (and with --abort-stale, aborts or removes)
+//! multipart uploads and pending versions of new files left behind by writers that died.
+//! Exit status 0 only if nothing is wrong.
 
 use std::time::SystemTime;
 
@@ -10,6 +11,7 @@ use super::args::FsckArgs;
 use super::recover::{KeyName, PathDecoder, open, stream_out};
 use super::{EXIT_FAILURE, EXIT_STORE, fail, runtime};
 use crate::crypto::ObjectDecryptor;
+use crate::object_keys::PENDING_PREFIX;
 use crate::store::ObjectInfo;
 use crate::volume::{RESERVED_NAME, Volume};
 
@@ -36,10 +38,13 @@ pub fn run(args: FsckArgs) -> i32 {
             Ok(l) => l,
             Err(e) => return fail(EXIT_STORE, e),
         };
-        let candidates: Vec<ObjectInfo> = listing
+        let (reserved, candidates): (Vec<ObjectInfo>, Vec<ObjectInfo>) = listing
             .objects
             .into_iter()
-            .filter(|o| !o.key.starts_with(&format!("{RESERVED_NAME}/")))
+            .partition(|o| o.key.starts_with(&format!("{RESERVED_NAME}/")));
+        let pending: Vec<ObjectInfo> = reserved
+            .into_iter()
+            .filter(|o| o.key.starts_with(PENDING_PREFIX))
             .collect();
         // Names first: on a name-encrypted volume every key must decrypt (side objects of
         // long names are checked as part of the names they hold). Plain names are whatever
@@ -106,6 +111,36 @@ pub fn run(args: FsckArgs) -> i32 {
         };
         let now = SystemTime::now();
         let (mut stale, mut aborted, mut recent) = (0, 0, 0);
+        // Versions of new files that a mount finished early and had not yet saved under
+        // their names: a crash or kill -9 leaves them; their files were never saved.
+        for o in &pending {
+            let age = o
+                .last_modified
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default();
+            if age < args.stale_after {
+                recent += 1;
+                println!("PENDING  {} ({}s old, may still be in use)", o.key, age.as_secs());
+            } else if args.abort_stale {
+                match volume.store.delete(&o.key).await {
+                    Ok(()) => {
+                        aborted += 1;
+                        println!("REMOVED  stale pending version {} ({}s old)", o.key, age.as_secs());
+                    }
+                    Err(e) => {
+                        stale += 1;
+                        println!("STALE    {} ({}s old): removal failed: {e}", o.key, age.as_secs());
+                    }
+                }
+            } else {
+                stale += 1;
+                println!(
+                    "STALE    pending version {} ({}s old): run with --abort-stale to remove it",
+                    o.key,
+                    age.as_secs()
+                );
+            }
+        }
         for u in &uploads {
             let age = u
                 .initiated

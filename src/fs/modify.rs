@@ -59,6 +59,11 @@ impl ModifyHandle {
         }
     }
 
+    /// The key of the version the contents start from.
+    pub fn base_key(&self) -> &str {
+        &self.base.version().key
+    }
+
     pub fn len(&self) -> u64 {
         match &self.contents {
             Contents::Base => self.base_len,

@@ -205,6 +205,11 @@ impl ObjectWriter {
         self.result.as_ref().and_then(|r| r.as_ref().ok())
     }
 
+    /// Whether parts of a multipart upload were sent: its key (the file's name) is then fixed.
+    pub fn has_sent_parts(&self) -> bool {
+        self.multipart.is_some()
+    }
+
     /// Appends `data` at `offset`, which must be the current end of the file. Waits (never
     /// fails) when the file's parts in flight or the mount's memory budget are at their limit.
     pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), WriteError> {

@@ -24,6 +24,14 @@ fn errno(e: FsError) -> Errno {
     e.errno()
 }
 
+/// An operation through one descriptor of a new file.
+#[derive(Debug, Clone)]
+pub enum FileOp {
+    Write(u64, Vec<u8>),
+    Truncate(u64),
+    Read(u64, u32),
+}
+
 /// Settings of an in-process mount that tests vary.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -221,6 +229,60 @@ impl Core {
             offset += chunk.len() as u64;
         }
         self.close(ino, fh, result).await
+    }
+
+    /// A new file (create, as `open(O_RDWR|O_CREAT|O_TRUNC)` does), then `ops` through that
+    /// one descriptor: writes anywhere, resizes, reads back; then close. The bytes each read
+    /// returned, in order.
+    pub async fn new_file_ops(
+        &self,
+        path: &[String],
+        ops: &[FileOp],
+    ) -> Result<Vec<Vec<u8>>, Errno> {
+        let (parent, name) = self.parent_of(path).await?;
+        let (ino, fh) = match self.fs.lookup(parent, OsStr::new(name)).await {
+            Ok(attr) if attr.kind == NodeKind::Dir => return Err(libc::EISDIR),
+            Ok(attr) => {
+                let flags = libc::O_RDWR | libc::O_TRUNC;
+                let fh = self
+                    .fs
+                    .open(attr.ino, flags, std::process::id())
+                    .await
+                    .map_err(errno)?;
+                (attr.ino, fh)
+            }
+            Err(e) if e.is(libc::ENOENT) => {
+                let (attr, fh) = self
+                    .fs
+                    .create(parent, OsStr::new(name), 0o644, Self::caller())
+                    .await
+                    .map_err(errno)?;
+                (attr.ino, fh)
+            }
+            Err(e) => return Err(e.errno()),
+        };
+        let mut reads = Vec::new();
+        let mut result = Ok(());
+        for op in ops {
+            let done = match op {
+                FileOp::Write(offset, data) => self.fs.write(fh, *offset, data).await.map(|_| ()),
+                FileOp::Truncate(size) => {
+                    let change = AttrChange {
+                        size: Some(*size),
+                        ..Default::default()
+                    };
+                    self.fs.setattr(ino, change, Some(fh)).await.map(|_| ())
+                }
+                FileOp::Read(offset, len) => self.fs.read(fh, *offset, *len).await.map(|b| {
+                    reads.push(b.to_vec());
+                }),
+            };
+            if let Err(e) = done {
+                result = Err(e.errno());
+                break;
+            }
+        }
+        self.close(ino, fh, result).await.map(|_| reads)
     }
 
     /// open(O_WRONLY) without O_TRUNC, a write at `offset`, close.

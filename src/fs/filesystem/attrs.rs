@@ -135,7 +135,16 @@ impl FsCore {
                 self.changed_in_place(ino, size);
             } else if let Some(h) = fh.and_then(|fh| self.write_handle(fh)) {
                 let current = h.lock().await.writer.len();
-                if size != current {
+                let diverted = match fh {
+                    Some(fh) if size != current => self.divert_stream(fh).await?,
+                    _ => None,
+                };
+                if let Some(m) = diverted {
+                    let mut h = m.lock().await;
+                    h.set_len(&self.options.cache_dir, &self.staging_budget, size)
+                        .await?;
+                    self.changed_in_place(ino, size);
+                } else if size != current {
                     return Err(FsError::refused(
                         libc::EINVAL,
                         format!(

@@ -75,7 +75,11 @@ impl FsCore {
                 }
                 return Ok(fh);
             }
-            // A new version being streamed has to be in before it can be changed in place.
+            // A new version being streamed goes on in place, shared with this descriptor;
+            // once its parts are out, it has to be in before it can be changed in place.
+            if !truncate && let Some(fh) = self.join_stream(ino, pid, true).await? {
+                return Ok(fh);
+            }
             if !truncate && node.writers > 0 && !self.wait_for_commit(ino).await {
                 return Err(FsError::refused(
                     libc::EBUSY,
@@ -139,6 +143,9 @@ impl FsCore {
         if let Some(fh) = self.join_modify(ino, process_of(pid), false) {
             return Ok(fh);
         }
+        if let Some(fh) = self.join_stream(ino, process_of(pid), false).await? {
+            return Ok(fh);
+        }
         if node.writers > 0 && !self.wait_for_commit(ino).await {
             return Err(FsError::refused(
                 libc::EBUSY,
@@ -181,7 +188,21 @@ impl FsCore {
         let (reader, modify) = match self.handles.lock().unwrap().get(fh) {
             Some(Handle::Read(r)) => (Some(r.clone()), None),
             Some(Handle::Modify(m)) => (None, Some(m.state.clone())),
+            Some(Handle::Write(..)) => (None, None),
             _ => return Err(FsError::answer(libc::EBADF)),
+        };
+        // A new file read back through its own descriptor (O_RDWR).
+        let modify = match (&reader, modify) {
+            (None, None) => self.divert_stream(fh).await?.map_or_else(
+                || {
+                    Err(FsError::refused(
+                        libc::EBADF,
+                        "a new file whose parts are being sent cannot be read back yet",
+                    ))
+                },
+                |m| Ok(Some(m)),
+            )?,
+            (_, modify) => modify,
         };
         match (reader, modify) {
             (Some(reader), _) => reader.read(offset, size).await.map_err(FsError::from),
@@ -202,6 +223,13 @@ impl FsCore {
             _ => return Err(FsError::answer(libc::EBADF)),
         };
         let mut h = handle.lock().await;
+        if offset != h.writer.len() {
+            drop(h);
+            if let Some(m) = self.divert_stream(fh).await? {
+                return self.write_in_place(&m, offset, data).await;
+            }
+            h = handle.lock().await;
+        }
         if let Err(e) = h.writer.write(offset, data).await {
             return Err(FsError::from(e).context(format!("{}: write failed", h.writer.key())));
         }
@@ -235,6 +263,7 @@ impl FsCore {
         if h.opener_pid != process_of(pid) {
             return Ok(());
         }
+        h.closed = true;
         // An empty file is not committed at flush: a shell redirection opens, dup2()s and
         // closes the original descriptor before anything is written. A file whose commit
         // already ran (fsync, a failed write) reports that result again.

@@ -12,6 +12,9 @@ pub struct WriteHandle {
     pub writer: ObjectWriter,
     /// The inode has been told how the version ended (it is no longer being written).
     pub settled: bool,
+    /// The opener closed its descriptor: what is left is the release, which saves the file
+    /// if the close did not.
+    pub closed: bool,
 }
 
 pub(super) enum Handle {
@@ -84,6 +87,11 @@ impl HandleTable {
         self.streams.get(&ino).map_or(0, Vec::len)
     }
 
+    /// The number of a write handle of `ino`, if it is being written.
+    pub(super) fn stream_handle(&self, ino: u64) -> Option<u64> {
+        self.streams.get(&ino)?.first().copied()
+    }
+
     /// A write handle of `ino`, if it is being written.
     pub(super) fn writer_of(&self, ino: u64) -> Option<SharedWriter> {
         let fh = self.streams.get(&ino)?.first()?;
@@ -122,6 +130,7 @@ impl FsCore {
                 opener_pid: pid,
                 writer,
                 settled: false,
+                closed: false,
             })),
         ))
     }

@@ -43,6 +43,71 @@ impl FsCore {
         Some(state)
     }
 
+    /// A new file being streamed, on an operation a stream cannot serve (a write behind or
+    /// past its end, a resize, a read, a second descriptor): while no part has been sent,
+    /// its version so far is finished under a hidden pending key (never under the file's
+    /// name), and the descriptor goes on as a change in place of that version, saved under
+    /// the file's name at close or fsync. `None` when the descriptor is not such a stream,
+    /// or its parts are already out (their key is the file's name).
+    pub(super) async fn divert_stream(&self, fh: u64) -> FsResult<Option<SharedModify>> {
+        let Some(handle) = self.write_handle(fh) else {
+            return Ok(None);
+        };
+        {
+            let mut h = handle.lock().await;
+            if h.writer.has_sent_parts() {
+                return Ok(None);
+            }
+            if !h.writer.is_committed() {
+                let pending = names::pending_key();
+                debug!(key = %h.writer.key(), pending = %pending, "new file goes on in place");
+                h.writer.retarget(pending);
+                self.commit(&mut h).await?;
+            }
+        }
+        let Some(state) = self.continue_in_place(fh).await else {
+            return Ok(None);
+        };
+        {
+            let mut m = state.lock().await;
+            if m.base_key().starts_with(names::PENDING_PREFIX) {
+                // Not under its name yet: the next close or fsync must save it there.
+                m.dirty = true;
+            }
+        }
+        Ok(Some(state))
+    }
+
+    /// A new descriptor on a file being streamed by one other descriptor: the stream goes on
+    /// in place (see [`Self::divert_stream`]) and the new descriptor shares it. `None` when
+    /// there is no single stream that can go on in place.
+    pub(super) async fn join_stream(
+        &self,
+        ino: u64,
+        pid: u32,
+        writes: bool,
+    ) -> FsResult<Option<u64>> {
+        let stream = {
+            let handles = self.handles.lock().unwrap();
+            match handles.streams_of(ino) {
+                1 => handles.stream_handle(ino),
+                _ => None,
+            }
+        };
+        let Some(fh) = stream else {
+            return Ok(None);
+        };
+        // Closed a moment ago, its release still to come (and saving it): waited for instead.
+        match self.write_handle(fh) {
+            Some(h) if !h.lock().await.closed => {}
+            _ => return Ok(None),
+        }
+        if self.divert_stream(fh).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(self.join_modify(ino, pid, writes))
+    }
+
     pub(super) async fn write_in_place(
         &self,
         handle: &tokio::sync::Mutex<ModifyHandle>,
@@ -90,6 +155,13 @@ impl FsCore {
             }
         };
         h.dirty = false;
+        if h.base_key().starts_with(names::PENDING_PREFIX) {
+            // The file is under its name now: its pending version is not needed any more.
+            let pending = h.base_key().to_string();
+            if let Err(e) = self.volume.store.delete(&pending).await {
+                warn!(key = %pending, "could not remove a pending version (fsck lists it): {e}");
+            }
+        }
         // Later appends start from the version just saved.
         if let Some(etag) = &result.etag
             && let Ok(reader) = ObjectReader::new(

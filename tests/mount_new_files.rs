@@ -1,0 +1,162 @@
+//! New files as ordinary programs make them, through a real mount (issue #15, first part):
+//! `truncate -s` and `dd seek=` on new files, a header patched after the body (as linkers
+//! and muxers do), a new file read back through its own descriptor and through a second
+//! one, `cp --sparse=always`, and a C program compiled and linked in the mount. Each result
+//! is compared with the same program's result on a local directory, before and after a
+//! remount; no pending version is left in the bucket.
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::Command;
+
+use common::ServerKind;
+use common::mount::TestVolume;
+use s3cryptfs::store::ObjectStore;
+
+on_both_servers!(new_files_behave_as_on_a_local_disk);
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs the same steps in `dir`: the files they leave are compared between the mount and a
+/// local directory.
+fn make_files(dir: &Path, sparse_source: &Path) {
+    // `truncate -s` of a new file: an open with O_CREAT, then ftruncate.
+    run(Command::new("truncate")
+        .args(["-s", "1M"])
+        .arg(dir.join("truncated")));
+    // dd with seek: the first bytes are a hole.
+    run(Command::new("dd")
+        .arg(format!("of={}", dir.join("seeked").display()))
+        .args([
+            "if=/dev/urandom",
+            "bs=1k",
+            "seek=70",
+            "count=3",
+            "status=none",
+        ]));
+    // A header written after the body, as a linker does.
+    let mut f = std::fs::File::create(dir.join("patched")).unwrap();
+    f.write_all(&common::random_bytes(150_000, 5)).unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.write_all(b"HEADER").unwrap();
+    f.seek(SeekFrom::Start(149_990)).unwrap();
+    f.write_all(b"past the end of the body").unwrap();
+    drop(f);
+    // A new file read back through its own descriptor, and through a second one.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join("read_back"))
+        .unwrap();
+    f.write_all(b"written, then read back").unwrap();
+    f.seek(SeekFrom::Start(9)).unwrap();
+    let mut back = String::new();
+    f.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "then read back");
+    let second = std::fs::read(dir.join("read_back")).unwrap();
+    assert_eq!(second, b"written, then read back");
+    f.write_all(b"; and more").unwrap();
+    drop(f);
+    run(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(sparse_source)
+        .arg(dir.join("sparse_copy")));
+    // A C program compiled and linked here (ld seeks back to patch what it wrote).
+    std::fs::write(
+        dir.join("hello.c"),
+        "#include <stdio.h>\nint main(void) { puts(\"hello from the mount\"); return 0; }\n",
+    )
+    .unwrap();
+    run(Command::new("gcc")
+        .arg("-o")
+        .arg(dir.join("hello"))
+        .arg(dir.join("hello.c")));
+}
+
+async fn new_files_behave_as_on_a_local_disk(kind: ServerKind) {
+    let v = TestVolume::new(kind, "newfiles", "").await;
+    let local = tempfile::tempdir().unwrap();
+    let sparse = local.path().join("sparse_source");
+    let mut f = std::fs::File::create(&sparse).unwrap();
+    f.seek(SeekFrom::Start(300_000)).unwrap();
+    f.write_all(b"after a hole").unwrap();
+    drop(f);
+    let reference = local.path().join("reference");
+    std::fs::create_dir(&reference).unwrap();
+    make_files(&reference, &sparse);
+
+    let m = v.mount(&[]);
+    make_files(m.path(), &sparse);
+    let out = Command::new(m.join("hello")).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from the mount\n"
+    );
+    let names = [
+        "truncated",
+        "seeked",
+        "patched",
+        "read_back",
+        "sparse_copy",
+        "hello.c",
+    ];
+    // `seeked` and `patched` hold random bytes of their own run: compare their shape.
+    let same_shape = |a: &[u8], b: &[u8], name: &str, when: &str| {
+        assert_eq!(a.len(), b.len(), "{name} {when}: size");
+        match name {
+            "seeked" => assert!(
+                a[..70 * 1024].iter().all(|b| *b == 0),
+                "{name} {when}: hole"
+            ),
+            "patched" => {
+                assert_eq!(&a[..6], b"HEADER", "{name} {when}");
+                assert_eq!(&a[149_990..], b"past the end of the body", "{name} {when}");
+            }
+            _ => assert!(a == b, "{name} {when}: contents"),
+        }
+    };
+    for name in names {
+        let got = std::fs::read(m.join(name)).unwrap();
+        let want = std::fs::read(reference.join(name)).unwrap();
+        same_shape(&got, &want, name, "as written");
+    }
+    let patched = std::fs::read(m.join("patched")).unwrap();
+    drop(m);
+    let m = v.mount(&[]);
+    for name in names {
+        let got = std::fs::read(m.join(name)).unwrap();
+        let want = std::fs::read(reference.join(name)).unwrap();
+        same_shape(&got, &want, name, "after a remount");
+    }
+    assert_eq!(std::fs::read(m.join("patched")).unwrap(), patched);
+    let out = Command::new(m.join("hello")).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from the mount\n"
+    );
+    drop(m);
+    let left: Vec<String> = v
+        .store
+        .list_all(".s3cryptfs/pending/", None)
+        .await
+        .unwrap()
+        .objects
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "pending versions left in the bucket: {left:?}"
+    );
+}
