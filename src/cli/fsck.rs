@@ -3,7 +3,7 @@
 //! multipart uploads and pending versions of new files left behind by writers that died.
 //! Exit status 0 only if nothing is wrong.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 
@@ -12,7 +12,7 @@ use super::recover::{KeyName, PathDecoder, open, stream_out};
 use super::{EXIT_FAILURE, EXIT_STORE, fail, runtime};
 use crate::crypto::ObjectDecryptor;
 use crate::object_keys::PENDING_PREFIX;
-use crate::store::ObjectInfo;
+use crate::store::{ObjectInfo, UploadInfo};
 use crate::volume::{RESERVED_NAME, Volume};
 
 /// Objects verified at once.
@@ -111,64 +111,41 @@ pub fn run(args: FsckArgs) -> i32 {
         };
         let now = SystemTime::now();
         let (mut stale, mut aborted, mut recent) = (0, 0, 0);
-        // Versions of new files that a mount finished early and had not yet saved under
-        // their names: a crash or kill -9 leaves them; their files were never saved.
-        for o in &pending {
-            let age = o
-                .last_modified
+        // What writers that died left behind: versions of new files a mount finished early
+        // and had not saved under their names yet, and multipart uploads never completed.
+        let leftovers = pending
+            .iter()
+            .map(|o| Leftover::Pending(o.key.clone(), o.last_modified))
+            .chain(uploads.iter().map(|u| Leftover::Upload(u.clone())));
+        for leftover in leftovers {
+            let Words {
+                recent_tag,
+                removed_tag,
+                what,
+                key,
+            } = leftover.words();
+            let age = leftover
+                .since()
                 .and_then(|t| now.duration_since(t).ok())
-                .unwrap_or_default();
-            if age < args.stale_after {
+                .unwrap_or_default()
+                .as_secs();
+            if Duration::from_secs(age) < args.stale_after {
                 recent += 1;
-                println!("PENDING  {} ({}s old, may still be in use)", o.key, age.as_secs());
-            } else if args.abort_stale {
-                match volume.store.delete(&o.key).await {
+                println!("{recent_tag} {key} ({age}s old, may still be in use)");
+            } else if !args.abort_stale {
+                stale += 1;
+                println!("STALE    {what} {key} ({age}s old): run with --abort-stale to remove it");
+            } else {
+                match leftover.remove(&volume).await {
                     Ok(()) => {
                         aborted += 1;
-                        println!("REMOVED  stale pending version {} ({}s old)", o.key, age.as_secs());
+                        println!("{removed_tag} stale {what} {key} ({age}s old)");
                     }
                     Err(e) => {
                         stale += 1;
-                        println!("STALE    {} ({}s old): removal failed: {e}", o.key, age.as_secs());
+                        println!("STALE    {what} {key} ({age}s old): removal failed: {e}");
                     }
                 }
-            } else {
-                stale += 1;
-                println!(
-                    "STALE    pending version {} ({}s old): run with --abort-stale to remove it",
-                    o.key,
-                    age.as_secs()
-                );
-            }
-        }
-        for u in &uploads {
-            let age = u
-                .initiated
-                .and_then(|t| now.duration_since(t).ok())
-                .unwrap_or_default();
-            if age < args.stale_after {
-                recent += 1;
-                println!("UPLOAD   {} ({}s old, may still be in progress)", u.key, age.as_secs());
-                continue;
-            }
-            if args.abort_stale {
-                match volume.store.abort_multipart(&u.key, &u.upload_id).await {
-                    Ok(()) => {
-                        aborted += 1;
-                        println!("ABORTED  stale upload of {} ({}s old)", u.key, age.as_secs());
-                    }
-                    Err(e) => {
-                        stale += 1;
-                        println!("STALE    {} ({}s old): abort failed: {e}", u.key, age.as_secs());
-                    }
-                }
-            } else {
-                stale += 1;
-                println!(
-                    "STALE    upload of {} ({}s old): run with --abort-stale to remove it",
-                    u.key,
-                    age.as_secs()
-                );
             }
         }
         println!(
@@ -181,6 +158,54 @@ pub fn run(args: FsckArgs) -> i32 {
             0
         }
     })
+}
+
+/// How a report line names a leftover (the tags line up the report's columns).
+struct Words<'a> {
+    recent_tag: &'static str,
+    removed_tag: &'static str,
+    what: &'static str,
+    key: &'a str,
+}
+
+/// Something a writer that died left behind.
+enum Leftover {
+    /// A new file's version under the pending prefix, with its time.
+    Pending(String, Option<SystemTime>),
+    Upload(UploadInfo),
+}
+
+impl Leftover {
+    fn words(&self) -> Words<'_> {
+        match self {
+            Leftover::Pending(key, _) => Words {
+                recent_tag: "PENDING ",
+                removed_tag: "REMOVED ",
+                what: "pending version",
+                key,
+            },
+            Leftover::Upload(u) => Words {
+                recent_tag: "UPLOAD  ",
+                removed_tag: "ABORTED ",
+                what: "upload of",
+                key: &u.key,
+            },
+        }
+    }
+
+    fn since(&self) -> Option<SystemTime> {
+        match self {
+            Leftover::Pending(_, time) => *time,
+            Leftover::Upload(u) => u.initiated,
+        }
+    }
+
+    async fn remove(&self, volume: &Volume) -> Result<(), crate::store::StoreError> {
+        match self {
+            Leftover::Pending(key, _) => volume.store.delete(key).await,
+            Leftover::Upload(u) => volume.store.abort_multipart(&u.key, &u.upload_id).await,
+        }
+    }
 }
 
 /// Whether `key` falls in a `percent` sample (stable across runs).

@@ -46,6 +46,28 @@ struct State {
     uploads: HashMap<String, Upload>,
 }
 
+impl State {
+    /// Part `part_number` of the upload `upload_id` (of `key`) is `body`, replacing any
+    /// earlier one of that number, as in S3.
+    fn add_part(
+        &mut self,
+        op: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+    ) -> Result<CompletedPart, StoreError> {
+        let upload = self
+            .uploads
+            .get_mut(upload_id)
+            .filter(|u| u.key == key)
+            .ok_or_else(|| not_found(op, key))?;
+        let etag = etag_of(&body);
+        upload.parts.insert(part_number, (etag.clone(), body));
+        Ok(CompletedPart { part_number, etag })
+    }
+}
+
 /// Objects kept in memory; see the module documentation.
 #[derive(Default)]
 pub struct MemoryStore {
@@ -218,14 +240,7 @@ impl ObjectStore for MemoryStore {
     ) -> Result<CompletedPart, StoreError> {
         self.count();
         let mut state = self.state.lock().unwrap();
-        let upload = state
-            .uploads
-            .get_mut(upload_id)
-            .filter(|u| u.key == key)
-            .ok_or_else(|| not_found("UploadPart", key))?;
-        let etag = etag_of(&body);
-        upload.parts.insert(part_number, (etag.clone(), body));
-        Ok(CompletedPart { part_number, etag })
+        state.add_part("UploadPart", key, upload_id, part_number, body)
     }
 
     async fn upload_part_copy(
@@ -252,14 +267,7 @@ impl ObjectStore for MemoryStore {
             ));
         }
         let body = source.body.slice(range.start as usize..range.end as usize);
-        let upload = state
-            .uploads
-            .get_mut(upload_id)
-            .filter(|u| u.key == key)
-            .ok_or_else(|| not_found("UploadPartCopy", key))?;
-        let etag = etag_of(&body);
-        upload.parts.insert(part_number, (etag.clone(), body));
-        Ok(CompletedPart { part_number, etag })
+        state.add_part("UploadPartCopy", key, upload_id, part_number, body)
     }
 
     async fn complete_multipart(

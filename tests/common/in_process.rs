@@ -311,28 +311,28 @@ impl Core {
 
     /// truncate(2) by path.
     pub async fn truncate(&self, path: &[String], size: u64) -> Result<(), Errno> {
-        let attr = self.resolve(path).await?;
-        if attr.kind == NodeKind::Dir {
-            return Err(libc::EISDIR);
-        }
         let change = AttrChange {
             size: Some(size),
             ..Default::default()
         };
-        self.fs
-            .setattr(attr.ino, change, None)
-            .await
-            .map_err(errno)
-            .map(|_| ())
+        self.setattr(path, change).await
     }
 
     /// chmod(2).
     pub async fn chmod(&self, path: &[String], mode: u32) -> Result<(), Errno> {
-        let attr = self.resolve(path).await?;
         let change = AttrChange {
             mode: Some(mode),
             ..Default::default()
         };
+        self.setattr(path, change).await
+    }
+
+    /// A setattr by path (no descriptor); a directory cannot be resized (EISDIR).
+    async fn setattr(&self, path: &[String], change: AttrChange) -> Result<(), Errno> {
+        let attr = self.resolve(path).await?;
+        if change.size.is_some() && attr.kind == NodeKind::Dir {
+            return Err(libc::EISDIR);
+        }
         self.fs
             .setattr(attr.ino, change, None)
             .await

@@ -118,14 +118,17 @@ impl FsCore {
         if let Some(size) = change.size {
             // A file changed in place (through this descriptor or another), or a new file's
             // descriptor written again after its fsync: resized in its staged contents.
-            let in_place = match fh.and_then(|fh| self.modify_handle(fh)) {
+            // A new file's stream that is resized goes on in place (see `divert_stream`).
+            let in_place = match fh
+                .and_then(|fh| self.modify_handle(fh))
+                .or_else(|| self.modify_state(ino))
+            {
                 Some(m) => Some(m),
-                None => match self.modify_state(ino) {
-                    Some(m) => Some(m),
-                    None => match fh {
-                        Some(fh) => self.continue_in_place(fh).await,
-                        None => None,
-                    },
+                None => match fh {
+                    Some(fh) if self.stream_len(fh).await != Some(size) => {
+                        self.divert_stream(fh).await?
+                    }
+                    _ => None,
                 },
             };
             if let Some(m) = in_place {
@@ -134,17 +137,9 @@ impl FsCore {
                     .await?;
                 self.changed_in_place(ino, size);
             } else if let Some(h) = fh.and_then(|fh| self.write_handle(fh)) {
+                // A stream whose parts are out.
                 let current = h.lock().await.writer.len();
-                let diverted = match fh {
-                    Some(fh) if size != current => self.divert_stream(fh).await?,
-                    _ => None,
-                };
-                if let Some(m) = diverted {
-                    let mut h = m.lock().await;
-                    h.set_len(&self.options.cache_dir, &self.staging_budget, size)
-                        .await?;
-                    self.changed_in_place(ino, size);
-                } else if size != current {
+                if size != current {
                     return Err(FsError::refused(
                         libc::EINVAL,
                         format!(

@@ -145,6 +145,12 @@ impl FsCore {
         self.handles.lock().unwrap().writer_of(ino)
     }
 
+    /// The length of the new version descriptor `fh` streams, if it is such a descriptor.
+    pub(super) async fn stream_len(&self, fh: u64) -> Option<u64> {
+        let handle = self.write_handle(fh)?;
+        Some(handle.lock().await.writer.len())
+    }
+
     pub(super) fn write_handle(&self, fh: u64) -> Option<SharedWriter> {
         match self.handles.lock().unwrap().get(fh) {
             Some(Handle::Write(_, h)) => Some(h.clone()),
