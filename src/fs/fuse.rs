@@ -53,11 +53,8 @@ fn errno(request: &str, e: FsError) -> Errno {
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
-    let (kind, nlink) = match a.kind {
-        NodeKind::File => (FileType::RegularFile, 1),
-        NodeKind::Dir => (FileType::Directory, 2),
-        NodeKind::Symlink => (FileType::Symlink, 1),
-    };
+    let nlink = if a.kind == NodeKind::Dir { 2 } else { 1 };
+    let kind = file_type(a.kind);
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
@@ -71,7 +68,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: 128 * 1024,
         flags: 0,
     }
@@ -82,6 +79,10 @@ fn file_type(kind: NodeKind) -> FileType {
         NodeKind::File => FileType::RegularFile,
         NodeKind::Dir => FileType::Directory,
         NodeKind::Symlink => FileType::Symlink,
+        NodeKind::Fifo => FileType::NamedPipe,
+        NodeKind::Socket => FileType::Socket,
+        NodeKind::CharDevice => FileType::CharDevice,
+        NodeKind::BlockDevice => FileType::BlockDevice,
     }
 }
 
@@ -200,12 +201,12 @@ impl fuser::Filesystem for FuseAdapter {
         name: &OsStr,
         mode: u32,
         _umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         let (fs, name, ttl, caller) = (self.fs.clone(), name.to_owned(), self.ttl, caller(req));
         self.spawn(async move {
-            match fs.mknod(parent.0, &name, mode, caller).await {
+            match fs.mknod(parent.0, &name, mode, rdev, caller).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), GENERATION),
                 Err(e) => reply.error(errno("mknod", e)),
             }

@@ -16,6 +16,12 @@ pub enum NodeKind {
     File,
     Dir,
     Symlink,
+    /// Special files: stored as small objects whose recorded mode says what they are (and,
+    /// for devices, whose encrypted body holds the device number); the kernel serves them.
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
 }
 
 impl NodeKind {
@@ -25,16 +31,37 @@ impl NodeKind {
             NodeKind::File => libc::S_IFREG,
             NodeKind::Dir => libc::S_IFDIR,
             NodeKind::Symlink => libc::S_IFLNK,
+            NodeKind::Fifo => libc::S_IFIFO,
+            NodeKind::Socket => libc::S_IFSOCK,
+            NodeKind::CharDevice => libc::S_IFCHR,
+            NodeKind::BlockDevice => libc::S_IFBLK,
         }
     }
 
-    /// The kind that recorded attributes name; anything but a directory or symlink is a file.
+    /// The kind that recorded attributes name; a type we do not know is a file.
     pub fn from_mode(mode: u32) -> Self {
         match mode & libc::S_IFMT {
             libc::S_IFDIR => NodeKind::Dir,
             libc::S_IFLNK => NodeKind::Symlink,
+            libc::S_IFIFO => NodeKind::Fifo,
+            libc::S_IFSOCK => NodeKind::Socket,
+            libc::S_IFCHR => NodeKind::CharDevice,
+            libc::S_IFBLK => NodeKind::BlockDevice,
             _ => NodeKind::File,
         }
+    }
+
+    /// FIFOs, sockets and devices: no contents of their own.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            NodeKind::Fifo | NodeKind::Socket | NodeKind::CharDevice | NodeKind::BlockDevice
+        )
+    }
+
+    /// Devices carry a device number.
+    pub fn is_device(self) -> bool {
+        matches!(self, NodeKind::CharDevice | NodeKind::BlockDevice)
     }
 }
 
@@ -53,6 +80,8 @@ pub struct NodeState {
     pub attrs_dirty: bool,
     /// Attributes are trusted until then (metadata TTL).
     pub valid_until: Instant,
+    /// Device number of a device node (0 for everything else).
+    pub rdev: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -293,6 +322,7 @@ mod tests {
             },
             attrs_dirty: false,
             valid_until: Instant::now(),
+            rdev: 0,
         }
     }
 

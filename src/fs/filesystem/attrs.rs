@@ -10,7 +10,7 @@ impl FsCore {
         let perm = match kind {
             NodeKind::Dir => self.options.dir_mode,
             NodeKind::Symlink => 0o777,
-            NodeKind::File => self.options.file_mode,
+            _ => self.options.file_mode,
         };
         PosixAttrs {
             mode: kind.type_bits() | u32::from(perm),
@@ -50,6 +50,7 @@ impl FsCore {
             attrs,
             attrs_dirty: false,
             valid_until: Instant::now() + self.options.metadata_ttl,
+            rdev: 0,
         };
         (kind, state)
     }
@@ -70,6 +71,7 @@ impl FsCore {
             attrs,
             attrs_dirty: false,
             valid_until: Instant::now() + self.options.metadata_ttl,
+            rdev: 0,
         }
     }
 
@@ -101,7 +103,10 @@ impl FsCore {
         // Unless this mount changed or refreshed the node while we asked.
         if node.writers == 0 && !node.state.attrs_dirty && node.state.valid_until <= Instant::now()
         {
+            // A device's number is in its object, read at lookup: kept.
+            let rdev = node.state.rdev;
             node.state = state;
+            node.state.rdev = rdev;
         }
         Ok(self.attr_of(node))
     }
@@ -125,10 +130,14 @@ impl FsCore {
             {
                 Some(m) => Some(m),
                 None => match fh {
-                    Some(fh) if self.stream_len(fh).await != Some(size) => {
-                        self.divert_stream(fh).await?
-                    }
-                    _ => None,
+                    Some(fh) => match self.continue_in_place(fh).await {
+                        Some(m) => Some(m),
+                        None if self.stream_len(fh).await != Some(size) => {
+                            self.divert_stream(fh).await?
+                        }
+                        None => None,
+                    },
+                    None => None,
                 },
             };
             if let Some(m) = in_place {
@@ -297,6 +306,7 @@ impl FsCore {
             etag,
             attrs,
             attrs_dirty: false,
+            rdev: 0,
         }
     }
 }

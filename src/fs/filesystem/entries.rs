@@ -3,6 +3,22 @@
 
 use super::*;
 
+/// The most plaintext a small object holds: a symlink's target (PATH_MAX) is the largest.
+const MAX_SMALL_OBJECT_CONTENT: u64 = 4096 + 1024;
+
+/// A device node's number, from its object's plaintext (8 bytes, little-endian).
+fn device_number(key: &str, body: &[u8]) -> FsResult<u32> {
+    <[u8; 8]>::try_from(body)
+        .ok()
+        .and_then(|b| u32::try_from(u64::from_le_bytes(b)).ok())
+        .ok_or_else(|| {
+            FsError::failed(
+                libc::EIO,
+                format!("{key}: not a device number ({} bytes)", body.len()),
+            )
+        })
+}
+
 /// The keys a name has in a directory.
 #[derive(Debug, Clone)]
 pub(super) struct ChildKeys {
@@ -150,28 +166,36 @@ impl FsCore {
         Ok(attr)
     }
 
-    /// mknod(2) of a regular file: an empty file, saved at once. Devices, FIFOs and sockets
-    /// cannot be stored (EPERM).
+    /// mknod(2): an empty regular file, a FIFO, a socket (`bind`) or a device, saved at once
+    /// as a small object whose recorded mode says what it is; a device's number is its
+    /// encrypted body. The kernel serves FIFOs, sockets and devices itself.
     pub async fn mknod(
         &self,
         parent: u64,
         name: &OsStr,
         mode: u32,
+        rdev: u32,
         caller: Caller,
     ) -> FsResult<Attr> {
         self.writable()?;
-        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
-            return Err(FsError::refused(
-                libc::EPERM,
-                "mknod of a device, FIFO or socket is not supported: EPERM",
-            ));
+        let kind = match mode & libc::S_IFMT {
+            0 => NodeKind::File,
+            bits => NodeKind::from_mode(bits),
+        };
+        if !(kind == NodeKind::File || kind.is_special()) {
+            return Err(FsError::answer(libc::EINVAL));
         }
         let parent_node = self.dir_node(parent)?;
         let name = key_component(name, parent == ROOT_INO)?;
         let child = self.child_keys(&parent_node, name)?;
         self.ensure_absent(parent, name).await?;
-        let attrs = self.new_attrs(NodeKind::File, mode, caller);
-        self.put_small(parent, name, &child, NodeKind::File, b"", attrs)
+        let attrs = self.new_attrs(kind, mode, caller);
+        let body = if kind.is_device() {
+            u64::from(rdev).to_le_bytes().to_vec()
+        } else {
+            Vec::new()
+        };
+        self.put_small(parent, name, &child, kind, &body, attrs)
             .await
     }
 
@@ -232,8 +256,68 @@ impl FsCore {
             .await
             .map_err(|e| FsError::store("PUT", &key, e))?;
         self.read.cache.invalidate(&key);
-        let state = self.committed_state(plaintext.len() as u64, ciphertext_size, put.etag, attrs);
+        let mut state =
+            self.committed_state(plaintext.len() as u64, ciphertext_size, put.etag, attrs);
+        if kind.is_device() {
+            state.rdev = device_number(&key, plaintext)?;
+        }
         Ok(self.add_made_node(parent, name, kind, child, state))
+    }
+
+    /// The device number a device node's object holds.
+    pub(super) async fn read_device_number(&self, key: &str, state: &NodeState) -> FsResult<u32> {
+        let body = self
+            .read_small(key, state, crate::crypto::ObjectKind::File, "device node")
+            .await?;
+        device_number(key, &body)
+    }
+
+    /// Fetches, verifies and decrypts a small object (a symlink's target, a device number)
+    /// of the version `state` names. Its size is checked before anything is allocated: a
+    /// server that claims more than a small object can hold is not believed.
+    async fn read_small(
+        &self,
+        key: &str,
+        state: &NodeState,
+        kind: crate::crypto::ObjectKind,
+        what: &str,
+    ) -> FsResult<Vec<u8>> {
+        let size = state.ciphertext_size;
+        let most = self.volume.layout.ciphertext_size(MAX_SMALL_OBJECT_CONTENT);
+        if size > most {
+            return Err(FsError::failed(
+                libc::EIO,
+                format!("{key}: a {what} of {size} bytes cannot be one of ours (at most {most})"),
+            ));
+        }
+        let mut object = vec![0u8; size as usize];
+        let mut got = self
+            .volume
+            .store
+            .get_range(key, 0..size, state.etag.as_deref())
+            .await
+            .map_err(|e| FsError::store("GET", key, e))?;
+        if got.range.end - got.range.start != size {
+            return Err(FsError::failed(
+                libc::EIO,
+                format!("{key}: {what} object changed size"),
+            ));
+        }
+        got.body
+            .read_exact(&mut object)
+            .await
+            .map_err(|e| FsError::store("GET", key, e))?;
+        match crate::crypto::decrypt_to_vec(&self.volume.master, self.volume.layout, &object) {
+            Ok((found, body)) if found == kind => Ok(body),
+            Ok(_) => Err(FsError::failed(
+                libc::EIO,
+                format!("{key}: recorded as a {what} but the object is not one"),
+            )),
+            Err(e) => Err(FsError::failed(
+                libc::EIO,
+                format!("{key}: {what} cannot be read: {e}"),
+            )),
+        }
     }
 
     /// readlink(2): fetches, verifies and decrypts the symlink object.
@@ -242,37 +326,13 @@ impl FsCore {
         if node.kind != NodeKind::Symlink {
             return Err(FsError::answer(libc::EINVAL));
         }
-        let store = &self.volume.store;
-        let size = node.state.ciphertext_size;
-        let mut object = vec![0u8; size as usize];
-        let mut got = store
-            .get_range(&node.key, 0..size, node.state.etag.as_deref())
-            .await
-            .map_err(|e| FsError::store("GET", &node.key, e))?;
-        if got.range.end - got.range.start != size {
-            return Err(FsError::failed(
-                libc::EIO,
-                format!("{}: symlink object changed size", node.key),
-            ));
-        }
-        got.body
-            .read_exact(&mut object)
-            .await
-            .map_err(|e| FsError::store("GET", &node.key, e))?;
-        match crate::crypto::decrypt_to_vec(&self.volume.master, self.volume.layout, &object) {
-            Ok((crate::crypto::ObjectKind::Symlink, target)) => Ok(target),
-            Ok(_) => Err(FsError::failed(
-                libc::EIO,
-                format!(
-                    "{}: recorded as a symlink but the object is not one",
-                    node.key
-                ),
-            )),
-            Err(e) => Err(FsError::failed(
-                libc::EIO,
-                format!("{}: symlink cannot be read: {e}", node.key),
-            )),
-        }
+        self.read_small(
+            &node.key,
+            &node.state,
+            crate::crypto::ObjectKind::Symlink,
+            "symlink",
+        )
+        .await
     }
 
     pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {

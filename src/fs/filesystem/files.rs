@@ -27,6 +27,7 @@ impl FsCore {
             attrs,
             attrs_dirty: false,
             valid_until: Instant::now(),
+            rdev: 0,
         };
         let ino = {
             let mut inodes = self.inodes.lock().unwrap();
@@ -50,6 +51,8 @@ impl FsCore {
             NodeKind::Dir => return Err(FsError::answer(libc::EISDIR)),
             NodeKind::Symlink => return Err(FsError::answer(libc::ELOOP)),
             NodeKind::File => {}
+            // The kernel opens FIFOs, sockets and devices itself, never through us.
+            _ => return Err(FsError::answer(libc::ENXIO)),
         }
         let access = flags & libc::O_ACCMODE;
         if access != libc::O_RDONLY {

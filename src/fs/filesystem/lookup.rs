@@ -177,13 +177,16 @@ impl FsCore {
                 }
             }
         };
-        let Some((kind, state)) = found else {
+        let Some((kind, mut state)) = found else {
             self.dirs
                 .lock()
                 .unwrap()
                 .add_negative(parent, name, self.options.metadata_ttl);
             return Err(FsError::answer(libc::ENOENT));
         };
+        if kind.is_device() {
+            state.rdev = self.read_device_number(&child.file, &state).await?;
+        }
         let key = match kind {
             NodeKind::Dir => child.dir,
             _ => child.file,

@@ -81,6 +81,8 @@ pub struct Attr {
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
+    /// Device number (device nodes only).
+    pub rdev: u32,
 }
 
 /// The caller of a request that creates something: the new node's owner.
@@ -182,6 +184,7 @@ impl FsCore {
             },
             attrs_dirty: false,
             valid_until: far_future(),
+            rdev: 0,
         };
         Self {
             volume,
@@ -215,13 +218,14 @@ impl FsCore {
             ino: node.ino,
             kind: node.kind,
             size: match node.kind {
-                NodeKind::Dir => 0,
-                _ => node.state.size,
+                NodeKind::File | NodeKind::Symlink => node.state.size,
+                _ => 0,
             },
             mtime: node.state.attrs.mtime,
             perm: node.state.attrs.permissions(),
             uid: node.state.attrs.uid,
             gid: node.state.attrs.gid,
+            rdev: node.state.rdev,
         }
     }
 
