@@ -176,6 +176,32 @@ async fn a_new_file_under_one_part_is_never_under_its_name_before_it_is_saved() 
         .unwrap();
     assert_eq!(&core.fs.read(reader, 0, 100).await.unwrap()[..], b"fiXst");
     core.fs.release(ino, reader).await;
+    // Renamed before its first save: the name moves, the save goes to the new one.
+    core.fs
+        .rename(ROOT_INO, OsStr::new("g"), ROOT_INO, OsStr::new("f"), false)
+        .await
+        .expect_err("no file g");
+    let (ino2, fh2, _) = create_and_write(&core.fs, "tmp", 0, b"abc").await;
+    core.fs
+        .write(fh2, 1, b"Z")
+        .await
+        .expect("write behind the end");
+    core.fs
+        .rename(
+            ROOT_INO,
+            OsStr::new("tmp"),
+            ROOT_INO,
+            OsStr::new("final"),
+            false,
+        )
+        .await
+        .expect("rename of a new file before its first save");
+    core.close(ino2, fh2, Ok(())).await.unwrap();
+    assert_eq!(
+        core.read_all(&path(&["final"]), 4096).await.unwrap(),
+        b"aZc"
+    );
+    core.fs.unlink(ROOT_INO, OsStr::new("final")).await.unwrap();
     core.close(ino, fh, Ok(())).await.unwrap();
     // Saved under its name, and the pending version is gone.
     assert_eq!(

@@ -59,12 +59,14 @@ impl FsCore {
             Err(e) if e.is(libc::ENOENT) => {}
             Err(e) => return Err(e),
         }
+        // A new file that went on in place before its first save has nothing under its old
+        // name to move: only its name moves, and its save goes to the new one.
+        let mut unsaved = false;
         if let Some(state) = self.modify_state(node.ino) {
+            let mut h = state.lock().await;
+            unsaved = h.base_key().starts_with(names::PENDING_PREFIX);
             // Its contents must not depend on the object under the old name any more.
-            state
-                .lock()
-                .await
-                .detach(&self.options.cache_dir, &self.staging_budget)
+            h.detach(&self.options.cache_dir, &self.staging_budget)
                 .await?;
         }
         self.put_side_object(&new_child).await?;
@@ -98,7 +100,9 @@ impl FsCore {
             objects.extend(replaced.as_ref().map(|r| r.ino));
             _moving = Some(self.object_locks.lock(&objects).await);
             let node = self.node(node.ino)?;
-            self.rename_file(&node, &new_key).await?;
+            if !unsaved {
+                self.rename_file(&node, &new_key).await?;
+            }
         }
         if let Some(replaced) = replaced
             && replaced.kind == NodeKind::Dir
