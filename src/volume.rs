@@ -8,10 +8,24 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::crypto::{CryptoError, KeySource, Layout, MasterKey, UserKey, VolumeConfig};
+use crate::crypto::{
+    ATTRS_METADATA_NAME, AttrsBinding, CryptoError, Header, KeySource, Layout, MasterKey,
+    ObjectKind, UserKey, VolumeConfig, encrypt_to_vec, open_attrs, open_unbound_attrs, seal_attrs,
+};
 use crate::object_keys::NameCodec;
 pub use crate::object_keys::RESERVED_NAME;
 use crate::store::{Metadata, ObjectStore, StoreError, StoreErrorKind};
+
+/// What [`Volume::bind_attributes`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    BoundNow,
+    AlreadyBound,
+    NoneRecorded,
+    /// Recorded attributes that verify under no key of this volume, or sit on an object that
+    /// is not ours: left as they are (and not believed by a mount).
+    Invalid(String),
+}
 
 /// The volume config object.
 pub const CONFIG_KEY: &str = ".s3cryptfs/volume.json";
@@ -21,7 +35,7 @@ pub struct Volume {
     pub store: Arc<dyn ObjectStore>,
     pub config: VolumeConfig,
     pub layout: Layout,
-    pub master: MasterKey,
+    pub master: Arc<MasterKey>,
     /// Plain or encrypted names, as the volume was created.
     pub names: NameCodec,
 }
@@ -109,7 +123,7 @@ impl Volume {
             store,
             config,
             layout,
-            master,
+            master: Arc::new(master),
             names,
         })
     }
@@ -128,6 +142,53 @@ impl Volume {
                 None
             }
         }
+    }
+
+    /// Binds the attributes an older build recorded on `key` (bound to no object) to that
+    /// object, as if set through a mount now: for volumes whose objects the user trusts as
+    /// they are (`fsck --bind-attributes`). An older build's empty directory marker is
+    /// replaced by a marker of ours, so that its attributes have a header to be bound to.
+    pub async fn bind_attributes(&self, key: &str) -> Result<Binding, StoreError> {
+        let (info, prefix) = self
+            .store
+            .head_with_prefix(key, self.layout.header_len() as u64)
+            .await?;
+        let Some(sealed) = info.metadata.get(ATTRS_METADATA_NAME) else {
+            return Ok(Binding::NoneRecorded);
+        };
+        let header = Header::parse(&prefix, self.layout).ok();
+        if let Some(header) = &header {
+            match open_attrs(&self.master, sealed, &AttrsBinding::of(header)) {
+                Ok(_) => return Ok(Binding::AlreadyBound),
+                Err(CryptoError::UnboundAttributes) => {}
+                Err(e) => return Ok(Binding::Invalid(e.to_string())),
+            }
+        }
+        let attrs = match open_unbound_attrs(&self.master, sealed) {
+            Ok(attrs) => attrs,
+            Err(e) => return Ok(Binding::Invalid(e.to_string())),
+        };
+        let metadata = |binding: &AttrsBinding| {
+            Metadata::from([(
+                ATTRS_METADATA_NAME.to_string(),
+                seal_attrs(&self.master, &attrs, binding),
+            )])
+        };
+        match header {
+            // The same body (same header) with the attributes bound to it.
+            Some(header) => {
+                let metadata = metadata(&AttrsBinding::of(&header));
+                self.store.copy(key, key, Some(&metadata)).await?;
+            }
+            None if key.ends_with('/') && info.size == 0 => {
+                let marker = encrypt_to_vec(&self.master, self.layout, ObjectKind::Directory, b"");
+                let header = Header::parse(&marker, self.layout).expect("a header just written");
+                let metadata = metadata(&AttrsBinding::of(&header));
+                self.store.put(key, Bytes::from(marker), &metadata).await?;
+            }
+            None => return Ok(Binding::Invalid("not an object of ours".into())),
+        }
+        Ok(Binding::BoundNow)
     }
 
     /// Replaces the volume config with `config` (after a rekey): the data is untouched, only

@@ -511,8 +511,12 @@ fn header_corruption_gives_the_right_error() {
         Err(CryptoError::UnsupportedVersion(0))
     ));
     assert!(matches!(edit(5, 0), Err(CryptoError::CorruptHeader(_))));
-    assert!(matches!(edit(5, 3), Err(CryptoError::CorruptHeader(_))));
+    assert!(matches!(edit(5, 4), Err(CryptoError::CorruptHeader(_))));
     // A valid but different kind changes the keys: tag mismatch.
+    assert!(matches!(
+        edit(5, 3),
+        Err(CryptoError::TagMismatch { segment: 0 })
+    ));
     assert!(matches!(
         edit(5, 2),
         Err(CryptoError::TagMismatch { segment: 0 })
@@ -846,7 +850,8 @@ fn temp_dir() -> PathBuf {
 fn key_files() {
     use std::os::unix::fs::PermissionsExt;
     let dir = temp_dir();
-    let raw = [0x42u8; 32];
+    // Random-looking bytes (32 printable ones would be a typed password, refused).
+    let raw: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0x80);
     std::fs::write(dir.join("raw"), raw).unwrap();
     std::fs::write(dir.join("hex"), format!("{}\n", hex::encode(raw))).unwrap();
     std::fs::write(dir.join("hex_crlf"), format!("{}\r\n", hex::encode(raw))).unwrap();
@@ -1067,5 +1072,30 @@ fn passphrase_volume() {
         salt: hex::encode([7u8; 32]),
     };
     assert!(UserKey::from_passphrase(b"x", &absurd).is_err());
+    // Each lane within the memory cap, but 64 of them: refused before any work is done.
+    let many_lanes = KeySource::Passphrase {
+        log_n: 22,
+        r: 8,
+        p: 64,
+        salt: hex::encode([7u8; 32]),
+    };
+    let refused = UserKey::from_passphrase(b"x", &many_lanes).unwrap_err();
+    assert!(refused.to_string().contains("out of range"), "{refused}");
     assert!(UserKey::from_passphrase(b"x", &KeySource::KeyFile).is_err());
+}
+
+#[test]
+fn a_key_file_of_text_is_refused_as_a_password() {
+    let typed = b"correct horse battery staple!!!!";
+    assert_eq!(typed.len(), 32);
+    let refused = UserKey::from_key_bytes(typed).unwrap_err();
+    assert!(
+        refused.to_string().contains("--passphrase-file"),
+        "{refused}"
+    );
+    // 32 random bytes (here with a control byte) and 64 hex characters are keys.
+    let mut raw = *typed;
+    raw[5] = 0x07;
+    assert!(UserKey::from_key_bytes(&raw).is_ok());
+    assert!(UserKey::from_key_bytes(&[b'a'; 64]).is_ok());
 }

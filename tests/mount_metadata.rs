@@ -97,8 +97,8 @@ async fn attributes_persist_across_remount(kind: ServerKind, names: Names) {
     }
     drop(m);
 
-    // Attributes that do not verify are ignored (mount defaults), with a log line; the data
-    // is still read and verified as usual.
+    // Attributes that do not verify are not believed: private to root, with a log line
+    // naming the key; the data is still read and verified as usual.
     let mut forged = head.metadata.clone();
     for value in forged.values_mut() {
         let mut b = value.clone().into_bytes();
@@ -108,10 +108,11 @@ async fn attributes_persist_across_remount(kind: ServerKind, names: Names) {
     v.store.copy(&f_key, &f_key, Some(&forged)).await.unwrap();
     let m = v.mount(&[]);
     let (mode, uid, ..) = stat_of(&m.join("f"));
-    assert_eq!((mode, uid), (libc::S_IFREG | 0o644, 0), "defaults");
+    assert_eq!((mode, uid), (libc::S_IFREG | 0o600, 0), "private to root");
     assert_eq!(std::fs::read(m.join("f")).unwrap(), b"data");
     assert!(
-        m.log_text().contains("recorded attributes ignored"),
+        m.log_text()
+            .contains("recorded attributes are not this object's"),
         "{}",
         m.log_text()
     );
@@ -390,6 +391,7 @@ async fn cp_a_and_rsync_keep_everything(kind: ServerKind, names: Names) {
         "CopyObject",
         "DeleteObject",
         "HeadObject",
+        "GetObjectHeader",
         "ListObjectsV2",
         "GetObject",
         "CreateMultipartUpload",

@@ -314,6 +314,71 @@ async fn passphrase_volumes_and_rekey(kind: ServerKind) {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("passphrase"), "{}", stderr(&out));
 
+    // A background mount: the passphrase reaches the daemon through a pipe, and the daemon
+    // keeps it in neither its environment nor a core dump.
+    let mountpoint = tempfile::tempdir().unwrap();
+    let out = cli(
+        &["mount", &loc, &mountpoint.path().to_string_lossy()],
+        Some("correct horse battery staple"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(mountpoint.path().join("doc")).unwrap(),
+        b"secret document"
+    );
+    let daemon = daemon_of(mountpoint.path()).expect("the daemon's process");
+    let environ = std::fs::read(format!("/proc/{daemon}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(!environ.contains("S3CRYPTFS_PASSPHRASE"), "{environ}");
+    assert!(!environ.contains("correct horse"), "{environ}");
+    let limits = std::fs::read_to_string(format!("/proc/{daemon}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().nth(4),
+        Some("0"),
+        "no core dumps: {core}"
+    );
+    let unmounted = std::process::Command::new("umount")
+        .arg(mountpoint.path())
+        .status()
+        .unwrap();
+    assert!(unmounted.success());
+    // In the foreground (as under systemd with the variable in its Environment=), the same
+    // process goes on without it.
+    let mut foreground = std::process::Command::new(common::mount::BIN)
+        .args([
+            "mount",
+            &loc,
+            &mountpoint.path().to_string_lossy(),
+            "--foreground",
+        ])
+        .args(["--endpoint-url", &v.server.endpoint, "--force-path-style"])
+        .envs(v.server.env())
+        .env("S3CRYPTFS_PASSPHRASE", "correct horse battery staple")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let doc = mountpoint.path().join("doc");
+    for _ in 0..600 {
+        if doc.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(std::fs::read(&doc).unwrap(), b"secret document");
+    let environ = std::fs::read(format!("/proc/{}/environ", foreground.id())).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(!environ.contains("correct horse"), "{environ}");
+    let unmounted = std::process::Command::new("umount")
+        .arg(mountpoint.path())
+        .status()
+        .unwrap();
+    assert!(unmounted.success());
+    assert!(foreground.wait().unwrap().success());
+
     // Rekey to a newly generated key file: the data is untouched, the old secret stops working.
     let new_key = v.dir.path().join("rekeyed.key");
     let new_key_s = new_key.to_string_lossy().to_string();
@@ -339,4 +404,18 @@ async fn passphrase_volumes_and_rekey(kind: ServerKind) {
     );
     let m = v.mount_with_key(&new_key, &[]).unwrap();
     assert_eq!(std::fs::read(m.join("doc")).unwrap(), b"secret document");
+}
+
+/// The process serving the mount on `mountpoint` (its command line names it).
+fn daemon_of(mountpoint: &std::path::Path) -> Option<u32> {
+    let wanted = mountpoint.to_string_lossy().to_string();
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect();
+        (args.contains(&wanted) && args.iter().any(|a| a == "--foreground")).then_some(pid)
+    })
 }

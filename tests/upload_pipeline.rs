@@ -11,7 +11,6 @@ use s3cryptfs::crypto::{KeySource, Layout, UserKey, VolumeConfig, decrypt_to_vec
 use s3cryptfs::store::fault::{Action, FaultStore, Op};
 use s3cryptfs::store::{ObjectStore, S3Store, StoreErrorKind};
 use s3cryptfs::upload::{MemoryBudget, ObjectWriter, UploadConfig, UploadContext, UploadStats};
-use s3cryptfs::volume::Volume;
 
 on_both_servers!(
     nth_part_failure_aborts_everything,
@@ -35,15 +34,10 @@ async fn setup(kind: ServerKind, tag: &str) -> (Arc<FaultStore>, S3Store, Arc<Up
         false,
     )
     .unwrap();
-    let volume = Arc::new(Volume {
-        store: faults.clone() as Arc<dyn ObjectStore>,
-        layout: config.layout().unwrap(),
-        config,
-        names: s3cryptfs::object_keys::NameCodec::Plain,
-        master,
-    });
     let ctx = Arc::new(UploadContext {
-        volume,
+        store: faults.clone() as Arc<dyn ObjectStore>,
+        master: Arc::new(master),
+        layout: config.layout().unwrap(),
         budget: MemoryBudget::new(64 << 20, Duration::from_secs(5)),
         config: UploadConfig { parts_in_flight: 2 },
         stats: UploadStats::default(),
@@ -52,7 +46,7 @@ async fn setup(kind: ServerKind, tag: &str) -> (Arc<FaultStore>, S3Store, Arc<Up
 }
 
 async fn write_file(ctx: &Arc<UploadContext>, key: &str, data: &[u8]) -> Result<(), String> {
-    let mut w = ObjectWriter::new(ctx.clone(), key.to_string(), Default::default());
+    let mut w = ObjectWriter::new(ctx.clone(), key.to_string(), None);
     for (i, chunk) in data.chunks(1 << 20).enumerate() {
         w.write((i << 20) as u64, chunk)
             .await
@@ -106,7 +100,7 @@ async fn slow_parts_apply_backpressure_and_succeed(kind: ServerKind) {
     write_file(&ctx, "f", &data).await.unwrap();
     assert_eq!(faults.calls(Op::UploadPart), 5);
     let object = common::read_object(&raw, "f").await;
-    let (_, plain) = decrypt_to_vec(&ctx.volume.master, ctx.volume.layout, &object).unwrap();
+    let (_, plain) = decrypt_to_vec(&ctx.master, ctx.layout, &object).unwrap();
     assert!(plain == data);
     assert_eq!(
         ctx.budget.available(),

@@ -67,6 +67,12 @@ pub struct FsckArgs {
     /// the size and header check
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub sample: u8,
+    /// Bind the attributes (mode, owner, times) that builds before attribute binding recorded
+    /// to their objects, so that an --allow-other mount shows them instead of root 0600.
+    /// Run it once, while you trust the bucket's contents: whatever attributes it finds are
+    /// taken as they are
+    #[arg(long)]
+    pub bind_attributes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -200,10 +206,18 @@ pub struct KeyArgs {
 /// Environment variable that may hold the passphrase.
 pub const PASSPHRASE_ENV: &str = "S3CRYPTFS_PASSPHRASE";
 
+/// Longer passphrases are refused (they would only hide a wrong file given as one).
+const MAX_PASSPHRASE: usize = 4096;
+
 fn passphrase(bytes: Vec<u8>) -> Result<Secret, String> {
     let bytes = zeroize::Zeroizing::new(bytes);
     if bytes.is_empty() {
         return Err("the passphrase is empty".into());
+    }
+    if bytes.len() > MAX_PASSPHRASE {
+        return Err(format!(
+            "the passphrase is over {MAX_PASSPHRASE} bytes: is the right file given?"
+        ));
     }
     Ok(Secret::Passphrase(bytes))
 }
@@ -215,6 +229,34 @@ pub enum Secret {
 }
 
 impl Secret {
+    /// The secret as the background daemon receives it from its parent through a pipe
+    /// ([`Secret::from_handoff`]): `K` and the key in hex, or `P` and the passphrase.
+    pub fn to_handoff(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(MAX_PASSPHRASE + 1));
+        match self {
+            Secret::Key(k) => {
+                out.push(b'K');
+                let hex = zeroize::Zeroizing::new(hex::encode(k.expose()));
+                out.extend_from_slice(hex.as_bytes());
+            }
+            Secret::Passphrase(p) => {
+                out.push(b'P');
+                out.extend_from_slice(p);
+            }
+        }
+        out
+    }
+
+    pub fn from_handoff(bytes: &[u8]) -> Result<Secret, String> {
+        match bytes.split_first() {
+            Some((b'K', hex)) => UserKey::from_key_bytes(hex)
+                .map(Secret::Key)
+                .map_err(|e| format!("the key handed over by the parent is unusable: {e}")),
+            Some((b'P', p)) => passphrase(p.to_vec()),
+            _ => Err("no key was handed over by the parent process".into()),
+        }
+    }
+
     /// The user key for a volume whose config is `config`.
     pub fn user_key(&self, config: &VolumeConfig) -> Result<UserKey, String> {
         match (self, &config.key_source) {
@@ -410,6 +452,10 @@ pub struct MountArgs {
     /// Stay in the foreground (for systemd services and debugging)
     #[arg(long, short = 'f')]
     pub foreground: bool,
+    /// Let the daemon dump core when it crashes. Off by default: a core dump holds the
+    /// volume's keys and recently read plaintext
+    #[arg(long)]
+    pub allow_core_dumps: bool,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it
     #[arg(long, default_value = "info")]
     pub log_level: String,

@@ -13,7 +13,7 @@ use super::{EXIT_FAILURE, EXIT_STORE, fail, runtime};
 use crate::crypto::ObjectDecryptor;
 use crate::object_keys::PENDING_PREFIX;
 use crate::store::{ObjectInfo, UploadInfo};
-use crate::volume::{RESERVED_NAME, Volume};
+use crate::volume::{Binding, RESERVED_NAME, Volume};
 
 /// Objects verified at once.
 const CONCURRENCY: usize = 4;
@@ -52,16 +52,20 @@ pub fn run(args: FsckArgs) -> i32 {
         let mut decoder = PathDecoder::new(&volume);
         let mut hidden = 0;
         let mut objects = Vec::new();
+        let mut markers = Vec::new();
         for o in candidates {
-            let marker = o.key.ends_with('/') && o.size == 0;
+            // Directory markers: empty (older builds) or an empty object of ours.
+            let marker = o.key.ends_with('/');
             if !volume.names.encrypts() {
-                if !marker {
+                if marker {
+                    markers.push(o.key);
+                } else {
                     objects.push(o);
                 }
                 continue;
             }
             match decoder.decode(&o.key).await {
-                KeyName::Path(_) if marker => {}
+                KeyName::Path(_) if marker => markers.push(o.key),
                 KeyName::Path(_) => objects.push(o),
                 KeyName::SideObject => {}
                 KeyName::Hidden => {
@@ -70,6 +74,7 @@ pub fn run(args: FsckArgs) -> i32 {
                 }
             }
         }
+        let object_keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
         let total = objects.len();
         let progress = super::progress_bar(total as u64, false);
         let verdicts: Vec<(String, Verdict)> = futures::stream::iter(objects)
@@ -103,6 +108,12 @@ pub fn run(args: FsckArgs) -> i32 {
                     println!("UNCHECKED  {key}: {why}");
                 }
             }
+        }
+
+        let mut attrs_invalid = 0;
+        if args.bind_attributes {
+            let keys = object_keys.into_iter().chain(markers);
+            attrs_invalid = bind_attributes(&volume, keys).await;
         }
 
         let uploads = match volume.store.list_uploads("").await {
@@ -152,12 +163,50 @@ pub fn run(args: FsckArgs) -> i32 {
             "{total} objects: {ok} ok, {corrupt} corrupt, {foreign} foreign, {unchecked} unchecked; \
              {hidden} names that do not decrypt; uploads: {stale} stale, {aborted} aborted, {recent} recent"
         );
-        if corrupt + foreign + unchecked + stale + hidden > 0 {
+        if corrupt + foreign + unchecked + stale + hidden + attrs_invalid > 0 {
             EXIT_FAILURE
         } else {
             0
         }
     })
+}
+
+/// Binds what older builds recorded to the objects of `keys` (`--bind-attributes`), with a
+/// line for each change and each object whose attributes cannot be bound; how many of those.
+async fn bind_attributes(volume: &Volume, keys: impl Iterator<Item = String>) -> usize {
+    let (mut bound, mut already, mut none, mut invalid) = (0, 0, 0, 0);
+    let results: Vec<(String, Result<Binding, crate::store::StoreError>)> =
+        futures::stream::iter(keys)
+            .map(|key| async move {
+                let result = volume.bind_attributes(&key).await;
+                (key, result)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+    for (key, result) in results {
+        match result {
+            Ok(Binding::BoundNow) => {
+                bound += 1;
+                println!("BOUND    {key}: attributes bound to the object");
+            }
+            Ok(Binding::AlreadyBound) => already += 1,
+            Ok(Binding::NoneRecorded) => none += 1,
+            Ok(Binding::Invalid(why)) => {
+                invalid += 1;
+                println!("ATTRS    {key}: attributes left unbound: {why}");
+            }
+            Err(e) => {
+                invalid += 1;
+                println!("ATTRS    {key}: attributes not bound: {e}");
+            }
+        }
+    }
+    println!(
+        "attributes: {bound} bound now, {already} already bound, {none} objects record none, \
+         {invalid} could not be bound"
+    );
+    invalid
 }
 
 /// How a report line names a leftover (the tags line up the report's columns).

@@ -17,7 +17,7 @@ use nix::mount::{MntFlags, umount2};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use super::args::MountArgs;
+use super::args::{MountArgs, PASSPHRASE_ENV, Secret};
 use super::{EXIT_FAILURE, EXIT_STORE, EXIT_USAGE, fail, runtime};
 use crate::fs::{FsCore, FsOptions, FuseAdapter, raise_read_ahead};
 use crate::read::{PrefetchConfig, ReadContext, SegmentCache};
@@ -25,6 +25,10 @@ use crate::upload::{MemoryBudget, UploadConfig, UploadContext, UploadStats};
 
 /// The background child reports readiness on this inherited descriptor.
 const READY_FD_ENV: &str = "S3CRYPTFS_READY_FD";
+/// The background child reads its key or passphrase from this inherited descriptor.
+const SECRET_FD_ENV: &str = "S3CRYPTFS_SECRET_FD";
+/// The most a handed-over secret can be (a tag and a passphrase of the longest accepted).
+const HANDOFF_MAX: usize = 8192;
 /// How long opening the volume may take before the mount gives up (never a hung mount).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long shutdown waits for each file still being written.
@@ -43,23 +47,114 @@ pub fn run(args: MountArgs, argv: &[std::ffi::OsString]) -> i32 {
         );
     }
     if !args.foreground {
-        return run_in_background(argv);
+        // Read here (a passphrase can be typed at this terminal) and handed to the daemon
+        // through a pipe: never on its argv or in its environment.
+        return match args.key.secret(false) {
+            Ok(secret) => run_in_background(argv, &secret),
+            Err(e) => fail(EXIT_USAGE, e),
+        };
     }
+    if !args.allow_core_dumps {
+        refuse_core_dumps();
+    }
+    let secret = handed_over_secret().unwrap_or_else(|| args.key.secret(false));
+    if let Ok(secret) = &secret
+        && std::env::var_os(PASSPHRASE_ENV).is_some()
+    {
+        // The daemon runs for the life of the mount, and its environment as it was started
+        // stays readable in /proc/PID/environ whatever is unset later: start again (the
+        // same process, so systemd and the caller keep their PID) without the variable,
+        // the passphrase handed over through a pipe.
+        let failed = exec_without_passphrase(argv, secret);
+        warn!("could not start again without ${PASSPHRASE_ENV} in the environment: {failed}");
+    }
+    // Not passed on to anything the daemon starts. Before any other thread exists.
+    // SAFETY: no other thread has been started yet (the runtime is made in `serve`).
+    unsafe { std::env::remove_var(PASSPHRASE_ENV) };
     let ready = ReadyPipe::from_env();
-    let code = serve(args, &ready);
+    let code = match secret {
+        Ok(secret) => serve(args, secret, &ready),
+        Err(e) => fail(EXIT_USAGE, e),
+    };
     if code != 0 {
         ready.report(&format!("failed {code}"));
     }
     code
 }
 
-fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
+/// No core dump of the daemon: it would hold the keys and recent plaintext. Not dumpable
+/// also keeps other processes of the same user from attaching to it (ptrace) or reading its
+/// memory through /proc.
+fn refuse_core_dumps() {
+    use nix::sys::resource::{Resource, setrlimit};
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        warn!("cannot mark the daemon not dumpable: {e}");
+    }
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        warn!("cannot turn core dumps off: {e}");
+    }
+}
+
+/// Replaces this process with itself (same arguments) minus the passphrase variable, the
+/// secret handed over through a pipe. Returns only if that failed.
+fn exec_without_passphrase(argv: &[std::ffi::OsString], secret: &Secret) -> String {
+    let pipe = secret_pipe(secret).and_then(|fd| {
+        // Kept across exec, which is what it is for.
+        fcntl(&fd, FcntlArg::F_SETFD(FdFlag::empty()))
+            .map(|_| fd)
+            .map_err(|e| e.to_string())
+    });
+    let fd = match pipe {
+        Ok(fd) => fd,
+        Err(e) => return e,
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return e.to_string(),
+    };
+    let err = Command::new(exe)
+        .args(argv)
+        .env(SECRET_FD_ENV, fd.as_raw_fd().to_string())
+        .env_remove(PASSPHRASE_ENV)
+        .exec();
+    err.to_string()
+}
+
+/// A pipe holding the handed-over form of `secret`, written whole and closed: its read end.
+fn secret_pipe(secret: &Secret) -> Result<std::os::fd::OwnedFd, String> {
+    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+    // The secret fits the pipe's buffer (64 KiB; it is at most HANDOFF_MAX), so it is all
+    // written at once, and the reader reads to EOF.
+    let handoff = secret.to_handoff();
+    debug_assert!(handoff.len() <= HANDOFF_MAX);
+    std::fs::File::from(write_end)
+        .write_all(&handoff)
+        .map_err(|e| format!("cannot hand the key over: {e}"))?;
+    Ok(read_end)
+}
+
+/// The key or passphrase the parent of a background daemon handed over, if it did.
+fn handed_over_secret() -> Option<Result<Secret, String>> {
+    let fd = std::env::var(SECRET_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|fd| *fd > 2 && std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists());
+    // SAFETY: called from `run` before any other thread is started.
+    unsafe { std::env::remove_var(SECRET_FD_ENV) };
+    // SAFETY: the descriptor is open (checked above) and was made for us by the parent
+    // (`run_in_background`); nothing else in this process owns it.
+    let pipe = unsafe { std::fs::File::from_raw_fd(fd?) };
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(HANDOFF_MAX));
+    let read = pipe
+        .take(HANDOFF_MAX as u64)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the key handed over by the parent: {e}"));
+    Some(read.and_then(|_| Secret::from_handoff(&bytes)))
+}
+
+fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
     let store_config = match args.connection.store_config(&args.location) {
         Ok(c) => c,
-        Err(e) => return fail(EXIT_USAGE, e),
-    };
-    let secret = match args.key.secret(false) {
-        Ok(k) => k,
         Err(e) => return fail(EXIT_USAGE, e),
     };
     let location = store_config.location();
@@ -103,12 +198,15 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
         dir_mode: args.dir_mode,
         cache_dir: staging_dir(args.cache_dir.as_deref()),
         max_cache_size: args.max_cache_size,
+        shared: args.allow_other,
         metadata_ttl: Duration::from_secs_f64(args.metadata_ttl.max(0.0)),
         read_only: args.read_only,
         key_prefix_len,
     };
     let read = Arc::new(ReadContext {
-        volume: volume.clone(),
+        store: volume.store.clone(),
+        master: volume.master.clone(),
+        layout: volume.layout,
         cache: SegmentCache::new(args.cache_size, volume.layout.plaintext_segment_size()),
         prefetch: PrefetchConfig {
             max_window: args.max_prefetch.max(1024 * 1024),
@@ -116,7 +214,9 @@ fn serve(args: MountArgs, ready: &ReadyPipe) -> i32 {
         },
     });
     let upload = Arc::new(UploadContext {
-        volume: volume.clone(),
+        store: volume.store.clone(),
+        master: volume.master.clone(),
+        layout: volume.layout,
         budget: MemoryBudget::new(args.max_upload_memory, Duration::from_secs(30)),
         config: UploadConfig {
             parts_in_flight: args.parts_in_flight.max(1),
@@ -280,12 +380,18 @@ fn unmount(path: &std::path::Path) {
     }
 }
 
-/// Re-runs this command in the foreground as a detached child and waits for its report.
-fn run_in_background(argv: &[std::ffi::OsString]) -> i32 {
+/// Re-runs this command in the foreground as a detached child, hands it `secret` through a
+/// pipe, and waits for its report.
+fn run_in_background(argv: &[std::ffi::OsString], secret: &Secret) -> i32 {
     let (read_end, write_end) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
         Ok(ends) => ends,
         Err(e) => return fail(EXIT_FAILURE, std::io::Error::from(e)),
     };
+    let secret_read = match secret_pipe(secret) {
+        Ok(fd) => fd,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+    let secret_fd = secret_read.as_raw_fd();
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => return fail(EXIT_FAILURE, e),
@@ -295,17 +401,24 @@ fn run_in_background(argv: &[std::ffi::OsString]) -> i32 {
     cmd.args(argv)
         .arg("--foreground")
         .env(READY_FD_ENV, child_fd.to_string())
+        .env(SECRET_FD_ENV, secret_fd.to_string())
+        .env_remove(PASSPHRASE_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
     // calls are allowed: fcntl(2) and setsid(2) are, and it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            // SAFETY: `child_fd` is the write end of the pipe made above, which the parent
-            // keeps open until the child has been spawned; the fork inherited it.
-            let fd = BorrowedFd::borrow_raw(child_fd);
-            // Keep the report pipe across exec, and leave the caller's session.
-            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+            // SAFETY: `child_fd` and `secret_fd` are the report pipe's write end and the
+            // secret pipe's read end made above, which the parent keeps open until the child
+            // has been spawned; the fork inherited them.
+            let (report, secret) = (
+                BorrowedFd::borrow_raw(child_fd),
+                BorrowedFd::borrow_raw(secret_fd),
+            );
+            // Keep both pipes across exec, and leave the caller's session.
+            fcntl(report, FcntlArg::F_SETFD(FdFlag::empty()))?;
+            fcntl(secret, FcntlArg::F_SETFD(FdFlag::empty()))?;
             nix::unistd::setsid()?;
             Ok(())
         });
@@ -315,6 +428,7 @@ fn run_in_background(argv: &[std::ffi::OsString]) -> i32 {
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the mount daemon: {e}")),
     };
     drop(write_end);
+    drop(secret_read);
     let mut report = String::new();
     let _ = std::fs::File::from(read_end).read_to_string(&mut report);
     if report.trim() == "ready" {

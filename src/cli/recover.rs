@@ -305,17 +305,18 @@ pub fn put(args: PutArgs) -> i32 {
             Err(code) => return code,
         };
         let ctx = Arc::new(UploadContext {
-            volume,
+            store: volume.store.clone(),
+            master: volume.master.clone(),
+            layout: volume.layout,
             budget: MemoryBudget::new(64 << 20, Duration::from_secs(30)),
             config: UploadConfig::default(),
             stats: UploadStats::default(),
         });
         let path = clean_path(&args.path);
-        let (key, sides) = key_of(&ctx.volume, &path, false);
+        let (key, sides) = key_of(&volume, &path, false);
         // Long encrypted names' side objects first: an object is never without its name.
         for (side, body) in sides {
             if let Err(e) = ctx
-                .volume
                 .store
                 .put(&side, bytes::Bytes::from(body), &Default::default())
                 .await
@@ -323,10 +324,24 @@ pub fn put(args: PutArgs) -> i32 {
                 return fail(EXIT_STORE, format!("{path}: {e}"));
             }
         }
-        let mut writer = ObjectWriter::new(ctx, key, Default::default());
+        // Recorded as `cp -p` would keep them: the local file's mode and time, owned by
+        // the user who puts it.
+        let local = file.metadata().ok();
+        let attrs = local.as_ref().map(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            crate::crypto::PosixAttrs {
+                mode: libc::S_IFREG | (m.permissions().mode() & 0o7777),
+                uid: nix::unistd::getuid().as_raw(),
+                gid: nix::unistd::getgid().as_raw(),
+                mtime: m
+                    .modified()
+                    .unwrap_or_else(|_| std::time::SystemTime::now()),
+            }
+        });
+        let mut writer = ObjectWriter::new(ctx, key, attrs);
         let mut buf = vec![0u8; 1 << 20];
         let mut offset = 0u64;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let size = local.map(|m| m.len()).unwrap_or(0);
         let progress = super::progress_bar(size, true);
         loop {
             let n = match std::io::Read::read(&mut file, &mut buf) {

@@ -2,37 +2,72 @@
 //! metadata.
 //!
 //! Listings never carry user metadata, so attributes cannot live in the object body without a
-//! GET per `stat`; a HEAD returns them. They are encrypted and authenticated like everything
-//! else the provider holds: a blob of
+//! GET per `stat`; they ride in the metadata, which the GET of an object's header returns too.
+//! They are encrypted and authenticated like everything else the provider holds: a blob of
 //!
 //! ```text
 //! version (1) | salt (16) | AES-256-CTR(attributes, 28 bytes) | HMAC-SHA256 tag (32)
 //! ```
 //!
-//! base64url-encoded (no padding). The keys are HKDF-SHA256(master key, salt,
-//! "s3cryptfs v1 attributes"); a fresh random salt per blob means each key pair encrypts
-//! exactly one message, so a fixed all-zero IV never repeats under one key. The tag covers
-//! the version byte (through the IV) and the ciphertext; the salt is bound through the keys.
+//! base64url-encoded (no padding). A fresh random salt per blob means each key pair encrypts
+//! exactly one message, so a fixed IV (the version byte, then zeros) never repeats under one
+//! key. The tag covers the version byte (through the IV) and the ciphertext; the salt and the
+//! binding are bound through the keys.
 //!
-//! The blob is not bound to its object key: a provider can move a blob from one object to
-//! another, which gives no more than moving the objects themselves does (documented in
-//! docs/FORMAT.md). Decryption never depends on it: the object body stays self-contained.
+//! Version 2 (written now) binds the blob to its object: the keys are HKDF-SHA256(master key,
+//! salt, "s3cryptfs v2 attributes" || the object's header bytes 0..8 (kind and format, as in
+//! its keys) || the object's header salt). A provider that moves a blob to another object, or
+//! replays one recorded for an earlier version (every new version has a new salt), gets a
+//! blob that does not verify. A server-side copy (rename) keeps the body and so the binding.
+//! Version 1 (older builds) used "s3cryptfs v1 attributes" and no binding: such blobs are
+//! read only by [`open_unbound_attrs`], for the rule docs/SEMANTICS.md gives them.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::error::CryptoError;
+use super::header::Header;
 use super::keys::{MasterKey, ObjectKeys, os_random};
 
 /// The S3 user-metadata name (`x-amz-meta-<name>`) that holds the sealed attributes.
 pub const ATTRS_METADATA_NAME: &str = "s3cf-attrs";
 
-const VERSION: u8 = 1;
+/// The blob version written now (bound to its object).
+const VERSION: u8 = 2;
+/// Blobs of older builds, bound to nothing.
+const UNBOUND_VERSION: u8 = 1;
 const SALT_LEN: usize = 16;
 const BODY_LEN: usize = 28;
 const TAG_LEN: usize = 32;
-const INFO: &[u8] = b"s3cryptfs v1 attributes";
+const BLOB_LEN: usize = 1 + SALT_LEN + BODY_LEN + TAG_LEN;
+const INFO: &[u8] = b"s3cryptfs v2 attributes";
+const UNBOUND_INFO: &[u8] = b"s3cryptfs v1 attributes";
+
+/// What a blob is bound to: the header of the object it describes, as far as it identifies
+/// that object version (bytes 0..8 with the kind, and the salt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttrsBinding {
+    prefix: [u8; 8],
+    salt: [u8; 32],
+}
+
+impl AttrsBinding {
+    pub fn of(header: &Header) -> Self {
+        Self {
+            prefix: header.prefix(),
+            salt: *header.salt(),
+        }
+    }
+
+    fn keys(&self, master: &MasterKey, blob_salt: &[u8]) -> ObjectKeys {
+        let mut info = Vec::with_capacity(INFO.len() + 8 + 32);
+        info.extend_from_slice(INFO);
+        info.extend_from_slice(&self.prefix);
+        info.extend_from_slice(&self.salt);
+        ObjectKeys::derive_labeled(master, blob_salt, &info)
+    }
+}
 
 /// What a file's object records about it besides its contents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,16 +121,16 @@ impl PosixAttrs {
     }
 }
 
-/// Encrypts and authenticates `attrs` for the object's user metadata.
-pub fn seal_attrs(master: &MasterKey, attrs: &PosixAttrs) -> String {
+/// Encrypts and authenticates `attrs` for the user metadata of the object `binding` names.
+pub fn seal_attrs(master: &MasterKey, attrs: &PosixAttrs, binding: &AttrsBinding) -> String {
     let mut salt = [0u8; SALT_LEN];
     os_random(&mut salt);
-    let keys = ObjectKeys::derive_labeled(master, &salt, INFO);
-    let iv = iv();
+    let keys = binding.keys(master, &salt);
+    let iv = iv(VERSION);
     let mut body = attrs.to_bytes();
     keys.apply_keystream(&iv, &mut body);
     let tag = keys.tag(&iv, &body);
-    let mut blob = Vec::with_capacity(1 + SALT_LEN + BODY_LEN + TAG_LEN);
+    let mut blob = Vec::with_capacity(BLOB_LEN);
     blob.push(VERSION);
     blob.extend_from_slice(&salt);
     blob.extend_from_slice(&body);
@@ -103,25 +138,80 @@ pub fn seal_attrs(master: &MasterKey, attrs: &PosixAttrs) -> String {
     URL_SAFE_NO_PAD.encode(blob)
 }
 
-/// Verifies and decrypts a blob made by [`seal_attrs`] with the same master key.
-pub fn open_attrs(master: &MasterKey, sealed: &str) -> Result<PosixAttrs, CryptoError> {
+/// Verifies and decrypts a blob made by [`seal_attrs`] for the object `binding` names.
+/// A blob of an older build (bound to nothing) is [`CryptoError::UnboundAttributes`].
+pub fn open_attrs(
+    master: &MasterKey,
+    sealed: &str,
+    binding: &AttrsBinding,
+) -> Result<PosixAttrs, CryptoError> {
+    let blob = decode(sealed)?;
+    match blob[0] {
+        VERSION => open_blob(&blob, &binding.keys(master, salt_of(&blob))),
+        UNBOUND_VERSION => Err(CryptoError::UnboundAttributes),
+        v => Err(CryptoError::UnsupportedVersion(v)),
+    }
+}
+
+/// Verifies and decrypts a blob of an older build (version 1, bound to no object): only for
+/// binding them to their objects once the user says the bucket can be trusted (`fsck
+/// --bind-attributes`).
+pub fn open_unbound_attrs(master: &MasterKey, sealed: &str) -> Result<PosixAttrs, CryptoError> {
+    let blob = decode(sealed)?;
+    match blob[0] {
+        UNBOUND_VERSION => open_blob(
+            &blob,
+            &ObjectKeys::derive_labeled(master, salt_of(&blob), UNBOUND_INFO),
+        ),
+        v => Err(CryptoError::UnsupportedVersion(v)),
+    }
+}
+
+/// A blob as older builds wrote them (version 1, bound to nothing), for tests of what is
+/// done with those.
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub fn seal_unbound_attrs(master: &MasterKey, attrs: &PosixAttrs) -> String {
+    let mut salt = [0u8; SALT_LEN];
+    os_random(&mut salt);
+    let keys = ObjectKeys::derive_labeled(master, &salt, UNBOUND_INFO);
+    let iv = iv(UNBOUND_VERSION);
+    let mut body = attrs.to_bytes();
+    keys.apply_keystream(&iv, &mut body);
+    let tag = keys.tag(&iv, &body);
+    let mut blob = Vec::with_capacity(BLOB_LEN);
+    blob.push(UNBOUND_VERSION);
+    blob.extend_from_slice(&salt);
+    blob.extend_from_slice(&body);
+    blob.extend_from_slice(&tag);
+    URL_SAFE_NO_PAD.encode(blob)
+}
+
+fn decode(sealed: &str) -> Result<Vec<u8>, CryptoError> {
+    // Checked before decoding: the server sized it.
+    if sealed.len() > 2 * BLOB_LEN {
+        return Err(CryptoError::Truncated);
+    }
     let blob = URL_SAFE_NO_PAD
         .decode(sealed.trim())
         .map_err(|_| CryptoError::CorruptHeader("attributes are not base64url".into()))?;
-    if blob.len() != 1 + SALT_LEN + BODY_LEN + TAG_LEN {
+    if blob.len() != BLOB_LEN {
         return Err(CryptoError::Truncated);
     }
-    if blob[0] != VERSION {
-        return Err(CryptoError::UnsupportedVersion(blob[0]));
-    }
-    let salt = &blob[1..1 + SALT_LEN];
+    Ok(blob)
+}
+
+fn salt_of(blob: &[u8]) -> &[u8] {
+    &blob[1..1 + SALT_LEN]
+}
+
+fn open_blob(blob: &[u8], keys: &ObjectKeys) -> Result<PosixAttrs, CryptoError> {
     let body_at = 1 + SALT_LEN;
     let mut body: [u8; BODY_LEN] = blob[body_at..body_at + BODY_LEN]
         .try_into()
         .expect("length checked");
     let tag = &blob[body_at + BODY_LEN..];
-    let keys = ObjectKeys::derive_labeled(master, salt, INFO);
-    let iv = iv();
+    let iv = iv(blob[0]);
     if !keys.verify(&iv, &body, tag) {
         return Err(CryptoError::TagMismatch { segment: 0 });
     }
@@ -130,9 +220,9 @@ pub fn open_attrs(master: &MasterKey, sealed: &str) -> Result<PosixAttrs, Crypto
 }
 
 /// The CTR IV: the version byte, then zeros (one message per key, see the module docs).
-fn iv() -> [u8; 16] {
+fn iv(version: u8) -> [u8; 16] {
     let mut iv = [0u8; 16];
-    iv[0] = VERSION;
+    iv[0] = version;
     iv
 }
 
@@ -162,6 +252,7 @@ fn join_time(secs: i64, nanos: u32) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::{Layout, ObjectKind, StreamEncryptor};
 
     fn sample() -> PosixAttrs {
         PosixAttrs {
@@ -172,9 +263,16 @@ mod tests {
         }
     }
 
+    /// The binding of a fresh object of `kind`.
+    fn binding(key: &MasterKey, kind: ObjectKind) -> AttrsBinding {
+        let layout = Layout::with_format(65536, 2).unwrap();
+        AttrsBinding::of(StreamEncryptor::new(key, layout, kind).header())
+    }
+
     #[test]
     fn round_trip_with_nanoseconds_and_old_times() {
         let key = MasterKey::from_bytes([5; 32]);
+        let object = binding(&key, ObjectKind::File);
         for mtime in [
             sample().mtime,
             UNIX_EPOCH,
@@ -182,34 +280,76 @@ mod tests {
             UNIX_EPOCH - Duration::from_secs(3),
         ] {
             let attrs = PosixAttrs { mtime, ..sample() };
-            assert_eq!(open_attrs(&key, &seal_attrs(&key, &attrs)).unwrap(), attrs);
+            let sealed = seal_attrs(&key, &attrs, &object);
+            assert_eq!(open_attrs(&key, &sealed, &object).unwrap(), attrs);
         }
     }
 
     #[test]
     fn fresh_salt_per_blob() {
         let key = MasterKey::from_bytes([5; 32]);
-        assert_ne!(seal_attrs(&key, &sample()), seal_attrs(&key, &sample()));
+        let object = binding(&key, ObjectKind::File);
+        assert_ne!(
+            seal_attrs(&key, &sample(), &object),
+            seal_attrs(&key, &sample(), &object)
+        );
+    }
+
+    #[test]
+    fn a_blob_verifies_only_for_its_object() {
+        let key = MasterKey::from_bytes([5; 32]);
+        let (mine, other) = (
+            binding(&key, ObjectKind::File),
+            binding(&key, ObjectKind::File),
+        );
+        let sealed = seal_attrs(&key, &sample(), &mine);
+        assert!(matches!(
+            open_attrs(&key, &sealed, &other),
+            Err(CryptoError::TagMismatch { .. })
+        ));
+        // Same salt, another kind: the kind is bound too.
+        let mut as_symlink = mine;
+        as_symlink.prefix[5] = 2;
+        assert!(open_attrs(&key, &sealed, &as_symlink).is_err());
+    }
+
+    #[test]
+    fn blobs_of_older_builds_are_told_apart() {
+        let key = MasterKey::from_bytes([5; 32]);
+        let old = seal_unbound_attrs(&key, &sample());
+        let object = binding(&key, ObjectKind::File);
+        assert!(matches!(
+            open_attrs(&key, &old, &object),
+            Err(CryptoError::UnboundAttributes)
+        ));
+        assert_eq!(open_unbound_attrs(&key, &old).unwrap(), sample());
+        let bound = seal_attrs(&key, &sample(), &object);
+        assert!(
+            open_unbound_attrs(&key, &bound).is_err(),
+            "a bound blob is never read unbound"
+        );
     }
 
     #[test]
     fn tampering_and_wrong_keys_are_refused() {
         let key = MasterKey::from_bytes([5; 32]);
-        let sealed = seal_attrs(&key, &sample());
+        let object = binding(&key, ObjectKind::File);
+        let sealed = seal_attrs(&key, &sample(), &object);
         let blob = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
         for i in 0..blob.len() {
             let mut bad = blob.clone();
             bad[i] ^= 0x01;
             assert!(
-                open_attrs(&key, &URL_SAFE_NO_PAD.encode(&bad)).is_err(),
+                open_attrs(&key, &URL_SAFE_NO_PAD.encode(&bad), &object).is_err(),
                 "flipped byte {i} accepted"
             );
         }
-        assert!(open_attrs(&key, &sealed[..sealed.len() - 2]).is_err());
-        assert!(open_attrs(&key, "not base64 !").is_err());
+        assert!(open_attrs(&key, &sealed[..sealed.len() - 2], &object).is_err());
+        assert!(open_attrs(&key, "not base64 !", &object).is_err());
+        assert!(open_attrs(&key, &"A".repeat(1 << 20), &object).is_err());
         let other = MasterKey::from_bytes([6; 32]);
         assert!(matches!(
-            open_attrs(&other, &sealed),
+            open_attrs(&other, &sealed, &object),
             Err(CryptoError::TagMismatch { .. })
         ));
     }

@@ -33,6 +33,10 @@ pub enum CryptoError {
     /// No plaintext encrypts to a ciphertext of this size.
     #[error("impossible ciphertext size {0}")]
     ImpossibleSize(u64),
+    /// Attributes recorded by an older build, bound to no object: they could have been
+    /// moved from another object, so they are not taken as this one's.
+    #[error("attributes recorded by an older build are not bound to their object")]
+    UnboundAttributes,
     /// A key file, credential or passphrase setting could not be used.
     #[error("invalid key material: {0}")]
     InvalidKeyMaterial(String),

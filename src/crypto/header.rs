@@ -4,7 +4,7 @@
 //! offset len  field
 //!      0   4  magic "S3CF"
 //!      4   1  format version (1 or 2)
-//!      5   1  object kind (1 = regular file, 2 = symlink)
+//!      5   1  object kind (1 = regular file, 2 = symlink, 3 = directory marker)
 //!      6   1  log2(plaintext segment size)
 //!      7   1  format 1: reserved, 0; format 2: number of epochs (1..=16)
 //!      8  32  salt (random per object, kept by appends in format 2)
@@ -29,6 +29,9 @@ pub enum ObjectKind {
     File,
     /// A symlink target.
     Symlink,
+    /// A directory's marker: no contents; it gives the directory's attributes an object to
+    /// be bound to.
+    Directory,
 }
 
 impl ObjectKind {
@@ -36,6 +39,7 @@ impl ObjectKind {
         match self {
             ObjectKind::File => 1,
             ObjectKind::Symlink => 2,
+            ObjectKind::Directory => 3,
         }
     }
 
@@ -43,6 +47,7 @@ impl ObjectKind {
         match b {
             1 => Some(ObjectKind::File),
             2 => Some(ObjectKind::Symlink),
+            3 => Some(ObjectKind::Directory),
             _ => None,
         }
     }
@@ -50,7 +55,7 @@ impl ObjectKind {
 
 /// A run of segments sealed by one writer under keys of its own (format 2):
 /// the segments from `first_segment` up to the next epoch's first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Epoch {
     pub first_segment: u32,
     pub nonce: [u8; 16],
@@ -311,7 +316,7 @@ mod tests {
             Err(CryptoError::CorruptHeader(_))
         ));
         let mut x = b.clone();
-        x[5] = 3;
+        x[5] = 4;
         assert!(matches!(
             Header::parse(&x, l),
             Err(CryptoError::CorruptHeader(_))

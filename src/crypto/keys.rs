@@ -84,6 +84,8 @@ const SCRYPT_MAX_LOG_N: u8 = 24;
 const SCRYPT_MAX_R: u32 = 64;
 const SCRYPT_MAX_P: u32 = 64;
 const SCRYPT_MAX_MEMORY: u64 = 4 << 30;
+/// Memory times lanes: 8 GiB of memory passes, a few minutes at worst.
+const SCRYPT_MAX_TOTAL_WORK: u64 = 8 << 30;
 
 impl UserKey {
     pub(crate) fn expose(&self) -> &[u8; 32] {
@@ -91,8 +93,18 @@ impl UserKey {
     }
 
     /// Parses key-file contents: exactly 32 raw bytes, or 64 hex characters
-    /// optionally followed by ASCII whitespace (e.g. a newline).
+    /// optionally followed by ASCII whitespace (e.g. a newline). 32 bytes that are all
+    /// printable text are refused: that is a password typed into a file, not 256 random
+    /// bits (random bytes are all printable with odds of about 1 in 10^13).
     pub fn from_key_bytes(b: &[u8]) -> Result<Self, CryptoError> {
+        if b.len() == 32 && b.iter().all(|c| (b' '..=b'~').contains(c)) {
+            return Err(CryptoError::InvalidKeyMaterial(
+                "the key file holds 32 characters of text, which looks like a password: \
+                 a key file holds 32 random bytes or 64 hex characters (`s3cryptfs init --generate-key` writes one), \
+                 and a passphrase volume is unlocked with --passphrase-file"
+                    .into(),
+            ));
+        }
         if b.len() == 32 {
             let mut k = UserKey([0u8; 32]);
             k.0.copy_from_slice(b);
@@ -183,6 +195,9 @@ impl UserKey {
         let memory = 128u64
             .saturating_mul(u64::from(r))
             .saturating_mul(1u64.checked_shl(u32::from(log_n)).unwrap_or(u64::MAX));
+        // Each of the p lanes fills and reads that memory once: an edited config must not be
+        // able to demand 64 runs over 4 GiB each before the key is even tried.
+        let total_work = memory.saturating_mul(u64::from(p));
         if log_n == 0
             || log_n > SCRYPT_MAX_LOG_N
             || r == 0
@@ -190,6 +205,7 @@ impl UserKey {
             || p == 0
             || p > SCRYPT_MAX_P
             || memory > SCRYPT_MAX_MEMORY
+            || total_work > SCRYPT_MAX_TOTAL_WORK
         {
             return Err(CryptoError::InvalidConfig(format!(
                 "scrypt parameters out of range: log_n={log_n} r={r} p={p}"
@@ -223,8 +239,9 @@ pub(crate) const EPOCH_KEYS_INFO: &[u8] = b"s3cryptfs v2 epoch keys";
 
 /// Per-object keys: an expanded AES-256 key and a keyed HMAC-SHA256 state.
 /// Both are cloned per segment, so no key schedule is recomputed per
-/// segment. (The AES key schedule is zeroized on drop by the `aes` crate's
-/// `zeroize` feature; the raw derived bytes are zeroized right after use.)
+/// segment. (The AES key schedule and the HMAC states, inner and outer, are zeroized on
+/// drop by the `zeroize` features of `aes`, `hmac` and `sha2`, which a test checks; the
+/// raw derived bytes are zeroized right after use.)
 #[derive(Clone)]
 pub(crate) struct ObjectKeys {
     aes: Aes256,
@@ -330,6 +347,18 @@ impl ObjectKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_bearing_states_are_zeroized_on_drop() {
+        fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        // An HMAC's key-bearing states are the SHA-256 cores after its inner and outer pads
+        // (hmac's wrapper carries no marker trait of its own): they zeroize themselves.
+        zeroized_on_drop::<<Sha256 as hmac::digest::block_api::CoreProxy>::Core>();
+        zeroized_on_drop::<Sha256>();
+        zeroized_on_drop::<Aes256>();
+        zeroized_on_drop::<MasterKey>();
+        zeroized_on_drop::<UserKey>();
+    }
 
     #[test]
     fn key_bytes_formats() {

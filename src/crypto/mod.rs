@@ -27,7 +27,11 @@ pub mod open;
 pub mod seal;
 pub mod staging;
 
-pub use attrs::{ATTRS_METADATA_NAME, PosixAttrs, open_attrs, seal_attrs};
+#[cfg(any(test, feature = "test-support"))]
+pub use attrs::seal_unbound_attrs;
+pub use attrs::{
+    ATTRS_METADATA_NAME, AttrsBinding, PosixAttrs, open_attrs, open_unbound_attrs, seal_attrs,
+};
 pub use config::{KeySource, VOLUME_FORMAT_VERSION, VolumeConfig};
 pub use error::CryptoError;
 pub use header::{FORMAT_VERSION, Header, MAGIC, ObjectKind};
@@ -39,5 +43,5 @@ pub use layout::{
 pub use names::{
     MAX_ENCRYPTED_COMPONENT, NameCipher, NameError, is_long_name_stand_in, long_name_stand_in,
 };
-pub use open::{ObjectDecryptor, decrypt_to_vec};
+pub use open::{ObjectDecryptor, SegmentIdentity, decrypt_to_vec};
 pub use seal::{SegmentSealer, StreamEncryptor, encrypt_to_vec};

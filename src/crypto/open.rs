@@ -1,11 +1,22 @@
 //! Decryption: authenticate, then decrypt, one segment at a time.
 
 use super::error::CryptoError;
-use super::header::{Header, ObjectKind};
+use super::header::{Epoch, Header, ObjectKind};
 use super::keys::{MasterKey, ObjectKeys};
 use super::layout::{Layout, TAG_LEN};
 
 /// Decrypts the segments of one object version, in any order.
+/// What one segment was verified under (see [`ObjectDecryptor::segment_identity`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SegmentIdentity {
+    header_prefix: [u8; 8],
+    salt: [u8; 32],
+    nonce_prefix: [u8; 7],
+    epoch: Epoch,
+    index: u64,
+    last: bool,
+}
+
 pub struct ObjectDecryptor {
     header: Header,
     layout: Layout,
@@ -70,6 +81,11 @@ impl ObjectDecryptor {
         self.header.kind()
     }
 
+    /// The parsed header the segments are verified under.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
     /// Plaintext size implied by the ciphertext size.
     pub fn plaintext_size(&self) -> u64 {
         self.plaintext_size
@@ -78,6 +94,30 @@ impl ObjectDecryptor {
     /// Number of segments of the object.
     pub fn segment_count(&self) -> u64 {
         self.segment_count
+    }
+
+    /// What segment `index` is verified under: the inputs of its keys and IV. The writers keep
+    /// one plaintext per identity (never two plaintexts under one key, nonce and counter), and
+    /// no one without the key can make a segment verify under it, so a plaintext verified
+    /// under an identity can be reused wherever the same identity verifies again, whatever
+    /// the server says about versions (ETags).
+    pub fn segment_identity(&self, index: u64) -> SegmentIdentity {
+        let epoch = self
+            .header
+            .epochs()
+            .iter()
+            .rev()
+            .find(|e| u64::from(e.first_segment) <= index)
+            .copied()
+            .unwrap_or_default();
+        SegmentIdentity {
+            header_prefix: self.header.prefix(),
+            salt: *self.header.salt(),
+            nonce_prefix: *self.header.nonce_prefix(),
+            epoch,
+            index,
+            last: index + 1 == self.segment_count,
+        }
     }
 
     /// Authenticates and decrypts segment `index` in place.

@@ -139,7 +139,9 @@ impl StreamEncryptor {
         Some(Self::build_v2(master, header, from_segment))
     }
 
-    /// A format-2 encryptor from a fixed epoch nonce, for known-answer tests.
+    /// A format-2 encryptor from a fixed epoch nonce, for known-answer tests. Not in
+    /// release builds: used for real data it would reuse keys and nonces across objects.
+    #[cfg(any(test, feature = "test-support"))]
     #[doc(hidden)]
     pub fn with_fixed_epoch(
         master: &MasterKey,
@@ -175,7 +177,8 @@ impl StreamEncryptor {
 
     /// ONLY for known-answer tests: uses the given salt and nonce prefix
     /// instead of fresh randomness. Using it for real data would reuse
-    /// keys and nonces across objects and break confidentiality.
+    /// keys and nonces across objects and break confidentiality. Not in release builds.
+    #[cfg(any(test, feature = "test-support"))]
     #[doc(hidden)]
     pub fn with_fixed_randomness(
         master: &MasterKey,

@@ -21,7 +21,9 @@ pub struct SealedBlock {
 
 /// The cipher of one staging file.
 pub struct StagingCipher {
-    keys: ObjectKeys,
+    /// One key per 2^32 block writes (the generations its IVs can tell apart); earlier keys
+    /// stay to open the blocks sealed under them.
+    keys: Vec<ObjectKeys>,
     next_generation: u64,
 }
 
@@ -31,25 +33,48 @@ impl Default for StagingCipher {
     }
 }
 
+/// Block writes under one key: the IV holds the low 32 bits of the generation.
+const WRITES_PER_KEY: u64 = 1 << 32;
+
+fn fresh_keys() -> ObjectKeys {
+    ObjectKeys::derive_labeled(&MasterKey::generate(), &[], INFO)
+}
+
 impl StagingCipher {
     /// A cipher under a fresh random key, never written anywhere.
     pub fn new() -> Self {
-        let key = MasterKey::generate();
-        Self {
-            keys: ObjectKeys::derive_labeled(&key, &[], INFO),
-            next_generation: 0,
+        Self::starting_at(0)
+    }
+
+    fn starting_at(next_generation: u64) -> Self {
+        let mut cipher = Self {
+            keys: Vec::new(),
+            next_generation,
+        };
+        cipher.keys_for_next();
+        cipher
+    }
+
+    /// Makes sure the key of the next generation exists (a new one every 2^32 writes, 256 TiB
+    /// written through one staging file).
+    fn keys_for_next(&mut self) {
+        let needed = (self.next_generation / WRITES_PER_KEY) as usize + 1;
+        while self.keys.len() < needed {
+            self.keys.push(fresh_keys());
         }
     }
 
     /// Encrypts `block` in place as block `index`, under a generation never used before.
     pub fn seal(&mut self, index: u64, block: &mut [u8]) -> SealedBlock {
+        self.keys_for_next();
         let generation = self.next_generation;
         self.next_generation += 1;
+        let keys = &self.keys[(generation / WRITES_PER_KEY) as usize];
         let iv = iv(index, generation);
-        self.keys.apply_keystream(&iv, block);
+        keys.apply_keystream(&iv, block);
         SealedBlock {
             generation,
-            tag: self.keys.tag(&iv, block),
+            tag: keys.tag(&iv, block),
         }
     }
 
@@ -57,20 +82,22 @@ impl StagingCipher {
     /// what was sealed as block `index`.
     #[must_use]
     pub fn open(&self, index: u64, sealed: &SealedBlock, block: &mut [u8]) -> bool {
+        let Some(keys) = self.keys.get((sealed.generation / WRITES_PER_KEY) as usize) else {
+            return false;
+        };
         let iv = iv(index, sealed.generation);
-        if !self.keys.verify(&iv, block, &sealed.tag) {
+        if !keys.verify(&iv, block, &sealed.tag) {
             return false;
         }
-        self.keys.apply_keystream(&iv, block);
+        keys.apply_keystream(&iv, block);
         true
     }
 }
 
 /// Block index (8 bytes) ‖ write generation (low 4 bytes) ‖ CTR counter (4 bytes, from 0).
-/// A 64 KiB block is 4096 AES blocks, well within the counter. The generation would wrap
-/// after 2^32 block writes (256 TiB through one staging file): an assert stops before.
+/// A 64 KiB block is 4096 AES blocks, well within the counter; the generation's high bits
+/// choose the key, so no (key, IV) pair is used twice.
 fn iv(index: u64, generation: u64) -> [u8; 16] {
-    assert!(generation < 1 << 32, "staging generation would wrap");
     let mut iv = [0u8; 16];
     iv[..8].copy_from_slice(&index.to_be_bytes());
     iv[8..12].copy_from_slice(&(generation as u32).to_be_bytes());
@@ -110,5 +137,24 @@ mod tests {
         cipher.seal(0, &mut a);
         cipher.seal(0, &mut b);
         assert_ne!(a, b, "the same block sealed twice must use two keystreams");
+    }
+
+    #[test]
+    fn the_key_rolls_before_the_generation_wraps() {
+        // As after 2^32 - 1 writes: the next write is the last under the first key.
+        let mut cipher = StagingCipher::starting_at(WRITES_PER_KEY - 1);
+        let plain = vec![9u8; 64];
+        let (mut last, mut first) = (plain.clone(), plain.clone());
+        let sealed_last = cipher.seal(0, &mut last);
+        let sealed_first = cipher.seal(0, &mut first);
+        assert_eq!(
+            cipher.keys.len(),
+            2,
+            "a second key for the next 2^32 writes"
+        );
+        assert_ne!(last, first, "the same IV under two keys: two keystreams");
+        assert!(cipher.open(0, &sealed_last, &mut last));
+        assert!(cipher.open(0, &sealed_first, &mut first));
+        assert_eq!((last, first), (plain.clone(), plain));
     }
 }

@@ -5,9 +5,9 @@
 //! final forget: walking a huge tree once does not grow the table without bound.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use tokio::time::Instant;
 
-use crate::crypto::PosixAttrs;
+use crate::crypto::{AttrsBinding, PosixAttrs};
 
 pub const ROOT_INO: u64 = 1;
 
@@ -82,6 +82,9 @@ pub struct NodeState {
     pub valid_until: Instant,
     /// Device number of a device node (0 for everything else).
     pub rdev: u32,
+    /// What attributes sealed for the saved object are bound to (its header), when this mount
+    /// has read it; `None` after this mount saved a new version (read again when needed).
+    pub binding: Option<AttrsBinding>,
 }
 
 #[derive(Debug, Clone)]
@@ -323,6 +326,7 @@ mod tests {
             attrs_dirty: false,
             valid_until: Instant::now(),
             rdev: 0,
+            binding: None,
         }
     }
 

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use super::error::{FsError, FsResult};
 use bytes::{Bytes, BytesMut};
 
+use crate::crypto::PosixAttrs;
 use crate::read::ObjectReader;
-use crate::store::Metadata;
 use crate::upload::append::{AppendBase, Appender, worthwhile};
 use crate::upload::staging::{StagingBudget, StagingFile};
 use crate::upload::{Committed, ObjectWriter, UploadContext, WriteError};
@@ -218,7 +218,7 @@ impl ModifyHandle {
             (self.staged(dir, budget, len).await?, len)
         };
         let (staging, len) = target;
-        tokio::task::block_in_place(|| staging.set_len(len))
+        local_io(|| staging.set_len(len))
             .map_err(|e| staging_error(e, "cannot resize a file being changed in place"))?;
         self.dirty = true;
         Ok(())
@@ -231,10 +231,9 @@ impl ModifyHandle {
         &self,
         upload: &Arc<UploadContext>,
         key: &str,
-        metadata: &Metadata,
+        attrs: &PosixAttrs,
     ) -> FsResult<Option<Committed>> {
-        let volume = &upload.volume;
-        let layout = volume.layout;
+        let layout = upload.layout;
         let (Some(tail), Some(plan)) = (self.appended(), layout.append_plan(self.base_len)) else {
             return Ok(None);
         };
@@ -246,18 +245,6 @@ impl ModifyHandle {
         let fail = |what: &str, e: WriteError| {
             FsError::from(e).context(format!("{key}: file not saved: {what}"))
         };
-        let header = volume
-            .store
-            .get_range(&base.key, 0..layout.header_len() as u64, Some(&base.etag))
-            .await
-            .map_err(|e| fail("reading its header", e.into()))?
-            .body
-            .collect()
-            .await
-            .map_err(|e| fail("reading its header", e.into()))?;
-        let header = crate::crypto::Header::parse(&header, layout).map_err(|e| {
-            FsError::failed(libc::EIO, format!("{key}: file not saved: its header: {e}"))
-        })?;
         let want = (plan.resealed.end - plan.resealed.start) as u32;
         let last_segment = self
             .base
@@ -272,6 +259,14 @@ impl ModifyHandle {
                 format!("{}: file not saved: its last segment read short", key),
             ));
         }
+        // The header the base's segments were verified under, not a second copy fetched
+        // now: the server cannot slip in another one between the two.
+        let header = self.base.verified_header().ok_or_else(|| {
+            FsError::failed(
+                libc::EIO,
+                format!("{key}: file not saved: its header was not verified"),
+            )
+        })?;
         let started = Appender::start(
             upload.clone(),
             key,
@@ -282,7 +277,7 @@ impl ModifyHandle {
                 header,
                 last_segment,
             },
-            metadata,
+            attrs,
         )
         .await
         .map_err(|e| fail("appending", e))?;
@@ -343,17 +338,28 @@ fn new_staging(dir: &Path, budget: &Arc<StagingBudget>) -> FsResult<StagingFile>
 }
 
 fn stage(staging: &mut StagingFile, offset: u64, data: &[u8]) -> FsResult<()> {
-    tokio::task::block_in_place(|| staging.write_at(offset, data))
+    local_io(|| staging.write_at(offset, data))
         .map_err(|e| staging_error(e, "cannot stage a file being changed in place"))
 }
 
 /// `len` bytes (fewer at its end) of a staging file from `offset`.
 pub fn read_staged(staging: &StagingFile, offset: u64, len: u64) -> FsResult<Bytes> {
     let mut buf = vec![0u8; len as usize];
-    let n = tokio::task::block_in_place(|| staging.read_at(offset, &mut buf))
+    let n = local_io(|| staging.read_at(offset, &mut buf))
         .map_err(|e| FsError::failed(libc::EIO, format!("staged read failed: {e}")))?;
     buf.truncate(n);
     Ok(Bytes::from(buf))
+}
+
+/// Runs local file I/O from a runtime task. On the mount's multi-threaded runtime the worker
+/// hands its other tasks to the rest first; a single-threaded runtime (the in-process tests
+/// with paused time) has no one to hand them to, and a local read or write just runs.
+fn local_io<T>(io: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(io),
+        _ => io(),
+    }
 }
 
 /// A staging file's I/O error: a full `--max-cache-size` is ENOSPC, the rest keeps its errno.

@@ -14,9 +14,8 @@ use tracing::{debug, warn};
 
 pub use cache::{SegmentCache, SegmentId};
 
-use crate::crypto::{CryptoError, Layout, ObjectDecryptor};
-use crate::store::StoreError;
-use crate::volume::Volume;
+use crate::crypto::{CryptoError, Header, Layout, MasterKey, ObjectDecryptor, ObjectKind};
+use crate::store::{ObjectStore, StoreError};
 
 /// Read-ahead settings.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +48,9 @@ const SEQUENTIAL_FORWARD: u64 = 16 * 1024 * 1024;
 
 /// What a reader needs that is shared by all open files.
 pub struct ReadContext {
-    pub volume: Arc<Volume>,
+    pub store: Arc<dyn ObjectStore>,
+    pub master: Arc<MasterKey>,
+    pub layout: Layout,
     pub cache: SegmentCache,
     pub prefetch: PrefetchConfig,
 }
@@ -117,16 +118,19 @@ impl ObjectReader {
     /// A reader for `version`. Fails at once (EIO) if its size is impossible for our format.
     pub fn new(ctx: Arc<ReadContext>, version: ObjectVersion) -> Result<Self, ReadError> {
         let plaintext_size = ctx
-            .volume
             .layout
             .plaintext_size(version.ciphertext_size)
             .map_err(|e| ReadError::corrupt(&version.key, e))?;
         let window = ctx.prefetch.initial_window;
+        // A version read before: its cached segments are found without asking for its header.
+        let known = ctx
+            .cache
+            .decryptor(&version.key, &version.etag, version.ciphertext_size);
         Ok(Self {
             ctx,
             version: Arc::new(version),
             plaintext_size,
-            decryptor: Arc::new(OnceCell::new()),
+            decryptor: Arc::new(OnceCell::new_with(known)),
             state: Mutex::new(SequentialState {
                 window,
                 ..Default::default()
@@ -139,13 +143,18 @@ impl ObjectReader {
         self.plaintext_size
     }
 
+    /// The header this version's segments are verified under, once one was read.
+    pub fn verified_header(&self) -> Option<Header> {
+        self.decryptor.get().map(|d| *d.header())
+    }
+
     /// Reads up to `size` bytes at `offset` (fewer at the end of the object).
     pub async fn read(&self, offset: u64, size: u32) -> Result<Bytes, ReadError> {
         let end = (offset + size as u64).min(self.plaintext_size);
         if offset >= end {
             return Ok(Bytes::new());
         }
-        let layout = self.ctx.volume.layout;
+        let layout = self.ctx.layout;
         let first = layout.segment_of(offset);
         let last = layout.segment_of(end - 1);
         let sequential = self.schedule_prefetch(offset, end);
@@ -168,7 +177,9 @@ impl ObjectReader {
             if sequential && end >= range.end {
                 // A sequential reader will not come back for it (the kernel's page cache
                 // keeps what it read): free the room for segments still ahead.
-                self.ctx.cache.remove(&self.segment_id(seg));
+                if let Some(id) = self.segment_id(seg) {
+                    self.ctx.cache.remove(&id);
+                }
             }
             seg += 1;
         }
@@ -176,11 +187,24 @@ impl ObjectReader {
     }
 
     fn cached(&self, seg: u64) -> Option<Bytes> {
-        self.ctx.cache.get(&self.segment_id(seg))
+        match self.segment_id(seg) {
+            Some(id) => self.ctx.cache.get(&id),
+            None => {
+                // Nothing can be cached for a version whose header is not known yet.
+                crate::metrics::cache_lookup(false);
+                None
+            }
+        }
     }
 
-    fn segment_id(&self, seg: u64) -> SegmentId {
-        SegmentId::new(&self.version.key, &self.version.etag, seg)
+    /// What `seg` is cached under, once this version's header is known (before, nothing
+    /// can be cached for it: segments are cached under what they were verified under).
+    fn segment_id(&self, seg: u64) -> Option<SegmentId> {
+        let decryptor = self.decryptor.get()?;
+        Some(SegmentId::new(
+            &self.version.key,
+            decryptor.segment_identity(seg),
+        ))
     }
 
     /// Waits for a prefetch that covers `seg`, or fetches `seg..limit` (the rest of the read)
@@ -205,7 +229,7 @@ impl ObjectReader {
     /// Starts background GETs for the window ahead of a sequential reader.
     /// Returns whether the reader looks sequential.
     fn schedule_prefetch(&self, offset: u64, end: u64) -> bool {
-        let layout = self.ctx.volume.layout;
+        let layout = self.ctx.layout;
         let cfg = self.ctx.prefetch;
         let mut state = self.state.lock().unwrap();
         let sequential = offset + SEQUENTIAL_BACK >= state.next_offset
@@ -291,7 +315,7 @@ struct FetchJob {
 
 impl FetchJob {
     async fn fetch(&self, from: u64, to: u64) -> Result<Vec<Bytes>, ReadError> {
-        let layout: Layout = self.ctx.volume.layout;
+        let layout: Layout = self.ctx.layout;
         let key = &self.version.key;
         let ct_start = if from == 0 {
             0
@@ -303,7 +327,7 @@ impl FetchJob {
         let ct_end = layout
             .segment_ciphertext_range(to - 1, self.plaintext_size)
             .end;
-        let store = &self.ctx.volume.store;
+        let store = &self.ctx.store;
         let mut response = store
             .get_range(key, ct_start..ct_end, Some(&self.version.etag))
             .await
@@ -331,11 +355,17 @@ impl FetchJob {
                 .map_err(|e| self.log_corrupt(e))?;
             buf.truncate(len);
             let plain = buf.freeze();
-            self.ctx
-                .cache
-                .insert(SegmentId::new(key, &self.version.etag, seg), plain.clone());
+            self.ctx.cache.insert(
+                SegmentId::new(key, decryptor.segment_identity(seg)),
+                plain.clone(),
+            );
             out.push(plain);
         }
+        // Segments verified under it: worth finding again when the file is opened again.
+        let v = &self.version;
+        self.ctx
+            .cache
+            .keep_decryptor(key, &v.etag, v.ciphertext_size, decryptor.clone());
         debug!(key = %key, segments = ?(from..to), "fetched");
         Ok(out)
     }
@@ -347,11 +377,11 @@ impl FetchJob {
                 let bytes = match header {
                     Some(h) => h.to_vec(),
                     None => {
-                        let store = &self.ctx.volume.store;
+                        let store = &self.ctx.store;
                         store
                             .get_range(
                                 &self.version.key,
-                                0..self.ctx.volume.layout.header_len() as u64,
+                                0..self.ctx.layout.header_len() as u64,
                                 Some(&self.version.etag),
                             )
                             .await?
@@ -360,15 +390,22 @@ impl FetchJob {
                             .await?
                     }
                 };
-                let volume = &self.ctx.volume;
-                ObjectDecryptor::new(
-                    &volume.master,
-                    volume.layout,
+                let decryptor = ObjectDecryptor::new(
+                    &self.ctx.master,
+                    self.ctx.layout,
                     &bytes,
                     self.version.ciphertext_size,
                 )
-                .map(Arc::new)
-                .map_err(|e| self.log_corrupt(e))
+                .map_err(|e| self.log_corrupt(e))?;
+                // A symlink's target (or any other kind) never reads as a file's contents:
+                // the kind is bound into the keys, so a moved object cannot claim another.
+                if decryptor.kind() != ObjectKind::File {
+                    return Err(self.log_corrupt(CryptoError::CorruptHeader(format!(
+                        "a {:?} object where a file's contents were expected",
+                        decryptor.kind()
+                    ))));
+                }
+                Ok(Arc::new(decryptor))
             })
             .await
             .cloned()
@@ -377,5 +414,89 @@ impl FetchJob {
     fn log_corrupt(&self, err: CryptoError) -> ReadError {
         warn!(key = %self.version.key, "refusing to return data: {err}");
         ReadError::corrupt(&self.version.key, err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::encrypt_to_vec;
+    use crate::store::memory::MemoryStore;
+
+    const SEGMENT: usize = 4096;
+
+    fn context(store: Arc<MemoryStore>) -> Arc<ReadContext> {
+        let layout = Layout::with_format(SEGMENT as u32, 2).unwrap();
+        Arc::new(ReadContext {
+            store,
+            master: Arc::new(MasterKey::generate()),
+            layout,
+            cache: SegmentCache::new(1 << 20, SEGMENT as u32),
+            // Two segments per GET and no read-ahead: a small read caches exactly two.
+            prefetch: PrefetchConfig {
+                chunk_segments: 2,
+                initial_window: 0,
+                max_window: 0,
+            },
+        })
+    }
+
+    async fn put(ctx: &ReadContext, store: &MemoryStore, key: &str, plain: &[u8]) -> ObjectVersion {
+        let object = encrypt_to_vec(&ctx.master, ctx.layout, ObjectKind::File, plain);
+        let size = object.len() as u64;
+        let put = store
+            .put(key, Bytes::from(object), &Default::default())
+            .await
+            .unwrap();
+        ObjectVersion {
+            key: key.to_string(),
+            etag: put.etag.unwrap(),
+            ciphertext_size: size,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reused_etag_never_mixes_two_versions() {
+        let store = Arc::new(MemoryStore::new());
+        let ctx = context(store.clone());
+        let old = vec![1u8; 10 * SEGMENT];
+        let new = vec![2u8; 10 * SEGMENT];
+        let version = put(&ctx, &store, "f", &old).await;
+        let reader = ObjectReader::new(ctx.clone(), version.clone()).unwrap();
+        assert_eq!(&reader.read(0, 10).await.unwrap()[..], &old[..10]);
+        assert!(!ctx.cache.is_empty(), "the first segments are cached");
+
+        // The server puts another version under the same key and ETag.
+        let other = put(&ctx, &store, "other", &new).await;
+        store.replace_keeping_etag("f", store.object("other").unwrap());
+        assert_eq!(other.ciphertext_size, version.ciphertext_size);
+        let reader = ObjectReader::new(ctx.clone(), version).unwrap();
+        match reader.read(0, (10 * SEGMENT) as u32).await {
+            Ok(got) => assert!(
+                got[..] == old[..] || got[..] == new[..],
+                "one version or the other, never a mix"
+            ),
+            Err(e) => assert_eq!(e.errno(), libc::EIO),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_symlink_object_never_reads_as_file_contents() {
+        let store = Arc::new(MemoryStore::new());
+        let ctx = context(store.clone());
+        let object = encrypt_to_vec(&ctx.master, ctx.layout, ObjectKind::Symlink, b"/etc/passwd");
+        let size = object.len() as u64;
+        let put = store
+            .put("link", Bytes::from(object), &Default::default())
+            .await
+            .unwrap();
+        let version = ObjectVersion {
+            key: "link".into(),
+            etag: put.etag.unwrap(),
+            ciphertext_size: size,
+        };
+        let reader = ObjectReader::new(ctx, version).unwrap();
+        let err = reader.read(0, 100).await.unwrap_err();
+        assert_eq!(err.errno(), libc::EIO);
     }
 }

@@ -120,6 +120,15 @@ impl ObjectStore for FaultStore {
         self.enter(Op::Head).await?;
         self.inner.head(key).await
     }
+    /// A lookup, as a HEAD is: faults planned for [`Op::Head`] hit it.
+    async fn head_with_prefix(
+        &self,
+        key: &str,
+        len: u64,
+    ) -> Result<(ObjectInfo, Bytes), StoreError> {
+        self.enter(Op::Head).await?;
+        self.inner.head_with_prefix(key, len).await
+    }
     async fn get_range(
         &self,
         key: &str,

@@ -111,6 +111,15 @@ impl MemoryStore {
         }
     }
 
+    /// Replaces the stored bytes of `key` but keeps its ETag, as a server that reuses ETags
+    /// (buggy, or hostile) would.
+    pub fn replace_keeping_etag(&self, key: &str, body: Bytes) {
+        let mut state = self.state.lock().unwrap();
+        if let Some(o) = state.objects.get_mut(key) {
+            o.body = body;
+        }
+    }
+
     /// How many requests the store has served.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -176,6 +185,28 @@ impl ObjectStore for MemoryStore {
             last_modified: Some(o.last_modified),
             metadata: o.metadata.clone(),
         })
+    }
+
+    async fn head_with_prefix(
+        &self,
+        key: &str,
+        len: u64,
+    ) -> Result<(ObjectInfo, Bytes), StoreError> {
+        self.count();
+        let state = self.state.lock().unwrap();
+        let o = state
+            .objects
+            .get(key)
+            .ok_or_else(|| not_found("GetObject", key))?;
+        let info = ObjectInfo {
+            key: key.to_string(),
+            size: o.body.len() as u64,
+            etag: Some(o.etag.clone()),
+            last_modified: Some(o.last_modified),
+            metadata: o.metadata.clone(),
+        };
+        let end = (len as usize).min(o.body.len());
+        Ok((info, o.body.slice(..end)))
     }
 
     async fn get_range(

@@ -167,6 +167,15 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// HeadObject, with user metadata.
     async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError>;
 
+    /// What a HEAD says of `key` and its first `len` bytes (fewer if it is shorter; none if
+    /// it is empty), in one GetObject: how a lookup reads an object's header, to which its
+    /// attributes are bound, at the cost of a HEAD.
+    async fn head_with_prefix(
+        &self,
+        key: &str,
+        len: u64,
+    ) -> Result<(ObjectInfo, Bytes), StoreError>;
+
     /// A ranged GetObject. `range` past the end of the object is clipped; a range that starts
     /// at or beyond the end fails with [`StoreErrorKind::InvalidRange`]. With `if_match`, the
     /// GET fails with [`StoreErrorKind::PreconditionFailed`] if the object has changed.

@@ -208,6 +208,59 @@ impl ObjectStore for S3Store {
         })
     }
 
+    async fn head_with_prefix(
+        &self,
+        key: &str,
+        len: u64,
+    ) -> Result<(ObjectInfo, Bytes), StoreError> {
+        // A GetObject of the header's bytes, told apart from content reads in logs and
+        // metrics: it is what a lookup costs.
+        trace_request("GetObjectHeader", key);
+        let sent = self
+            .client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .range(format!("bytes=0-{}", len.max(1) - 1))
+            .send()
+            .await
+            .map_err(|e| map_err("GetObject", key, e));
+        let out = match sent {
+            Ok(out) => out,
+            // An empty object has no byte 0: a HEAD says the rest.
+            Err(e) if e.kind == StoreErrorKind::InvalidRange => {
+                return Ok((self.head(key).await?, Bytes::new()));
+            }
+            Err(e) => return Err(e),
+        };
+        let length = out.content_length().unwrap_or(0).max(0) as u64;
+        let (returned, object_size) = out
+            .content_range()
+            .and_then(parse_content_range)
+            .unwrap_or((0..length, length));
+        if returned.start != 0 {
+            return Err(StoreError::fatal(format!(
+                "GetObject {key}: asked for its first {len} bytes, got {returned:?}"
+            )));
+        }
+        // The server sized the body: what is read is capped at what was asked for (a server
+        // that ignored the range sends more, which is dropped unread).
+        let length = length.min(len);
+        crate::metrics::bytes_downloaded(length);
+        let info = ObjectInfo {
+            key: key.to_string(),
+            size: object_size,
+            etag: out.e_tag().map(str::to_string),
+            last_modified: out.last_modified().and_then(to_system_time),
+            metadata: out.metadata().cloned().unwrap_or_default(),
+        };
+        let mut prefix = vec![0u8; length as usize];
+        ObjectBody::new(out.body.into_async_read())
+            .read_exact(&mut prefix)
+            .await?;
+        Ok((info, Bytes::from(prefix)))
+    }
+
     async fn get_range(
         &self,
         key: &str,

@@ -16,7 +16,9 @@ use futures::{StreamExt, TryStreamExt};
 use tracing::{debug, warn};
 
 use super::{Committed, UploadContext, WriteError, part_size};
-use crate::crypto::{AppendPlan, Header, StreamEncryptor};
+use crate::crypto::{
+    ATTRS_METADATA_NAME, AppendPlan, AttrsBinding, Header, PosixAttrs, StreamEncryptor, seal_attrs,
+};
 use crate::store::{CompletedPart, Metadata, StoreError};
 
 /// S3's smallest part (all but the last).
@@ -66,22 +68,26 @@ impl Appender {
         ctx: Arc<UploadContext>,
         key: &str,
         base: AppendBase<'_>,
-        metadata: &Metadata,
+        attrs: &PosixAttrs,
     ) -> Result<Option<Self>, WriteError> {
-        let volume = ctx.volume.clone();
-        let Some(plan) = volume.layout.append_plan(base.plaintext_size) else {
+        let Some(plan) = ctx.layout.append_plan(base.plaintext_size) else {
             return Ok(None);
         };
         if !worthwhile(&plan) {
             return Ok(None);
         }
-        let Some(encryptor) =
-            StreamEncryptor::append(&volume.master, &base.header, plan.from_segment)
+        let Some(encryptor) = StreamEncryptor::append(&ctx.master, &base.header, plan.from_segment)
         else {
             return Ok(None);
         };
-        let store = &volume.store;
-        let upload_id = store.create_multipart(key, metadata).await?;
+        // The new version keeps the base's salt and kind (only an epoch is added): its
+        // attributes are bound to the same, as the encryptor's header says.
+        let metadata = Metadata::from([(
+            ATTRS_METADATA_NAME.to_string(),
+            seal_attrs(&ctx.master, attrs, &AttrsBinding::of(encryptor.header())),
+        )]);
+        let store = &ctx.store;
+        let upload_id = store.create_multipart(key, &metadata).await?;
         let mut appender = Self {
             ctx: ctx.clone(),
             key: key.to_string(),
@@ -109,7 +115,7 @@ impl Appender {
         base: &AppendBase<'_>,
         kept: Range<u64>,
     ) -> Result<(), WriteError> {
-        let store = self.ctx.volume.store.clone();
+        let store = self.ctx.store.clone();
         // Part 1 takes what the copies could not: at least MIN_PART, and all of it when the
         // rest would be a copy smaller than a part.
         let mut fetched_end = kept.start + MIN_PART;
@@ -162,7 +168,7 @@ impl Appender {
 
     /// Encrypts `data` after what came before; full parts are uploaded as they fill.
     pub async fn write(&mut self, mut data: &[u8]) -> Result<(), WriteError> {
-        let layout = self.ctx.volume.layout;
+        let layout = self.ctx.layout;
         while !data.is_empty() {
             let limit = part_size(self.parts.len() as u32 + 1, layout);
             let encryptor = self.encryptor.as_mut().expect("not finished");
@@ -184,7 +190,7 @@ impl Appender {
         let last = std::mem::take(&mut self.buffer);
         let result = async {
             self.upload(Bytes::from(last)).await?;
-            let store = &self.ctx.volume.store;
+            let store = &self.ctx.store;
             Ok::<_, WriteError>(
                 store
                     .complete_multipart(&self.key, &self.upload_id, &self.parts)
@@ -194,7 +200,7 @@ impl Appender {
         .await;
         match result {
             Ok(put) => {
-                let ciphertext_size = self.ctx.volume.layout.ciphertext_size(plaintext_size);
+                let ciphertext_size = self.ctx.layout.ciphertext_size(plaintext_size);
                 debug_assert!(self.ciphertext_bytes <= ciphertext_size);
                 debug!(key = %self.key, plaintext_size, parts = self.parts.len(), "appended");
                 self.ctx
@@ -218,7 +224,6 @@ impl Appender {
     pub async fn abort(&mut self) {
         if let Err(e) = self
             .ctx
-            .volume
             .store
             .abort_multipart(&self.key, &self.upload_id)
             .await
@@ -236,7 +241,6 @@ impl Appender {
         let len = body.len() as u64;
         let part = self
             .ctx
-            .volume
             .store
             .upload_part(&self.key, &self.upload_id, number, body)
             .await?;

@@ -18,9 +18,11 @@ use tracing::{debug, info, warn};
 pub use budget::{MemoryBudget, Reservation};
 pub use parts::part_size;
 
-use crate::crypto::{ObjectKind, StreamEncryptor};
-use crate::store::{CompletedPart, Metadata, StoreError};
-use crate::volume::Volume;
+use crate::crypto::{
+    ATTRS_METADATA_NAME, AttrsBinding, Layout, MasterKey, ObjectKind, PosixAttrs, StreamEncryptor,
+    seal_attrs,
+};
+use crate::store::{CompletedPart, Metadata, ObjectStore, StoreError};
 
 /// Write-path settings.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +49,9 @@ pub struct UploadStats {
 
 /// Shared by every writer of a mount.
 pub struct UploadContext {
-    pub volume: Arc<Volume>,
+    pub store: Arc<dyn ObjectStore>,
+    pub master: Arc<MasterKey>,
+    pub layout: Layout,
     pub budget: MemoryBudget,
     pub config: UploadConfig,
     pub stats: UploadStats,
@@ -107,7 +111,10 @@ pub enum Retarget {
 pub struct ObjectWriter {
     ctx: Arc<UploadContext>,
     key: String,
-    metadata: Metadata,
+    /// The attributes the object records, sealed for it when it is sent.
+    attrs: Option<PosixAttrs>,
+    /// What they are bound to: this version's header.
+    binding: AttrsBinding,
     encryptor: Option<StreamEncryptor>,
     /// The part being filled, and the budget it holds.
     buffer: Vec<u8>,
@@ -124,17 +131,15 @@ pub struct ObjectWriter {
 
 impl ObjectWriter {
     /// A writer for a new version of `key`. Nothing is reserved or sent until the first write.
-    pub fn new(ctx: Arc<UploadContext>, key: String, metadata: Metadata) -> Self {
-        let volume = ctx.volume.clone();
+    /// `attrs`: what it records besides its contents (`None`: nothing).
+    pub fn new(ctx: Arc<UploadContext>, key: String, attrs: Option<PosixAttrs>) -> Self {
+        let encryptor = StreamEncryptor::new(&ctx.master, ctx.layout, ObjectKind::File);
         Self {
             ctx,
             key,
-            metadata,
-            encryptor: Some(StreamEncryptor::new(
-                &volume.master,
-                volume.layout,
-                ObjectKind::File,
-            )),
+            attrs,
+            binding: AttrsBinding::of(encryptor.header()),
+            encryptor: Some(encryptor),
             buffer: Vec::new(),
             reservation: None,
             part_number: 1,
@@ -169,14 +174,25 @@ impl ObjectWriter {
         }
     }
 
-    /// Replaces the user metadata the object will carry. Returns whether it will: not once
-    /// the multipart upload has been created (its metadata is fixed then) or after commit.
-    pub fn set_metadata(&mut self, metadata: Metadata) -> bool {
+    /// Replaces the attributes the object will record. Returns whether it will: not once the
+    /// multipart upload has been created (its metadata is fixed then) or after commit.
+    pub fn set_attrs(&mut self, attrs: PosixAttrs) -> bool {
         if self.multipart.is_some() || self.result.is_some() {
             return false;
         }
-        self.metadata = metadata;
+        self.attrs = Some(attrs);
         true
+    }
+
+    /// The user metadata the object carries: its attributes, sealed for this version.
+    fn metadata(&self) -> Metadata {
+        let Some(attrs) = &self.attrs else {
+            return Metadata::new();
+        };
+        Metadata::from([(
+            ATTRS_METADATA_NAME.to_string(),
+            seal_attrs(&self.ctx.master, attrs, &self.binding),
+        )])
     }
 
     /// Plaintext bytes written so far.
@@ -276,11 +292,7 @@ impl ObjectWriter {
         self.ciphertext_bytes += body.len() as u64;
         let (etag, parts) = match self.multipart.take() {
             None => {
-                let put = ctx
-                    .volume
-                    .store
-                    .put(&self.key, body, &self.metadata)
-                    .await?;
+                let put = ctx.store.put(&self.key, body, &self.metadata()).await?;
                 ctx.stats.single_put_files.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::file_committed("single_put");
                 (put.etag, 1)
@@ -299,7 +311,6 @@ impl ObjectWriter {
                 let mut parts = mp.done.clone();
                 parts.sort_by_key(|p| p.part_number);
                 let done = ctx
-                    .volume
                     .store
                     .complete_multipart(&self.key, &upload_id, &parts)
                     .await?;
@@ -308,11 +319,10 @@ impl ObjectWriter {
                     Some(final_key) => {
                         // Renamed while uploading: move the completed object to its new name.
                         let moved = ctx
-                            .volume
                             .store
-                            .copy(&self.key, &final_key, Some(&self.metadata))
+                            .copy(&self.key, &final_key, Some(&self.metadata()))
                             .await?;
-                        if let Err(e) = ctx.volume.store.delete(&self.key).await {
+                        if let Err(e) = ctx.store.delete(&self.key).await {
                             warn!(key = %self.key, "could not remove the pre-rename key: {e}");
                         }
                         self.key = final_key;
@@ -353,7 +363,6 @@ impl ObjectWriter {
             }
             if let Err(e) = self
                 .ctx
-                .volume
                 .store
                 .abort_multipart(&self.key, &mp.upload_id)
                 .await
@@ -368,7 +377,7 @@ impl ObjectWriter {
     }
 
     fn part_limit(&self) -> usize {
-        part_size(self.part_number, self.ctx.volume.layout)
+        part_size(self.part_number, self.ctx.layout)
     }
 
     /// Makes sure a part buffer (and its share of the memory budget) is held.
@@ -378,7 +387,7 @@ impl ObjectWriter {
         }
         let limit = self.part_limit();
         // Room for one more segment than the part: finish() may seal a last full segment.
-        let capacity = limit + self.ctx.volume.layout.ciphertext_segment_size() as usize;
+        let capacity = limit + self.ctx.layout.ciphertext_segment_size() as usize;
         // The first buffer of a file may fail (ENOMEM) when the budget stays exhausted; later
         // ones wait, because this writer's own parts in flight will release budget.
         let first = self.part_number == 1 && self.multipart.is_none();
@@ -404,9 +413,8 @@ impl ObjectWriter {
         if self.multipart.is_none() {
             let upload_id = self
                 .ctx
-                .volume
                 .store
-                .create_multipart(&self.key, &self.metadata)
+                .create_multipart(&self.key, &self.metadata())
                 .await?;
             self.multipart = Some(Multipart {
                 upload_id,
@@ -453,7 +461,6 @@ impl ObjectWriter {
         crate::metrics::parts_in_flight(1.0);
         tokio::spawn(async move {
             let result = ctx
-                .volume
                 .store
                 .upload_part(&key, &upload_id, number, body.clone())
                 .await;
@@ -476,7 +483,7 @@ impl Drop for ObjectWriter {
             // A writer dropped without commit or abort (for example at shutdown): do not leave
             // its parts in the bucket.
             info!(key = %self.key, "abandoning unfinished upload");
-            let store = self.ctx.volume.store.clone();
+            let store = self.ctx.store.clone();
             let key = std::mem::take(&mut self.key);
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {

@@ -42,6 +42,10 @@ pub struct Settings {
     /// `--max-upload-memory`, and how long a new writer waits for its first buffer.
     pub upload_memory: u64,
     pub first_buffer_wait: Duration,
+    /// `--metadata-ttl`: how long what this mount learnt of the bucket is trusted.
+    pub metadata_ttl: Duration,
+    /// `--allow-other`: other users reach the mount.
+    pub shared: bool,
 }
 
 impl Default for Settings {
@@ -52,6 +56,8 @@ impl Default for Settings {
             max_cache_size: 1 << 30,
             upload_memory: 64 << 20,
             first_buffer_wait: Duration::from_secs(30),
+            metadata_ttl: Duration::from_secs(5),
+            shared: false,
         }
     }
 }
@@ -125,19 +131,24 @@ impl Core {
             gid: 0,
             file_mode: 0o644,
             dir_mode: 0o755,
-            metadata_ttl: Duration::from_secs(5),
+            metadata_ttl: settings.metadata_ttl,
             read_only: settings.read_only,
             key_prefix_len: 0,
             cache_dir: staging.to_path_buf(),
             max_cache_size: settings.max_cache_size,
+            shared: settings.shared,
         };
         let read = Arc::new(ReadContext {
-            volume: volume.clone(),
+            store: volume.store.clone(),
+            master: volume.master.clone(),
+            layout: volume.layout,
             cache: SegmentCache::new(16 << 20, volume.layout.plaintext_segment_size()),
             prefetch: PrefetchConfig::default(),
         });
         let upload = Arc::new(UploadContext {
-            volume: volume.clone(),
+            store: volume.store.clone(),
+            master: volume.master.clone(),
+            layout: volume.layout,
             budget: MemoryBudget::new(settings.upload_memory, settings.first_buffer_wait),
             config: UploadConfig { parts_in_flight: 2 },
             stats: UploadStats::default(),
@@ -157,6 +168,50 @@ impl Core {
             &self.settings,
         )
         .await;
+    }
+
+    /// A second mount of the same volume, with its own caches and staging directory, as on
+    /// another machine.
+    pub async fn another_mount(&self) -> Self {
+        let staging = tempfile::tempdir().expect("staging dir");
+        let fs = Self::mount(
+            self.faults.clone(),
+            &self.key,
+            staging.path(),
+            &self.settings,
+        )
+        .await;
+        Self {
+            memory: self.memory.clone(),
+            faults: self.faults.clone(),
+            fs,
+            settings: self.settings.clone(),
+            key: self.key.clone(),
+            staging,
+        }
+    }
+
+    /// The object key of `path` ("a/b", a directory's ending in '/'), as this volume's names
+    /// encode it.
+    pub async fn key(&self, path: &str) -> String {
+        use s3cryptfs::object_keys::join_path;
+        let volume = Volume::open(self.memory.clone(), "memory://volume", &self.key)
+            .await
+            .expect("open volume");
+        let mut key = String::new();
+        let mut dir = String::new();
+        let parts: Vec<&str> = path.split('/').collect();
+        for (i, name) in parts.iter().enumerate() {
+            if name.is_empty() {
+                continue;
+            }
+            key.push_str(&volume.names.encode(&dir, name).component);
+            if i + 1 < parts.len() {
+                key.push('/');
+            }
+            dir = join_path(&dir, name);
+        }
+        key
     }
 
     pub fn caller() -> Caller {
@@ -325,6 +380,25 @@ impl Core {
             ..Default::default()
         };
         self.setattr(path, change).await
+    }
+
+    /// chmod(2) and chown(2) at once.
+    pub async fn chmod_chown(&self, path: &[String], mode: u32, uid: u32) -> Result<(), Errno> {
+        let change = AttrChange {
+            mode: Some(mode),
+            uid: Some(uid),
+            ..Default::default()
+        };
+        self.setattr(path, change).await
+    }
+
+    /// The volume's master key, as the provider never has it (to forge what older builds
+    /// wrote).
+    pub async fn master(&self) -> Arc<s3cryptfs::crypto::MasterKey> {
+        Volume::open(self.memory.clone(), "memory://volume", &self.key)
+            .await
+            .expect("open volume")
+            .master
     }
 
     /// A setattr by path (no descriptor); a directory cannot be resized (EISDIR).

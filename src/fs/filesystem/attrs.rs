@@ -20,21 +20,83 @@ impl FsCore {
         }
     }
 
-    /// The user metadata that records `attrs` with an object.
-    pub(super) fn attrs_metadata(&self, attrs: &PosixAttrs) -> Metadata {
+    /// What is shown of an object whose attributes cannot be believed on a shared mount
+    /// (missing, recorded by an older build, or not verifying): private to root.
+    fn private_attrs(&self, kind: NodeKind, mtime: SystemTime) -> PosixAttrs {
+        let perm = match kind {
+            NodeKind::Dir => 0o700,
+            NodeKind::Symlink => 0o777,
+            _ => 0o600,
+        };
+        PosixAttrs {
+            mode: kind.type_bits() | perm,
+            uid: 0,
+            gid: 0,
+            mtime,
+        }
+    }
+
+    /// The attributes shown for an object of `kind` (the one its key and header give): what
+    /// it records, as far as it can be believed. Attributes verified as the object's own are
+    /// shown as recorded. On a mount only its user can reach, an older build's attributes
+    /// and the mount's defaults (for objects that record none) are shown as before: no one
+    /// else can use them. On a shared mount (`allow_other`) those, and attributes that do
+    /// not verify, give nothing to anyone but root.
+    pub(super) fn believed_attrs(&self, kind: NodeKind, h: &Headed) -> PosixAttrs {
+        let same_kind = |a: &PosixAttrs| {
+            let recorded = NodeKind::from_mode(a.mode);
+            recorded == kind || (kind == NodeKind::File && recorded.is_special())
+        };
+        match h.recorded {
+            Recorded::Bound(a) if same_kind(&a) => a,
+            Recorded::Unbound(a) if same_kind(&a) && !self.options.shared => a,
+            Recorded::Missing if !self.options.shared => self.default_attrs(kind, h.last_modified),
+            _ => self.private_attrs(kind, h.last_modified),
+        }
+    }
+
+    /// The user metadata that records `attrs` with the object `binding` names.
+    pub(super) fn attrs_metadata(&self, attrs: &PosixAttrs, binding: &AttrsBinding) -> Metadata {
         Metadata::from([(
             ATTRS_METADATA_NAME.to_string(),
-            seal_attrs(&self.volume.master, attrs),
+            seal_attrs(&self.volume.master, attrs, binding),
         )])
     }
 
-    /// A file's (or symlink's) state from a HEAD.
+    /// What attributes of the saved object `key` are bound to: from this mount's last lookup,
+    /// or read from its header now (after this mount saved a new version).
+    pub(super) async fn binding_of(
+        &self,
+        key: &str,
+        known: Option<AttrsBinding>,
+    ) -> FsResult<AttrsBinding> {
+        if let Some(binding) = known {
+            return Ok(binding);
+        }
+        let layout = self.volume.layout;
+        let (_, prefix) = self
+            .volume
+            .store
+            .head_with_prefix(key, layout.header_len() as u64)
+            .await
+            .map_err(|e| FsError::store("GET", key, e))?;
+        let header = Header::parse(&prefix, layout).map_err(|e| {
+            FsError::failed(libc::EIO, format!("{key}: its header cannot be read: {e}"))
+        })?;
+        Ok(AttrsBinding::of(&header))
+    }
+
+    /// A file's (or symlink's, or special file's) state from a lookup.
     pub(super) fn file_state(&self, key: &str, h: &Headed) -> (NodeKind, NodeState) {
-        let attrs = h
-            .attrs
-            .filter(|a| NodeKind::from_mode(a.mode) != NodeKind::Dir)
-            .unwrap_or_else(|| self.default_attrs(NodeKind::File, h.last_modified));
-        let kind = NodeKind::from_mode(attrs.mode);
+        let kind = match (h.header_kind, h.recorded) {
+            (Some(ObjectKind::Symlink), _) => NodeKind::Symlink,
+            (_, Recorded::Bound(a) | Recorded::Unbound(a)) => match NodeKind::from_mode(a.mode) {
+                k if k.is_special() => k,
+                _ => NodeKind::File,
+            },
+            _ => NodeKind::File,
+        };
+        let attrs = self.believed_attrs(kind, h);
         let size = match self.volume.layout.plaintext_size(h.size) {
             Ok(size) => size,
             Err(_) => {
@@ -51,27 +113,31 @@ impl FsCore {
             attrs_dirty: false,
             valid_until: Instant::now() + self.options.metadata_ttl,
             rdev: 0,
+            binding: h.binding,
         };
         (kind, state)
     }
 
-    /// A directory's state from the HEAD of its marker (`None`: no marker).
+    /// A directory's state from the lookup of its marker (`None`: no marker).
     pub(super) fn dir_state(&self, marker: Option<&Headed>) -> NodeState {
-        let attrs = marker
-            .and_then(|h| {
-                h.attrs
-                    .or_else(|| Some(self.default_attrs(NodeKind::Dir, h.last_modified)))
-            })
-            .filter(|a| NodeKind::from_mode(a.mode) == NodeKind::Dir)
-            .unwrap_or_else(|| self.default_attrs(NodeKind::Dir, self.mounted_at));
+        let implicit = Headed {
+            size: 0,
+            etag: None,
+            last_modified: self.mounted_at,
+            recorded: Recorded::Missing,
+            binding: None,
+            header_kind: None,
+        };
+        let marker = marker.unwrap_or(&implicit);
         NodeState {
             size: 0,
             ciphertext_size: 0,
-            etag: marker.and_then(|h| h.etag.clone()),
-            attrs,
+            etag: marker.etag.clone(),
+            attrs: self.believed_attrs(NodeKind::Dir, marker),
             attrs_dirty: false,
             valid_until: Instant::now() + self.options.metadata_ttl,
             rdev: 0,
+            binding: marker.binding,
         }
     }
 
@@ -206,8 +272,7 @@ impl FsCore {
             // Carried by the upload when it can be; commit() checks again and saves the rest.
             if let Some(handle) = self.writer_of(ino) {
                 let mut h = handle.lock().await;
-                let metadata = self.attrs_metadata(&self.node(ino)?.state.attrs);
-                h.writer.set_metadata(metadata);
+                h.writer.set_attrs(self.node(ino)?.state.attrs);
             }
         } else if self.node(ino)?.state.attrs_dirty {
             self.schedule_attr_flush(ino);
@@ -240,11 +305,21 @@ impl FsCore {
             return Ok(());
         }
         let attrs = node.state.attrs;
-        let metadata = self.attrs_metadata(&attrs);
         let store = &self.volume.store;
-        let saved = match node.kind {
-            NodeKind::Dir => store.put(&node.key, Bytes::new(), &metadata).await,
-            _ => store.copy(&node.key, &node.key, Some(&metadata)).await,
+        let (saved, binding) = match node.kind {
+            // A new marker, with its attributes bound to it.
+            NodeKind::Dir => {
+                let (marker, binding) = self.sealed_object(ObjectKind::Directory, b"");
+                let metadata = self.attrs_metadata(&attrs, &binding);
+                (store.put(&node.key, marker, &metadata).await, binding)
+            }
+            // The same body (and so the same header) with new metadata.
+            _ => {
+                let binding = self.binding_of(&node.key, node.state.binding).await?;
+                let metadata = self.attrs_metadata(&attrs, &binding);
+                let copied = store.copy(&node.key, &node.key, Some(&metadata)).await;
+                (copied, binding)
+            }
         };
         self.forget_head(&node.key);
         match saved {
@@ -253,6 +328,7 @@ impl FsCore {
                 if let Some(n) = inodes.get_mut(ino) {
                     if n.key == node.key {
                         n.state.etag = put.etag.or(n.state.etag.take());
+                        n.state.binding = Some(binding);
                     }
                     if n.state.attrs == attrs {
                         n.state.attrs_dirty = false;
@@ -293,6 +369,7 @@ impl FsCore {
         ciphertext_size: u64,
         etag: Option<String>,
         attrs: PosixAttrs,
+        binding: Option<AttrsBinding>,
     ) -> NodeState {
         NodeState {
             size,
@@ -307,6 +384,7 @@ impl FsCore {
             attrs,
             attrs_dirty: false,
             rdev: 0,
+            binding,
         }
     }
 }

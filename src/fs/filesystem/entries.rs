@@ -149,13 +149,16 @@ impl FsCore {
         let prefix = child.dir.clone();
         let attrs = self.new_attrs(NodeKind::Dir, mode, caller);
         self.put_side_object(&child).await?;
+        // The marker holds an empty object of our format: its header is what the
+        // directory's attributes are bound to.
+        let (marker, binding) = self.sealed_object(ObjectKind::Directory, b"");
         let put = self
             .volume
             .store
-            .put(&prefix, Bytes::new(), &self.attrs_metadata(&attrs))
+            .put(&prefix, marker, &self.attrs_metadata(&attrs, &binding))
             .await
             .map_err(|e| FsError::store("PUT", &prefix, e))?;
-        let state = self.committed_state(0, 0, put.etag, attrs);
+        let state = self.committed_state(0, 0, put.etag, attrs, Some(binding));
         let attr = self.add_made_node(parent, name, NodeKind::Dir, &child, state);
         // A new directory is known to be empty: lookups in it (`rsync`, `tar x` check each
         // name before creating it) need no request until the metadata TTL passes.
@@ -227,6 +230,19 @@ impl FsCore {
     }
 
     /// Encrypts and PUTs a small object (an empty file, a symlink) and records its node.
+    /// A small object of `kind` holding `plaintext`, encrypted whole, and what attributes
+    /// sealed for it are bound to.
+    pub(super) fn sealed_object(
+        &self,
+        kind: ObjectKind,
+        plaintext: &[u8],
+    ) -> (Bytes, AttrsBinding) {
+        let layout = self.volume.layout;
+        let body = crate::crypto::encrypt_to_vec(&self.volume.master, layout, kind, plaintext);
+        let header = Header::parse(&body, layout).expect("a header just written parses");
+        (Bytes::from(body), AttrsBinding::of(&header))
+    }
+
     pub(super) async fn put_small(
         &self,
         parent: u64,
@@ -239,25 +255,20 @@ impl FsCore {
         let key = child.file.clone();
         self.put_side_object(child).await?;
         let object_kind = match kind {
-            NodeKind::Symlink => crate::crypto::ObjectKind::Symlink,
-            _ => crate::crypto::ObjectKind::File,
+            NodeKind::Symlink => ObjectKind::Symlink,
+            _ => ObjectKind::File,
         };
-        let body = crate::crypto::encrypt_to_vec(
-            &self.volume.master,
-            self.volume.layout,
-            object_kind,
-            plaintext,
-        );
+        let (body, binding) = self.sealed_object(object_kind, plaintext);
         let ciphertext_size = body.len() as u64;
         let put = self
             .volume
             .store
-            .put(&key, Bytes::from(body), &self.attrs_metadata(&attrs))
+            .put(&key, body, &self.attrs_metadata(&attrs, &binding))
             .await
             .map_err(|e| FsError::store("PUT", &key, e))?;
         self.read.cache.invalidate(&key);
-        let mut state =
-            self.committed_state(plaintext.len() as u64, ciphertext_size, put.etag, attrs);
+        let size = plaintext.len() as u64;
+        let mut state = self.committed_state(size, ciphertext_size, put.etag, attrs, Some(binding));
         if kind.is_device() {
             state.rdev = device_number(&key, plaintext)?;
         }

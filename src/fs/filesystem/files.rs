@@ -28,6 +28,7 @@ impl FsCore {
             attrs_dirty: false,
             valid_until: Instant::now(),
             rdev: 0,
+            binding: None,
         };
         let ino = {
             let mut inodes = self.inodes.lock().unwrap();
@@ -356,7 +357,6 @@ impl FsCore {
             if done() {
                 return true;
             }
-            let deadline = tokio::time::Instant::from_std(deadline);
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return done();
             }
@@ -369,7 +369,7 @@ impl FsCore {
             // an explicit utimes) go with the upload when it can still take them.
             let attrs = self.node(h.ino).map(|n| n.state.attrs);
             if let Ok(attrs) = attrs
-                && h.writer.set_metadata(self.attrs_metadata(&attrs))
+                && h.writer.set_attrs(attrs)
                 && let Some(n) = self.inodes.lock().unwrap().get_mut(h.ino)
                 && n.state.attrs == attrs
             {
@@ -394,6 +394,8 @@ impl FsCore {
                         done.ciphertext_size,
                         done.etag.clone(),
                         node.state.attrs,
+                        // A new version: its header is read when attributes are next saved.
+                        None,
                     );
                     // Changed after the multipart upload began: saved by a copy shortly.
                     node.state.attrs_dirty = dirty;

@@ -122,7 +122,7 @@ impl FsCore {
     }
 
     pub(super) fn add_writer(&self, ino: u64, key: String, pid: u32, attrs: &PosixAttrs) -> u64 {
-        let writer = ObjectWriter::new(self.upload.clone(), key, self.attrs_metadata(attrs));
+        let writer = ObjectWriter::new(self.upload.clone(), key, Some(*attrs));
         self.add_handle(Handle::Write(
             ino,
             Arc::new(tokio::sync::Mutex::new(WriteHandle {

@@ -138,11 +138,12 @@ impl FsCore {
         // Not while a rename moves the object: the new version goes where the name is now.
         let _saving = self.object_locks.lock(&[h.ino]).await;
         let node = self.node(h.ino)?;
-        let metadata = self.attrs_metadata(&node.state.attrs);
-        let result = match h.save_appended(&self.upload, &node.key, &metadata).await? {
+        let attrs = node.state.attrs;
+        let result = match h.save_appended(&self.upload, &node.key, &attrs).await? {
             Some(done) => done,
             None => {
-                let mut writer = ObjectWriter::new(self.upload.clone(), node.key.clone(), metadata);
+                let mut writer =
+                    ObjectWriter::new(self.upload.clone(), node.key.clone(), Some(attrs));
                 let uploaded = h.upload(&mut writer).await;
                 match uploaded {
                     Ok(()) => writer.commit().await.map_err(FsError::from),
@@ -180,6 +181,8 @@ impl FsCore {
             n.state.ciphertext_size = result.ciphertext_size;
             n.state.etag = result.etag;
             n.state.attrs_dirty = false;
+            // A new version: its header is read when attributes are next saved.
+            n.state.binding = None;
         }
         self.read.cache.invalidate(&node.key);
         self.forget_head(&node.key);

@@ -4,13 +4,33 @@
 
 use super::*;
 
-/// What a HEAD said about an object.
+/// What a lookup (a HEAD, or the GET of an object's header that stands for one) said about
+/// an object.
 #[derive(Debug, Clone)]
 pub(super) struct Headed {
     pub(super) size: u64,
     pub(super) etag: Option<String>,
     pub(super) last_modified: SystemTime,
-    pub(super) attrs: Option<PosixAttrs>,
+    pub(super) recorded: Recorded,
+    /// What attributes sealed for this object are bound to; `None` when it has no header of
+    /// ours (an empty directory marker of an older build, a foreign object).
+    pub(super) binding: Option<AttrsBinding>,
+    /// The kind its header names.
+    pub(super) header_kind: Option<ObjectKind>,
+}
+
+/// The attributes an object records, as far as they can be believed.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Recorded {
+    /// Sealed for this very object version and verified.
+    Bound(PosixAttrs),
+    /// Recorded by an older build, bound to no object (they could come from another one).
+    Unbound(PosixAttrs),
+    /// None recorded.
+    Missing,
+    /// Recorded, but they do not verify as this object's: moved from another object,
+    /// replayed from an earlier version, or tampered with. Logged.
+    Invalid,
 }
 
 pub(super) type HeadResult = FsResult<Option<Arc<Headed>>>;
@@ -49,23 +69,27 @@ impl FsCore {
     pub(super) fn head_future(&self, key: String) -> HeadFuture {
         let store = self.volume.store.clone();
         let master = self.volume.master.clone();
+        let layout = self.volume.layout;
         let slots = self.head_slots.clone();
         async move {
             let _slot = slots.acquire_owned().await.expect("never closed");
-            match store.head(&key).await {
-                Ok(info) => {
-                    let attrs = info.metadata.get(ATTRS_METADATA_NAME).and_then(|sealed| {
-                        open_attrs(&master, sealed)
-                            .map_err(|e| {
-                                warn!(key = %key, "recorded attributes ignored: {e}");
-                            })
-                            .ok()
-                    });
+            // The header comes with the metadata in one request: attributes are checked
+            // against the object they claim to describe.
+            match store
+                .head_with_prefix(&key, layout.header_len() as u64)
+                .await
+            {
+                Ok((info, prefix)) => {
+                    let header = Header::parse(&prefix, layout).ok();
+                    let binding = header.as_ref().map(AttrsBinding::of);
+                    let sealed = info.metadata.get(ATTRS_METADATA_NAME);
                     Ok(Some(Arc::new(Headed {
                         size: info.size,
                         etag: info.etag,
                         last_modified: info.last_modified.unwrap_or(SystemTime::UNIX_EPOCH),
-                        attrs,
+                        recorded: recorded_attrs(&master, &key, sealed, binding.as_ref()),
+                        binding,
+                        header_kind: header.map(|h| h.kind()),
                     })))
                 }
                 Err(e) if e.kind == StoreErrorKind::NotFound => Ok(None),
@@ -270,5 +294,36 @@ impl FsCore {
             return Ok(Some((NodeKind::Dir, self.dir_state(marker.as_deref()))));
         }
         Ok(head?.map(|h| self.file_state(&file_key, &h)))
+    }
+}
+
+/// Opens the attributes `sealed` that `key` records, bound to `binding`.
+fn recorded_attrs(
+    master: &MasterKey,
+    key: &str,
+    sealed: Option<&String>,
+    binding: Option<&AttrsBinding>,
+) -> Recorded {
+    let Some(sealed) = sealed else {
+        return Recorded::Missing;
+    };
+    let opened = match binding {
+        Some(binding) => open_attrs(master, sealed, binding),
+        // Without a header of ours only an older build's blob can be there.
+        None => Err(CryptoError::UnboundAttributes),
+    };
+    match opened {
+        Ok(attrs) => Recorded::Bound(attrs),
+        Err(CryptoError::UnboundAttributes) => match open_unbound_attrs(master, sealed) {
+            Ok(attrs) => Recorded::Unbound(attrs),
+            Err(e) => {
+                warn!(key = %key, "recorded attributes do not verify: {e}");
+                Recorded::Invalid
+            }
+        },
+        Err(e) => {
+            warn!(key = %key, "recorded attributes are not this object's: {e}");
+            Recorded::Invalid
+        }
     }
 }

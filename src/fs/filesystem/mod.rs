@@ -5,16 +5,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::inodes::{InodeTable, Node, NodeKind, NodeState, ROOT_INO};
 use super::modify::ModifyHandle;
-use crate::crypto::{ATTRS_METADATA_NAME, PosixAttrs, open_attrs, seal_attrs};
+use crate::crypto::{
+    ATTRS_METADATA_NAME, AttrsBinding, CryptoError, Header, MasterKey, ObjectKind, PosixAttrs,
+    open_attrs, open_unbound_attrs, seal_attrs,
+};
 use crate::object_keys as names;
 use crate::read::{ObjectReader, ObjectVersion, ReadContext};
 use crate::store::{Metadata, StoreErrorKind};
@@ -39,7 +43,7 @@ mod rename_plan;
 use dir_cache::{DirCache, ListedEntry};
 use entries::ChildKeys;
 use handles::{Handle, HandleTable, ModifyOpen, SharedModify, WriteHandle};
-use lookup::{HeadFuture, Headed};
+use lookup::{HeadFuture, Headed, Recorded};
 use object_locks::ObjectLocks;
 
 /// HEADs (for attributes) in flight at once per mount.
@@ -69,6 +73,9 @@ pub struct FsOptions {
     pub cache_dir: std::path::PathBuf,
     /// Largest file that can be staged.
     pub max_cache_size: u64,
+    /// Other users can reach the mount (`allow_other`): attributes not verified as their
+    /// object's own are not believed (docs/SEMANTICS.md, "Attributes").
+    pub shared: bool,
 }
 
 /// What the adapter needs to answer the kernel about a node.
@@ -185,6 +192,7 @@ impl FsCore {
             attrs_dirty: false,
             valid_until: far_future(),
             rdev: 0,
+            binding: None,
         };
         Self {
             volume,

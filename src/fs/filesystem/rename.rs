@@ -31,6 +31,11 @@ impl FsCore {
         if new_key == node.key {
             return Ok(());
         }
+        // A directory cannot move below itself (the kernel refuses this before asking us,
+        // but the core must not wait on its own locks if asked).
+        if node.kind == NodeKind::Dir && new_key.starts_with(&node.key) {
+            return Err(FsError::answer(libc::EINVAL));
+        }
         // Where a directory's entries are bound to (name encryption), before and after.
         let old_path = names::join_path(&self.dir_path(parent)?, &node.name);
         let new_path = names::join_path(&self.dir_path(new_parent)?, new_name);
@@ -140,11 +145,14 @@ impl FsCore {
 
     pub(super) async fn rename_file(&self, node: &Node, new_key: &str) -> FsResult<()> {
         let store = &self.volume.store;
-        // Changed attributes ride along with the copy instead of a copy of their own.
-        let carried = node
-            .state
-            .attrs_dirty
-            .then(|| self.attrs_metadata(&node.state.attrs));
+        // Changed attributes ride along with the copy instead of a copy of their own (the
+        // copy keeps the body, and so what they are bound to).
+        let carried = if node.state.attrs_dirty {
+            let binding = self.binding_of(&node.key, node.state.binding).await?;
+            Some(self.attrs_metadata(&node.state.attrs, &binding))
+        } else {
+            None
+        };
         // Copy first: if anything fails, the file is still under its old name; if the delete
         // fails after the copy, it exists under both (never under neither).
         store

@@ -1,0 +1,247 @@
+//! Attributes are bound to their object (docs/FORMAT.md 9a, docs/SEMANTICS.md "Attributes"):
+//! a provider that moves, replays, deletes or forges attribute values never gets them shown
+//! or enforced. Core on the in-memory store, for mounts with and without `--allow-other`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::in_process::{Core, Settings};
+use s3cryptfs::crypto::{ATTRS_METADATA_NAME, PosixAttrs, seal_unbound_attrs};
+use s3cryptfs::store::{Metadata, ObjectStore};
+
+fn path(text: &str) -> Vec<String> {
+    text.split('/').map(str::to_string).collect()
+}
+
+async fn core(shared: bool) -> Core {
+    Core::with(Settings {
+        shared,
+        ..Settings::default()
+    })
+    .await
+}
+
+/// Mode bits and owner shown for `name` after a fresh mount.
+async fn shown(core: &mut Core, name: &str) -> (u16, u32) {
+    core.remount().await;
+    let attr = core.resolve(&path(name)).await.expect("found");
+    (attr.perm, attr.uid)
+}
+
+/// A saved file with `mode` and owner `uid`, recorded through the mount.
+async fn file_with(core: &mut Core, name: &str, mode: u32, uid: u32) {
+    core.write_new(&path(name), &[name.as_bytes().to_vec()])
+        .await
+        .unwrap();
+    core.chmod_chown(&path(name), mode, uid).await.unwrap();
+    // The delayed save of changed attributes (half a second), then a fresh mount.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        shown(core, name).await,
+        (mode as u16, uid),
+        "recorded as set"
+    );
+}
+
+/// What the provider sees of `key`'s attributes.
+async fn metadata_of(core: &Core, key: &str) -> Metadata {
+    core.memory.head(key).await.unwrap().metadata
+}
+
+/// The provider puts `metadata` on `key` (its body unchanged).
+async fn provider_sets(core: &Core, key: &str, metadata: &Metadata) {
+    core.memory.copy(key, key, Some(metadata)).await.unwrap();
+}
+
+/// Runs `test` on a mount only its user reaches and on a shared one.
+macro_rules! on_both_mounts {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test(start_paused = true)]
+                async fn private_mount() {
+                    super::$test(false).await;
+                }
+                #[tokio::test(start_paused = true)]
+                async fn shared_mount() {
+                    super::$test(true).await;
+                }
+            }
+        )*
+    };
+}
+
+on_both_mounts!(
+    values_moved_from_another_object_are_not_believed,
+    values_of_an_earlier_version_are_not_believed,
+    a_directory_keeps_its_own_attributes,
+    bound_attributes_survive_a_rename,
+    deleted_and_older_values_follow_the_documented_rule,
+);
+
+async fn values_moved_from_another_object_are_not_believed(shared: bool) {
+    let mut core = core(shared).await;
+    file_with(&mut core, "private", 0o600, 1000).await;
+    file_with(&mut core, "public", 0o666, 2000).await;
+    let public = metadata_of(&core, "public").await;
+    provider_sets(&core, "private", &public).await;
+    assert_eq!(
+        shown(&mut core, "private").await,
+        (0o600, 0),
+        "another object's attributes are not this one's: private to root"
+    );
+    assert_eq!(shown(&mut core, "public").await, (0o666, 2000));
+}
+
+async fn values_of_an_earlier_version_are_not_believed(shared: bool) {
+    let mut core = core(shared).await;
+    file_with(&mut core, "f", 0o644, 1000).await;
+    let earlier = metadata_of(&core, "f").await;
+    // A new version of the file, made private to its owner.
+    core.write_new(&path("f"), &[b"second version".to_vec()])
+        .await
+        .unwrap();
+    core.chmod_chown(&path("f"), 0o600, 1000).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(shown(&mut core, "f").await, (0o600, 1000));
+    provider_sets(&core, "f", &earlier).await;
+    assert_eq!(
+        shown(&mut core, "f").await,
+        (0o600, 0),
+        "the earlier version's 0644 is not shown"
+    );
+}
+
+async fn a_directory_keeps_its_own_attributes(shared: bool) {
+    let mut core = core(shared).await;
+    core.mkdir(&path("private"), 0o700).await.unwrap();
+    core.mkdir(&path("public"), 0o777).await.unwrap();
+    core.chmod_chown(&path("private"), 0o700, 1000)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(shown(&mut core, "private").await, (0o700, 1000));
+    assert_eq!(shown(&mut core, "public").await, (0o777, 0));
+    let public = metadata_of(&core, "public/").await;
+    provider_sets(&core, "private/", &public).await;
+    assert_eq!(shown(&mut core, "private").await, (0o700, 0));
+}
+
+async fn bound_attributes_survive_a_rename(shared: bool) {
+    let mut core = core(shared).await;
+    file_with(&mut core, "a", 0o640, 1000).await;
+    core.mkdir(&path("d"), 0o750).await.unwrap();
+    core.rename(&path("a"), &path("d/b")).await.unwrap();
+    core.rename(&path("d"), &path("e")).await.unwrap();
+    assert_eq!(shown(&mut core, "e/b").await, (0o640, 1000));
+    assert_eq!(shown(&mut core, "e").await, (0o750, 0));
+    // A change made while the object moves rides with the copy, bound as well.
+    core.chmod_chown(&path("e/b"), 0o604, 3000).await.unwrap();
+    core.rename(&path("e/b"), &path("c")).await.unwrap();
+    assert_eq!(shown(&mut core, "c").await, (0o604, 3000));
+}
+
+async fn deleted_and_older_values_follow_the_documented_rule(shared: bool) {
+    let mut core = core(shared).await;
+    file_with(&mut core, "deleted", 0o640, 1000).await;
+    provider_sets(&core, "deleted", &Metadata::new()).await;
+    // None recorded: the mount's defaults (--file-mode 0644, --uid 0 here) where only its
+    // user reaches it; private to root on a shared mount.
+    let expected = if shared { (0o600, 0) } else { (0o644, 0) };
+    assert_eq!(shown(&mut core, "deleted").await, expected);
+
+    // An older build's value (bound to nothing): as recorded on a private mount only.
+    file_with(&mut core, "older", 0o600, 1000).await;
+    let forged = PosixAttrs {
+        mode: libc::S_IFREG | 0o755,
+        uid: 1000,
+        gid: 0,
+        mtime: std::time::SystemTime::UNIX_EPOCH,
+    };
+    let sealed = seal_unbound_attrs(&*core.master().await, &forged);
+    let older = Metadata::from([(ATTRS_METADATA_NAME.to_string(), sealed)]);
+    provider_sets(&core, "older", &older).await;
+    let expected = if shared { (0o600, 0) } else { (0o755, 1000) };
+    assert_eq!(shown(&mut core, "older").await, expected);
+    // Recorded again through the mount: bound, and shown as set everywhere.
+    core.chmod_chown(&path("older"), 0o750, 1000).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(shown(&mut core, "older").await, (0o750, 1000));
+
+    // A directory without a marker (made by other tools).
+    core.memory
+        .put(
+            "implicit/file",
+            bytes::Bytes::from_static(b"x"),
+            &Metadata::new(),
+        )
+        .await
+        .unwrap();
+    let expected = if shared { (0o700, 0) } else { (0o755, 0) };
+    assert_eq!(shown(&mut core, "implicit").await, expected);
+}
+
+/// `fsck --bind-attributes`: what older builds recorded, bound where it lies, then believed
+/// by a shared mount; a value that verifies under no key is left alone and reported.
+#[tokio::test(start_paused = true)]
+async fn older_attributes_are_bound_in_place_on_request() {
+    use s3cryptfs::volume::{Binding, Volume};
+    let mut core = core(true).await;
+    file_with(&mut core, "file", 0o600, 1000).await;
+    let master = core.master().await;
+    let older = |mode: u32| {
+        let attrs = PosixAttrs {
+            mode,
+            uid: 1000,
+            gid: 0,
+            mtime: std::time::SystemTime::UNIX_EPOCH,
+        };
+        Metadata::from([(
+            ATTRS_METADATA_NAME.to_string(),
+            seal_unbound_attrs(&master, &attrs),
+        )])
+    };
+    provider_sets(&core, "file", &older(libc::S_IFREG | 0o640)).await;
+    // An older build's directory: an empty marker with its attributes.
+    core.memory
+        .put("dir/", bytes::Bytes::new(), &older(libc::S_IFDIR | 0o750))
+        .await
+        .unwrap();
+    core.memory
+        .put(
+            "junk",
+            bytes::Bytes::from_static(b"?"),
+            &older(libc::S_IFREG),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        shown(&mut core, "file").await,
+        (0o600, 0),
+        "not believed yet"
+    );
+
+    let store: std::sync::Arc<dyn ObjectStore> = core.memory.clone();
+    let key = s3cryptfs::crypto::UserKey::from_key_bytes(&[7u8; 32]).unwrap();
+    let volume = Volume::open(store, "memory://volume", &key).await.unwrap();
+    assert_eq!(
+        volume.bind_attributes("file").await.unwrap(),
+        Binding::BoundNow
+    );
+    assert_eq!(
+        volume.bind_attributes("dir/").await.unwrap(),
+        Binding::BoundNow
+    );
+    assert_eq!(
+        volume.bind_attributes("file").await.unwrap(),
+        Binding::AlreadyBound
+    );
+    assert!(matches!(
+        volume.bind_attributes("junk").await.unwrap(),
+        Binding::Invalid(_)
+    ));
+    assert_eq!(shown(&mut core, "file").await, (0o640, 1000));
+    assert_eq!(shown(&mut core, "dir").await, (0o750, 1000));
+    assert_eq!(core.read_all(&path("file"), 4096).await.unwrap(), b"file");
+}

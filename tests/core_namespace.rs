@@ -1,0 +1,312 @@
+//! Namespace operations on the filesystem core over the in-memory store, with plain and
+//! encrypted names: directories and their errors, renames of files and directories, odd and
+//! long names, what another mount sees and when (`--metadata-ttl`, on paused tokio time).
+//! The FUSE tests (mount_namespace.rs) keep what needs the kernel: its own checks of names
+//! and flags, `mv`, hard links.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::in_process::{Core, Settings};
+use s3cryptfs::fs::ROOT_INO;
+use s3cryptfs::store::ObjectStore;
+
+fn path(text: &str) -> Vec<String> {
+    text.split('/').map(str::to_string).collect()
+}
+
+fn names_of(entries: &[s3cryptfs::fs::DirEntry]) -> Vec<String> {
+    entries.iter().map(|e| e.name.clone()).collect()
+}
+
+/// Runs `test` on a volume with plain names and on one with encrypted names.
+macro_rules! with_both_name_modes {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test(start_paused = true)]
+                async fn plain_names() {
+                    super::$test(false).await;
+                }
+                #[tokio::test(start_paused = true)]
+                async fn encrypted_names() {
+                    super::$test(true).await;
+                }
+            }
+        )*
+    };
+}
+
+with_both_name_modes!(
+    directory_operations_and_their_errors,
+    renames_of_files_and_directories,
+    odd_and_long_names_survive_a_remount,
+    another_mount_sees_changes_after_the_metadata_ttl,
+);
+
+async fn directory_operations_and_their_errors(encrypt_names: bool) {
+    let mut core = Core::new(encrypt_names).await;
+    core.mkdir(&path("d"), 0o755).await.unwrap();
+    assert_eq!(core.mkdir(&path("d"), 0o755).await, Err(libc::EEXIST));
+    let marker = core.key("d/").await;
+    assert!(
+        core.memory.object(&marker).is_some(),
+        "an empty directory is a marker object ({marker})"
+    );
+    core.mkdir(&path("d/e"), 0o755).await.unwrap();
+    core.mkdir(&path("d/e/f"), 0o755).await.unwrap();
+    core.write_new(&path("d/e/f/file"), &[b"x".to_vec()])
+        .await
+        .unwrap();
+    assert_eq!(core.rmdir(&path("d/e")).await, Err(libc::ENOTEMPTY));
+    assert_eq!(core.unlink(&path("d/e")).await, Err(libc::EISDIR));
+    assert_eq!(core.rmdir(&path("d/e/f/file")).await, Err(libc::ENOTDIR));
+    assert_eq!(
+        core.mkdir(&path("d/e/f/file/g"), 0o755).await,
+        Err(libc::ENOTDIR)
+    );
+    core.unlink(&path("d/e/f/file")).await.unwrap();
+    core.rmdir(&path("d/e/f")).await.unwrap();
+    core.rmdir(&path("d/e")).await.unwrap();
+
+    // A directory that is non-empty only in the bucket (written by someone else) is not
+    // empty: rmdir asks the bucket, not this mount's listing.
+    let elsewhere = core.key("d/from-elsewhere").await;
+    core.memory
+        .put(&elsewhere, Bytes::from_static(b"?"), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(core.rmdir(&path("d")).await, Err(libc::ENOTEMPTY));
+    core.memory.delete(&elsewhere).await.unwrap();
+    core.rmdir(&path("d")).await.unwrap();
+    assert_eq!(core.resolve(&path("d")).await.unwrap_err(), libc::ENOENT);
+    assert!(
+        core.memory.keys().iter().all(|k| !k.starts_with(&marker)),
+        "nothing is left under the directory: {:?}",
+        core.memory.keys()
+    );
+
+    core.write_new(&path("a"), &[b"a".to_vec()]).await.unwrap();
+    core.remount().await;
+    assert_eq!(names_of(&core.list(&[]).await.unwrap()), ["a"]);
+}
+
+async fn renames_of_files_and_directories(encrypt_names: bool) {
+    let mut core = Core::new(encrypt_names).await;
+    core.mkdir(&path("dir"), 0o755).await.unwrap();
+    // Over one part (8 MiB): a multipart object, copied part by part.
+    let big: Vec<u8> = (0..9 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
+    core.write_new(
+        &path("big"),
+        &big.chunks(1 << 20).map(<[u8]>::to_vec).collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    core.write_new(&path("small"), &[b"small file".to_vec()])
+        .await
+        .unwrap();
+    core.write_new(&path("victim"), &[b"will be replaced".to_vec()])
+        .await
+        .unwrap();
+
+    core.rename(&path("small"), &path("dir/moved"))
+        .await
+        .unwrap();
+    assert_eq!(
+        core.resolve(&path("small")).await.unwrap_err(),
+        libc::ENOENT
+    );
+    assert_eq!(
+        core.read_all(&path("dir/moved"), 4096).await.unwrap(),
+        b"small file"
+    );
+    core.rename(&path("big"), &path("victim")).await.unwrap();
+    assert!(
+        core.read_all(&path("victim"), 1 << 17).await.unwrap() == big,
+        "the rename replaces its target"
+    );
+    let big_key = core.key("big").await;
+    assert!(
+        core.memory.object(&big_key).is_none(),
+        "old name's object is gone"
+    );
+
+    // RENAME_NOREPLACE is honoured and leaves both files as they were.
+    core.write_new(&path("other"), &[b"other".to_vec()])
+        .await
+        .unwrap();
+    let refused = core
+        .fs
+        .rename(
+            ROOT_INO,
+            OsStr::new("other"),
+            ROOT_INO,
+            OsStr::new("victim"),
+            true,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.errno(), libc::EEXIST);
+    assert!(core.read_all(&path("victim"), 1 << 17).await.unwrap() == big);
+
+    // A file cannot replace a directory, nor a directory a file.
+    assert_eq!(
+        core.rename(&path("other"), &path("dir")).await,
+        Err(libc::EISDIR)
+    );
+    assert_eq!(
+        core.rename(&path("dir"), &path("other")).await,
+        Err(libc::ENOTDIR)
+    );
+    // A directory cannot move into itself.
+    assert_eq!(
+        core.rename(&path("dir"), &path("dir/inside")).await,
+        Err(libc::EINVAL)
+    );
+
+    // A directory renames in one step, with everything under it.
+    core.write_new(&path("dir/second"), &[b"2".to_vec()])
+        .await
+        .unwrap();
+    core.rename(&path("dir"), &path("dir2")).await.unwrap();
+    assert_eq!(
+        core.read_all(&path("dir2/moved"), 4096).await.unwrap(),
+        b"small file"
+    );
+    assert_eq!(
+        core.read_all(&path("dir2/second"), 4096).await.unwrap(),
+        b"2"
+    );
+    assert_eq!(core.resolve(&path("dir")).await.unwrap_err(), libc::ENOENT);
+
+    core.remount().await;
+    assert_eq!(
+        names_of(&core.list(&[]).await.unwrap()),
+        ["dir2", "other", "victim"]
+    );
+    assert_eq!(
+        names_of(&core.list(&path("dir2")).await.unwrap()),
+        ["moved", "second"]
+    );
+    assert!(core.read_all(&path("victim"), 1 << 17).await.unwrap() == big);
+}
+
+/// Names that need care in S3 keys, URLs or listings.
+const ODD_NAMES: [&str; 8] = [
+    "with space",
+    "ünïcödé ファイル",
+    "hash#",
+    "percent%41",
+    "question?",
+    "plus+sign",
+    "back\\slash",
+    "trailing space ",
+];
+
+async fn odd_and_long_names_survive_a_remount(encrypt_names: bool) {
+    let mut core = Core::new(encrypt_names).await;
+    let longest = "n".repeat(255);
+    let mut names: Vec<&str> = ODD_NAMES.to_vec();
+    names.push(&longest);
+    for (i, name) in names.iter().enumerate() {
+        core.write_new(&path(name), &[format!("content {i}").into_bytes()])
+            .await
+            .unwrap();
+        if name.len() <= 253 {
+            core.mkdir(&path(&format!("{name}.d")), 0o755)
+                .await
+                .unwrap();
+        }
+    }
+    let too_long = "n".repeat(256);
+    let refused = core
+        .fs
+        .create(ROOT_INO, OsStr::new(&too_long), 0o644, Core::caller())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.errno(), libc::ENAMETOOLONG);
+
+    core.remount().await;
+    let listed = names_of(&core.list(&[]).await.unwrap());
+    for (i, name) in names.iter().enumerate() {
+        assert!(
+            listed.iter().any(|l| l == name),
+            "{name} listed: {listed:?}"
+        );
+        assert_eq!(
+            core.read_all(&path(name), 4096).await.unwrap(),
+            format!("content {i}").as_bytes(),
+            "{name}"
+        );
+    }
+    let keys = core.memory.keys();
+    if encrypt_names {
+        for name in ["with space", "ünïcödé", "hash#", "question?"] {
+            assert!(
+                !keys.iter().any(|k| k.contains(name)),
+                "{name} in the clear in {keys:?}"
+            );
+        }
+    } else {
+        assert!(
+            keys.iter().any(|k| k == "ünïcödé ファイル"),
+            "names are stored as they are: {keys:?}"
+        );
+    }
+}
+
+async fn another_mount_sees_changes_after_the_metadata_ttl(encrypt_names: bool) {
+    let ttl = Duration::from_secs(30);
+    let first = Core::with(Settings {
+        encrypt_names,
+        metadata_ttl: ttl,
+        ..Settings::default()
+    })
+    .await;
+    let second = first.another_mount().await;
+    first
+        .write_new(&path("shared"), &[b"version 1".to_vec()])
+        .await
+        .unwrap();
+    assert_eq!(
+        second.read_all(&path("shared"), 4096).await.unwrap(),
+        b"version 1"
+    );
+    assert_eq!(
+        second.resolve(&path("later")).await.unwrap_err(),
+        libc::ENOENT,
+        "remembered as missing"
+    );
+    first
+        .write_new(&path("shared"), &[b"version 2, longer".to_vec()])
+        .await
+        .unwrap();
+    first
+        .write_new(&path("later"), &[b"new".to_vec()])
+        .await
+        .unwrap();
+
+    // Within the TTL the second mount answers from what it learnt.
+    tokio::time::advance(ttl / 2).await;
+    assert_eq!(second.resolve(&path("shared")).await.unwrap().size, 9);
+    assert_eq!(
+        second.resolve(&path("later")).await.unwrap_err(),
+        libc::ENOENT
+    );
+    // After it, it asks the bucket again.
+    tokio::time::advance(ttl).await;
+    assert_eq!(
+        second.read_all(&path("shared"), 4096).await.unwrap(),
+        b"version 2, longer"
+    );
+    assert_eq!(second.read_all(&path("later"), 4096).await.unwrap(), b"new");
+    first.unlink(&path("later")).await.unwrap();
+    tokio::time::advance(ttl * 2).await;
+    assert_eq!(
+        second.resolve(&path("later")).await.unwrap_err(),
+        libc::ENOENT
+    );
+}
