@@ -123,16 +123,25 @@ impl PosixAttrs {
 
 /// Encrypts and authenticates `attrs` for the user metadata of the object `binding` names.
 pub fn seal_attrs(master: &MasterKey, attrs: &PosixAttrs, binding: &AttrsBinding) -> String {
+    let salt = fresh_salt();
+    seal_blob(VERSION, &salt, &binding.keys(master, &salt), attrs)
+}
+
+fn fresh_salt() -> [u8; SALT_LEN] {
     let mut salt = [0u8; SALT_LEN];
     os_random(&mut salt);
-    let keys = binding.keys(master, &salt);
-    let iv = iv(VERSION);
+    salt
+}
+
+/// The encoded blob of `attrs` under `keys` (derived from `salt`), as version `version`.
+fn seal_blob(version: u8, salt: &[u8; SALT_LEN], keys: &ObjectKeys, attrs: &PosixAttrs) -> String {
+    let iv = iv(version);
     let mut body = attrs.to_bytes();
     keys.apply_keystream(&iv, &mut body);
     let tag = keys.tag(&iv, &body);
     let mut blob = Vec::with_capacity(BLOB_LEN);
-    blob.push(VERSION);
-    blob.extend_from_slice(&salt);
+    blob.push(version);
+    blob.extend_from_slice(salt);
     blob.extend_from_slice(&body);
     blob.extend_from_slice(&tag);
     URL_SAFE_NO_PAD.encode(blob)
@@ -172,19 +181,9 @@ pub fn open_unbound_attrs(master: &MasterKey, sealed: &str) -> Result<PosixAttrs
 #[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]
 pub fn seal_unbound_attrs(master: &MasterKey, attrs: &PosixAttrs) -> String {
-    let mut salt = [0u8; SALT_LEN];
-    os_random(&mut salt);
+    let salt = fresh_salt();
     let keys = ObjectKeys::derive_labeled(master, &salt, UNBOUND_INFO);
-    let iv = iv(UNBOUND_VERSION);
-    let mut body = attrs.to_bytes();
-    keys.apply_keystream(&iv, &mut body);
-    let tag = keys.tag(&iv, &body);
-    let mut blob = Vec::with_capacity(BLOB_LEN);
-    blob.push(UNBOUND_VERSION);
-    blob.extend_from_slice(&salt);
-    blob.extend_from_slice(&body);
-    blob.extend_from_slice(&tag);
-    URL_SAFE_NO_PAD.encode(blob)
+    seal_blob(UNBOUND_VERSION, &salt, &keys, attrs)
 }
 
 fn decode(sealed: &str) -> Result<Vec<u8>, CryptoError> {

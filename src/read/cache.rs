@@ -45,6 +45,16 @@ struct VersionId {
     ciphertext_size: u64,
 }
 
+impl VersionId {
+    fn new(key: &str, etag: &str, ciphertext_size: u64) -> Self {
+        Self {
+            key: key.into(),
+            etag: etag.into(),
+            ciphertext_size,
+        }
+    }
+}
+
 pub struct SegmentCache {
     entries: Mutex<LruCache<SegmentId, Bytes>>,
     decryptors: Mutex<LruCache<VersionId, Arc<ObjectDecryptor>>>,
@@ -78,20 +88,12 @@ impl SegmentCache {
 
     /// The decryptor of a version read before, by key, ETag and ciphertext size.
     pub fn decryptor(&self, key: &str, etag: &str, size: u64) -> Option<Arc<ObjectDecryptor>> {
-        let id = VersionId {
-            key: key.into(),
-            etag: etag.into(),
-            ciphertext_size: size,
-        };
+        let id = VersionId::new(key, etag, size);
         self.decryptors.lock().unwrap().get(&id).cloned()
     }
 
     pub fn keep_decryptor(&self, key: &str, etag: &str, size: u64, d: Arc<ObjectDecryptor>) {
-        let id = VersionId {
-            key: key.into(),
-            etag: etag.into(),
-            ciphertext_size: size,
-        };
+        let id = VersionId::new(key, etag, size);
         self.decryptors.lock().unwrap().put(id, d);
     }
 

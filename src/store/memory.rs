@@ -178,13 +178,7 @@ impl ObjectStore for MemoryStore {
             .objects
             .get(key)
             .ok_or_else(|| not_found("HeadObject", key))?;
-        Ok(ObjectInfo {
-            key: key.to_string(),
-            size: o.body.len() as u64,
-            etag: Some(o.etag.clone()),
-            last_modified: Some(o.last_modified),
-            metadata: o.metadata.clone(),
-        })
+        Ok(info_of(key, o))
     }
 
     async fn head_with_prefix(
@@ -198,15 +192,8 @@ impl ObjectStore for MemoryStore {
             .objects
             .get(key)
             .ok_or_else(|| not_found("GetObject", key))?;
-        let info = ObjectInfo {
-            key: key.to_string(),
-            size: o.body.len() as u64,
-            etag: Some(o.etag.clone()),
-            last_modified: Some(o.last_modified),
-            metadata: o.metadata.clone(),
-        };
         let end = (len as usize).min(o.body.len());
-        Ok((info, o.body.slice(..end)))
+        Ok((info_of(key, o), o.body.slice(..end)))
     }
 
     async fn get_range(
@@ -497,6 +484,17 @@ fn last_entry(page: &ListPage) -> String {
         .map(String::as_str)
         .unwrap_or("");
     key.max(common).to_string()
+}
+
+/// What a HEAD says of the stored object `o`.
+fn info_of(key: &str, o: &StoredObject) -> ObjectInfo {
+    ObjectInfo {
+        key: key.to_string(),
+        size: o.body.len() as u64,
+        etag: Some(o.etag.clone()),
+        last_modified: Some(o.last_modified),
+        metadata: o.metadata.clone(),
+    }
 }
 
 #[cfg(test)]
