@@ -29,6 +29,11 @@ pub enum Binding {
 
 /// The volume config object.
 pub const CONFIG_KEY: &str = ".s3cryptfs/volume.json";
+/// Its second copy, written after it by a separate request: losing the config loses the
+/// data even with the key, so one lost or damaged object must not lose it.
+pub const CONFIG_COPY_KEY: &str = ".s3cryptfs/volume.copy.json";
+/// Far above any config (16 slots are about 4 KiB); a larger object is not read.
+const MAX_CONFIG_SIZE: u64 = 1024 * 1024;
 
 /// An unlocked volume.
 pub struct Volume {
@@ -38,6 +43,8 @@ pub struct Volume {
     pub master: Arc<MasterKey>,
     /// Plain or encrypted names, as the volume was created.
     pub names: NameCodec,
+    /// Index in `config.key_slots` of the slot that unlocked it.
+    pub unlocked_slot: usize,
 }
 
 impl fmt::Debug for Volume {
@@ -77,6 +84,19 @@ pub enum VolumeError {
 }
 
 impl VolumeError {
+    /// The error of a config that did not unlock.
+    pub fn from_unlock(location: &str, e: CryptoError) -> Self {
+        match e {
+            CryptoError::WrongKey => VolumeError::WrongKey {
+                location: location.to_string(),
+            },
+            other => VolumeError::BadConfig {
+                location: location.to_string(),
+                source: other,
+            },
+        }
+    }
+
     /// Process exit status for scripts: 2 for bad input, 3 for a wrong key, 4 for S3 problems.
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -98,22 +118,28 @@ impl Volume {
         Self::unlock(store, location, config, user_key)
     }
 
-    /// Unlocks an already read config (when the user key depends on it: passphrases).
+    /// Unlocks an already read config with the first slot `user_key` opens.
     pub fn unlock(
         store: Arc<dyn ObjectStore>,
         location: &str,
         config: VolumeConfig,
         user_key: &UserKey,
     ) -> Result<Self, VolumeError> {
-        let master = config.unlock(user_key).map_err(|e| match e {
-            CryptoError::WrongKey => VolumeError::WrongKey {
-                location: location.to_string(),
-            },
-            other => VolumeError::BadConfig {
-                location: location.to_string(),
-                source: other,
-            },
-        })?;
+        let (slot, master) = config
+            .unlock_any(user_key, |_| true)
+            .map_err(|e| VolumeError::from_unlock(location, e))?;
+        Self::with_master(store, location, config, slot, master)
+    }
+
+    /// A volume whose master key the caller unwrapped from slot `slot` (passphrase and KMS
+    /// slots need more than one user key to be tried).
+    pub fn with_master(
+        store: Arc<dyn ObjectStore>,
+        location: &str,
+        config: VolumeConfig,
+        slot: usize,
+        master: MasterKey,
+    ) -> Result<Self, VolumeError> {
         let layout = config.layout().map_err(|source| VolumeError::BadConfig {
             location: location.to_string(),
             source,
@@ -125,6 +151,7 @@ impl Volume {
             layout,
             master: Arc::new(master),
             names,
+            unlocked_slot: slot,
         })
     }
 
@@ -191,20 +218,24 @@ impl Volume {
         Ok(Binding::BoundNow)
     }
 
-    /// Replaces the volume config with `config` (after a rekey): the data is untouched, only
-    /// the wrapped master key changes.
+    /// Replaces the volume config with `config` (after a key change): the data is untouched,
+    /// only the wrapped master keys change. The main object first, then its copy, by two
+    /// requests: a crash between them leaves the copy one change behind, which
+    /// `fsck --repair-config` sees and levels.
     pub async fn write_config(
         store: &dyn ObjectStore,
         config: &VolumeConfig,
     ) -> Result<(), VolumeError> {
+        let json = Bytes::from(config.to_json());
         store
-            .put(CONFIG_KEY, Bytes::from(config.to_json()), &Metadata::new())
+            .put(CONFIG_KEY, json.clone(), &Metadata::new())
             .await?;
+        store.put(CONFIG_COPY_KEY, json, &Metadata::new()).await?;
         Ok(())
     }
 
-    /// Creates a volume config at the store's prefix. Refuses if a volume exists there, and,
-    /// unless `force`, if the prefix holds any other object.
+    /// Creates a volume config at the store's prefix with one slot for `user_key`. Refuses
+    /// if a volume exists there, and, unless `force`, if the prefix holds any other object.
     pub async fn init(
         store: &dyn ObjectStore,
         location: &str,
@@ -212,15 +243,36 @@ impl Volume {
         key_source: KeySource,
         shape: VolumeShape,
         force: bool,
-    ) -> Result<VolumeConfig, VolumeError> {
-        match store.head(CONFIG_KEY).await {
-            Ok(_) => {
-                return Err(VolumeError::AlreadyInitialised {
-                    location: location.to_string(),
-                });
+    ) -> Result<(VolumeConfig, MasterKey), VolumeError> {
+        let (config, master) = VolumeConfig::create_with_format(
+            user_key,
+            key_source,
+            shape.segment_size,
+            shape.encrypt_names,
+            shape.object_format,
+        )?;
+        Self::create(store, location, &config, force).await?;
+        Ok((config, master))
+    }
+
+    /// Writes a new volume's config (both copies). Refuses if a volume exists there, and,
+    /// unless `force`, if the prefix holds any other object.
+    pub async fn create(
+        store: &dyn ObjectStore,
+        location: &str,
+        config: &VolumeConfig,
+        force: bool,
+    ) -> Result<(), VolumeError> {
+        for key in [CONFIG_KEY, CONFIG_COPY_KEY] {
+            match store.head(key).await {
+                Ok(_) => {
+                    return Err(VolumeError::AlreadyInitialised {
+                        location: location.to_string(),
+                    });
+                }
+                Err(e) if e.kind == StoreErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
             }
-            Err(e) if e.kind == StoreErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
         }
         if !force {
             let page = store.list_page("", None, None).await?;
@@ -232,49 +284,96 @@ impl Volume {
                 });
             }
         }
-        let (config, _master) = VolumeConfig::create_with_format(
-            user_key,
-            key_source,
-            shape.segment_size,
-            shape.encrypt_names,
-            shape.object_format,
-        )?;
-        store
-            .put(CONFIG_KEY, Bytes::from(config.to_json()), &Metadata::new())
-            .await?;
-        Ok(config)
+        Self::write_config(store, config).await
     }
 }
 
-/// Reads and parses the volume config at the store's prefix.
+/// What one copy of the volume config holds.
+#[derive(Debug)]
+pub enum ConfigCopy {
+    Missing,
+    /// Present but not a config this build reads (the reason).
+    Unreadable(String),
+    /// The parsed config and its bytes as stored.
+    Read(Box<VolumeConfig>, Bytes),
+}
+
+impl ConfigCopy {
+    /// The config, if this copy holds one.
+    pub fn config(&self) -> Option<&VolumeConfig> {
+        match self {
+            ConfigCopy::Read(config, _) => Some(config),
+            _ => None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ConfigCopy::Missing => "missing".into(),
+            ConfigCopy::Unreadable(why) => format!("unreadable ({why})"),
+            ConfigCopy::Read(..) => "readable".into(),
+        }
+    }
+}
+
+/// Reads one copy of the config; only store failures other than "not found" are errors.
+pub async fn read_config_copy(
+    store: &dyn ObjectStore,
+    key: &str,
+) -> Result<ConfigCopy, StoreError> {
+    let info = match store.head(key).await {
+        Ok(info) => info,
+        Err(e) if e.kind == StoreErrorKind::NotFound => return Ok(ConfigCopy::Missing),
+        Err(e) => return Err(e),
+    };
+    if info.size == 0 || info.size > MAX_CONFIG_SIZE {
+        return Ok(ConfigCopy::Unreadable(format!(
+            "the object has {} bytes",
+            info.size
+        )));
+    }
+    let body = match store.get_range(key, 0..info.size, None).await {
+        Ok(r) => r.body.collect().await?,
+        Err(e) if e.kind == StoreErrorKind::NotFound => return Ok(ConfigCopy::Missing),
+        Err(e) => return Err(e),
+    };
+    Ok(match VolumeConfig::from_json(&body) {
+        Ok(config) => ConfigCopy::Read(Box::new(config), Bytes::from(body)),
+        Err(e) => ConfigCopy::Unreadable(e.to_string()),
+    })
+}
+
+/// Reads and parses the volume config at the store's prefix: its main object, or when that
+/// is missing or unreadable its copy (with a warning that says how to repair the other).
 pub async fn read_config(
     store: &dyn ObjectStore,
     location: &str,
 ) -> Result<VolumeConfig, VolumeError> {
-    let no_volume = || VolumeError::NoVolume {
-        location: location.to_string(),
-    };
-    let info = match store.head(CONFIG_KEY).await {
-        Ok(info) => info,
-        Err(e) if e.kind == StoreErrorKind::NotFound => return Err(no_volume()),
-        Err(e) => return Err(e.into()),
-    };
-    if info.size == 0 || info.size > 1024 * 1024 {
-        return Err(VolumeError::BadConfig {
-            location: location.to_string(),
-            source: CryptoError::InvalidConfig(format!("config object has {} bytes", info.size)),
-        });
+    let primary = read_config_copy(store, CONFIG_KEY).await?;
+    if let ConfigCopy::Read(config, _) = primary {
+        return Ok(*config);
     }
-    let body = store
-        .get_range(CONFIG_KEY, 0..info.size, None)
-        .await?
-        .body
-        .collect()
-        .await?;
-    VolumeConfig::from_json(&body).map_err(|source| VolumeError::BadConfig {
-        location: location.to_string(),
-        source,
-    })
+    let copy = read_config_copy(store, CONFIG_COPY_KEY).await?;
+    match (primary, copy) {
+        (primary, ConfigCopy::Read(config, _)) => {
+            tracing::warn!(
+                "the volume config {CONFIG_KEY} at {location} is {}: using its copy \
+                 {CONFIG_COPY_KEY}; `s3cryptfs fsck --repair-config` writes it again",
+                primary.describe()
+            );
+            Ok(*config)
+        }
+        (ConfigCopy::Missing, ConfigCopy::Missing) => Err(VolumeError::NoVolume {
+            location: location.to_string(),
+        }),
+        (ConfigCopy::Unreadable(why), _) | (_, ConfigCopy::Unreadable(why)) => {
+            Err(VolumeError::BadConfig {
+                location: location.to_string(),
+                source: CryptoError::InvalidConfig(why),
+            })
+        }
+        (ConfigCopy::Read(..), _) => unreachable!("returned above"),
+    }
 }
 
 /// What `init` fixes for the life of a volume.

@@ -935,7 +935,10 @@ fn volume_create_unlock_rewrap() {
     let obj = encrypt_to_vec(&mk, cfg.layout().unwrap(), ObjectKind::File, b"kept");
     let re = parsed.rewrap(&k1, &k2, KeySource::KeyFile).unwrap();
     assert_eq!(re.volume_id, cfg.volume_id);
-    assert_ne!(re.wrapped_master_key, cfg.wrapped_master_key);
+    assert_ne!(
+        re.key_slots[0].wrapped_master_key,
+        cfg.key_slots[0].wrapped_master_key
+    );
     let re = VolumeConfig::from_json(&re.to_json()).unwrap();
     let mk2 = re.unlock(&k2).unwrap();
     assert_eq!(mk2.expose(), mk.expose());
@@ -962,7 +965,11 @@ fn volume_tampering_is_detected() {
     let json: serde_json::Value = serde_json::from_slice(&cfg.to_json()).unwrap();
     let tamper = |field: &str, v: serde_json::Value| {
         let mut j = json.clone();
-        j[field] = v;
+        if field == "wrapped_master_key" {
+            j["key_slots"][0][field] = v;
+        } else {
+            j[field] = v;
+        }
         VolumeConfig::from_json(&serde_json::to_vec(&j).unwrap()).and_then(|c| c.unlock(&k))
     };
     assert!(matches!(
@@ -1005,7 +1012,7 @@ fn volume_tampering_is_detected() {
     // Flip one bit of the wrapped key blob (iv, ct or tag).
     use base64::Engine;
     let blob = base64::engine::general_purpose::STANDARD
-        .decode(&cfg.wrapped_master_key)
+        .decode(&cfg.key_slots[0].wrapped_master_key)
         .unwrap();
     assert_eq!(blob.len(), 80);
     for i in [0, 16, 47, 48, 79] {
@@ -1034,10 +1041,10 @@ fn passphrase_volume() {
     let k = UserKey::from_passphrase(b"correct horse", &source).unwrap();
     let (cfg, mk) = VolumeConfig::create(&k, source.clone(), 4096, false).unwrap();
     let cfg = VolumeConfig::from_json(&cfg.to_json()).unwrap();
-    assert_eq!(cfg.key_source, source);
-    let again = UserKey::from_passphrase(b"correct horse", &cfg.key_source).unwrap();
+    assert_eq!(cfg.key_slots[0].source, source);
+    let again = UserKey::from_passphrase(b"correct horse", &cfg.key_slots[0].source).unwrap();
     assert_eq!(cfg.unlock(&again).unwrap().expose(), mk.expose());
-    let wrong = UserKey::from_passphrase(b"battery staple", &cfg.key_source).unwrap();
+    let wrong = UserKey::from_passphrase(b"battery staple", &cfg.key_slots[0].source).unwrap();
     assert!(matches!(cfg.unlock(&wrong), Err(CryptoError::WrongKey)));
     // A different salt gives a different key.
     let other_salt = KeySource::Passphrase {
@@ -1051,7 +1058,7 @@ fn passphrase_volume() {
     // Rewrap from passphrase to key file.
     let kf = UserKey::from_key_bytes(&[9u8; 32]).unwrap();
     let re = cfg.rewrap(&again, &kf, KeySource::KeyFile).unwrap();
-    assert_eq!(re.key_source, KeySource::KeyFile);
+    assert_eq!(re.key_slots[0].source, KeySource::KeyFile);
     assert_eq!(re.unlock(&kf).unwrap().expose(), mk.expose());
     // Defaults and bounds.
     match KeySource::passphrase_default() {

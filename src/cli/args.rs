@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::crypto::{CryptoError, KeySource, UserKey, VolumeConfig};
+use crate::crypto::{CryptoError, UserKey};
 use crate::store::StoreConfig;
 
 #[derive(Debug, Parser)]
@@ -43,8 +43,109 @@ pub enum Command {
     Put(PutArgs),
     /// Verify every object of the volume and find (and optionally abort) stale uploads
     Fsck(FsckArgs),
-    /// Change the key or passphrase that unlocks the volume (the data is not rewritten)
+    /// Change the key or passphrase that unlocks the volume (the data is not rewritten):
+    /// replaces the key slot the current key opens
     Rekey(RekeyArgs),
+    /// List, add or remove key slots: the key files, passphrases and recovery keys that
+    /// each unlock the volume on their own
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Export the volume config to a file (an offline backup of what unlocks the volume) or
+    /// import it back into a volume whose config was lost
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List the volume's key slots (needs no key: the config is not secret)
+    List(LocationArgs),
+    /// Add a key slot: a new key file, passphrase or recovery key, unlocked with an existing
+    /// key (--key-file, --passphrase-file, ...)
+    Add(KeyAddArgs),
+    /// Remove a key slot, unlocked with any key of the volume (the last slot is kept)
+    Remove(KeyRemoveArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Write the volume config (JSON, holding only wrapped keys) to a file or stdout
+    Export(ConfigExportArgs),
+    /// Write an exported config back into the volume (both copies), after checking that
+    /// the given key unlocks it and that it belongs to the volume there
+    Import(ConfigImportArgs),
+}
+
+/// The volume and how to reach it, for commands that need no key.
+#[derive(Debug, Args)]
+pub struct LocationArgs {
+    /// The volume: BUCKET or BUCKET/PREFIX
+    pub location: String,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// What a new key slot holds.
+#[derive(Debug, Args)]
+pub struct NewKeyArgs {
+    /// The new key file (see --generate-key)
+    #[arg(long, value_name = "FILE", conflicts_with = "new_passphrase_file")]
+    pub new_key_file: Option<PathBuf>,
+    /// Generate the new key into --new-key-file first
+    #[arg(long, requires = "new_key_file")]
+    pub generate_key: bool,
+    /// File whose first line is the new passphrase (on a terminal, without any --new-*
+    /// option, it is asked for twice)
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    /// scrypt cost of a new passphrase, as log2(N)
+    #[arg(long, default_value_t = 17, value_parser = clap::value_parser!(u8).range(10..=22))]
+    pub kdf_cost: u8,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyAddArgs {
+    /// The volume and a key that unlocks it now
+    #[command(flatten)]
+    pub volume: VolumeArgs,
+    #[command(flatten)]
+    pub new: NewKeyArgs,
+    /// Add a recovery key: a random key printed once, for a person to write down
+    #[arg(long, conflicts_with_all = ["new_key_file", "new_passphrase_file"])]
+    pub recovery: bool,
+    /// Name of the new slot (letters, digits, '.', '_', '-'); by default its kind
+    /// ("key-file", "passphrase", "recovery", with -2, -3, ... when taken)
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyRemoveArgs {
+    /// The volume and a key that unlocks it now
+    #[command(flatten)]
+    pub volume: VolumeArgs,
+    /// Name of the slot to remove (`s3cryptfs key list` shows them)
+    #[arg(long)]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigExportArgs {
+    #[command(flatten)]
+    pub volume: LocationArgs,
+    /// File to write (refuses to overwrite; mode 0600); stdout if not given
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigImportArgs {
+    /// The volume and a key that unlocks the config being imported
+    #[command(flatten)]
+    pub volume: VolumeArgs,
+    /// The exported config
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub input: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +160,11 @@ pub struct FsckArgs {
     /// versions of new files (left by a mount that died before saving them)
     #[arg(long)]
     pub abort_stale: bool,
+    /// Write the volume config's missing, damaged or outdated copy from the one that
+    /// unlocked (the config lives in two objects, .s3cryptfs/volume.json and
+    /// volume.copy.json, so that losing one does not lose the volume)
+    #[arg(long)]
+    pub repair_config: bool,
     /// Check only each object's size and header, not every segment's tag (much faster)
     #[arg(long)]
     pub headers_only: bool,
@@ -256,24 +362,6 @@ impl Secret {
             _ => Err("no key was handed over by the parent process".into()),
         }
     }
-
-    /// The user key for a volume whose config is `config`.
-    pub fn user_key(&self, config: &VolumeConfig) -> Result<UserKey, String> {
-        match (self, &config.key_source) {
-            (Secret::Key(k), KeySource::KeyFile) => Ok(k.clone()),
-            (Secret::Passphrase(p), source @ KeySource::Passphrase { .. }) => {
-                UserKey::from_passphrase(p, source).map_err(|e| e.to_string())
-            }
-            (Secret::Key(_), KeySource::Passphrase { .. }) => Err(
-                "this volume is unlocked with a passphrase: pass --passphrase-file FILE, set \
-                 S3CRYPTFS_PASSPHRASE, or type it when asked"
-                    .into(),
-            ),
-            (Secret::Passphrase(_), KeySource::KeyFile) => {
-                Err("this volume is unlocked with a key file: pass --key-file FILE".into())
-            }
-        }
-    }
 }
 
 impl KeyArgs {
@@ -299,20 +387,25 @@ impl KeyArgs {
             return self.load().map(Secret::Key);
         }
         if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            let first = zeroize::Zeroizing::new(
-                rpassword::prompt_password("passphrase: ").map_err(|e| e.to_string())?,
-            );
-            if confirm {
-                let again = zeroize::Zeroizing::new(
-                    rpassword::prompt_password("again: ").map_err(|e| e.to_string())?,
-                );
-                if *again != *first {
-                    return Err("the passphrases differ".into());
-                }
-            }
-            return passphrase(first.as_bytes().to_vec());
+            return self.prompt_passphrase(confirm);
         }
         self.load().map(Secret::Key)
+    }
+
+    /// A passphrase typed at the terminal (`confirm`: twice, for a new one).
+    pub fn prompt_passphrase(&self, confirm: bool) -> Result<Secret, String> {
+        let first = zeroize::Zeroizing::new(
+            rpassword::prompt_password("passphrase: ").map_err(|e| e.to_string())?,
+        );
+        if confirm {
+            let again = zeroize::Zeroizing::new(
+                rpassword::prompt_password("again: ").map_err(|e| e.to_string())?,
+            );
+            if *again != *first {
+                return Err("the passphrases differ".into());
+            }
+        }
+        passphrase(first.as_bytes().to_vec())
     }
 
     pub fn load(&self) -> Result<UserKey, String> {
@@ -369,6 +462,10 @@ pub struct InitArgs {
     /// never overwritten)
     #[arg(long, requires = "key_file")]
     pub generate_key: bool,
+    /// Make no recovery key. By default init adds one: a random key printed once, in
+    /// groups a person can write down, that unlocks the volume if every other key is lost
+    #[arg(long)]
+    pub no_recovery_key: bool,
     /// scrypt cost of a passphrase volume, as log2(N): each step doubles the time and memory
     /// an attacker needs per guess (17 = 128 MiB)
     #[arg(long, default_value_t = 17, value_parser = clap::value_parser!(u8).range(10..=22))]
@@ -380,18 +477,8 @@ pub struct RekeyArgs {
     /// The volume and its current key or passphrase
     #[command(flatten)]
     pub volume: VolumeArgs,
-    /// The new key file (see --generate-key)
-    #[arg(long, value_name = "FILE", conflicts_with = "new_passphrase_file")]
-    pub new_key_file: Option<PathBuf>,
-    /// Generate the new key into --new-key-file first
-    #[arg(long, requires = "new_key_file")]
-    pub generate_key: bool,
-    /// File whose first line is the new passphrase
-    #[arg(long, value_name = "FILE")]
-    pub new_passphrase_file: Option<PathBuf>,
-    /// scrypt cost of a new passphrase, as log2(N)
-    #[arg(long, default_value_t = 17, value_parser = clap::value_parser!(u8).range(10..=22))]
-    pub kdf_cost: u8,
+    #[command(flatten)]
+    pub new: NewKeyArgs,
 }
 
 #[derive(Debug, Args)]

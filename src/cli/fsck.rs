@@ -12,8 +12,10 @@ use super::recover::{KeyName, PathDecoder, open, stream_out};
 use super::{EXIT_FAILURE, EXIT_STORE, fail, runtime};
 use crate::crypto::ObjectDecryptor;
 use crate::object_keys::PENDING_PREFIX;
-use crate::store::{ObjectInfo, UploadInfo};
-use crate::volume::{Binding, RESERVED_NAME, Volume};
+use crate::store::{Metadata, ObjectInfo, UploadInfo};
+use crate::volume::{
+    Binding, CONFIG_COPY_KEY, CONFIG_KEY, ConfigCopy, RESERVED_NAME, Volume, read_config_copy,
+};
 
 /// Objects verified at once.
 const CONCURRENCY: usize = 4;
@@ -110,6 +112,7 @@ pub fn run(args: FsckArgs) -> i32 {
             }
         }
 
+        let config_problems = check_config_copies(&volume, args.repair_config).await;
         let mut attrs_invalid = 0;
         if args.bind_attributes {
             let keys = object_keys.into_iter().chain(markers);
@@ -163,12 +166,47 @@ pub fn run(args: FsckArgs) -> i32 {
             "{total} objects: {ok} ok, {corrupt} corrupt, {foreign} foreign, {unchecked} unchecked; \
              {hidden} names that do not decrypt; uploads: {stale} stale, {aborted} aborted, {recent} recent"
         );
-        if corrupt + foreign + unchecked + stale + hidden + attrs_invalid > 0 {
+        if corrupt + foreign + unchecked + stale + hidden + attrs_invalid + config_problems > 0 {
             EXIT_FAILURE
         } else {
             0
         }
     })
+}
+
+/// Compares both objects of the volume config with the config that unlocked; with `repair`,
+/// writes that config over a copy that is missing, unreadable or different. How many copies
+/// are still wrong.
+async fn check_config_copies(volume: &Volume, repair: bool) -> usize {
+    let current = volume.config.to_json();
+    let mut problems = 0;
+    for key in [CONFIG_KEY, CONFIG_COPY_KEY] {
+        let state = match read_config_copy(volume.store.as_ref(), key).await {
+            Ok(ConfigCopy::Read(config, _)) if config.to_json() == current => continue,
+            Ok(ConfigCopy::Read(..)) => "differs from the config that unlocked".to_string(),
+            Ok(ConfigCopy::Missing) => "missing".to_string(),
+            Ok(ConfigCopy::Unreadable(why)) => format!("unreadable: {why}"),
+            Err(e) => {
+                problems += 1;
+                println!("CONFIG   {key}: cannot be read: {e}");
+                continue;
+            }
+        };
+        if !repair {
+            problems += 1;
+            println!("CONFIG   {key}: {state}; run with --repair-config to write it again");
+            continue;
+        }
+        let body = bytes::Bytes::from(current.clone());
+        match volume.store.put(key, body, &Metadata::new()).await {
+            Ok(_) => println!("REPAIRED {key}: was {state}; written from the config that unlocked"),
+            Err(e) => {
+                problems += 1;
+                println!("CONFIG   {key}: {state}; writing it failed: {e}");
+            }
+        }
+    }
+    problems
 }
 
 /// Binds what older builds recorded to the objects of `keys` (`--bind-attributes`), with a

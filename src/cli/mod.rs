@@ -4,14 +4,19 @@
 //! 3 the key does not match the volume, 4 S3 failure (unreachable, bucket missing, denied).
 
 mod args;
+mod config_cmd;
 mod fsck;
 mod helper;
 mod init;
+mod keys;
 mod mount;
 mod recover;
 mod rekey;
+mod unlock;
 
 use clap::Parser;
+
+pub(crate) use unlock::{new_user_key, unlock};
 
 pub use args::{Cli, Command, ConnectionArgs, KeyArgs, parse_size};
 
@@ -47,6 +52,11 @@ pub fn main() -> i32 {
         Command::Put(args) => recover::put(args),
         Command::Fsck(args) => fsck::run(args),
         Command::Rekey(args) => rekey::run(args),
+        Command::Key(args::KeyCommand::List(args)) => keys::list(args),
+        Command::Key(args::KeyCommand::Add(args)) => keys::add(args),
+        Command::Key(args::KeyCommand::Remove(args)) => keys::remove(args),
+        Command::Config(args::ConfigCommand::Export(args)) => config_cmd::export(args),
+        Command::Config(args::ConfigCommand::Import(args)) => config_cmd::import(args),
     }
 }
 
@@ -95,40 +105,6 @@ pub(crate) async fn connect(
     let store = crate::store::S3Store::connect(config).await?;
     store.check_bucket().await?;
     Ok(std::sync::Arc::new(store))
-}
-
-/// Reads the volume config, turns the user's secret into the key it needs (a passphrase
-/// goes through the config's scrypt parameters) and unlocks the volume.
-pub(crate) async fn unlock(
-    store: std::sync::Arc<dyn crate::store::ObjectStore>,
-    location: &str,
-    secret: &args::Secret,
-) -> Result<crate::volume::Volume, (i32, String)> {
-    let config = crate::volume::read_config(store.as_ref(), location)
-        .await
-        .map_err(|e| (e.exit_code(), e.to_string()))?;
-    let user_key = secret.user_key(&config).map_err(|e| (EXIT_USAGE, e))?;
-    crate::volume::Volume::unlock(store, location, config, &user_key)
-        .map_err(|e| (e.exit_code(), e.to_string()))
-}
-
-/// The user key and key source for a new volume or a rekey.
-pub(crate) fn new_user_key(
-    secret: &args::Secret,
-    kdf_cost: u8,
-) -> Result<(crate::crypto::UserKey, crate::crypto::KeySource), String> {
-    use crate::crypto::{KeySource, UserKey};
-    match secret {
-        args::Secret::Key(k) => Ok((k.clone(), KeySource::KeyFile)),
-        args::Secret::Passphrase(p) => {
-            let mut source = KeySource::passphrase_default();
-            if let KeySource::Passphrase { log_n, .. } = &mut source {
-                *log_n = kdf_cost;
-            }
-            let key = UserKey::from_passphrase(p, &source).map_err(|e| e.to_string())?;
-            Ok((key, source))
-        }
-    }
 }
 
 /// A progress bar on stderr when it is a terminal; hidden otherwise (scripts, logs).

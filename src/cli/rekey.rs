@@ -1,38 +1,15 @@
-//! `s3cryptfs rekey`: unlocks the volume with the current key or passphrase and wraps its
-//! master key under a new one. Objects are encrypted under keys derived from the master key,
-//! which does not change, so no data is rewritten. (Rotating the master key itself means
-//! copying the data into a new volume: `s3cryptfs get`/`put` or a mount of each.)
+//! `s3cryptfs rekey`: unlocks the volume with the current key or passphrase and replaces the
+//! key slot it opened by one for a new key. Objects are encrypted under keys derived from the
+//! master key, which does not change, so no data is rewritten. (Rotating the master key
+//! itself means copying the data into a new volume: `s3cryptfs get`/`put` or a mount of each.)
 
-use super::args::{KeyArgs, RekeyArgs};
-use super::{EXIT_STORE, EXIT_USAGE, fail, new_user_key, runtime, unlock};
+use super::args::RekeyArgs;
+use super::keys::new_slot_key;
+use super::{EXIT_STORE, EXIT_USAGE, fail, runtime, unlock};
 use crate::volume::Volume;
 
 pub fn run(args: RekeyArgs) -> i32 {
-    if args.new_key_file.is_none() && args.new_passphrase_file.is_none() {
-        return fail(
-            EXIT_USAGE,
-            "give the new key with --new-key-file or --new-passphrase-file",
-        );
-    }
-    if args.generate_key {
-        let path = args
-            .new_key_file
-            .as_deref()
-            .expect("clap requires --new-key-file");
-        if let Err(e) = crate::crypto::UserKey::generate_key_file(path) {
-            return fail(EXIT_USAGE, e);
-        }
-    }
-    let new_args = KeyArgs {
-        key_file: args.new_key_file.clone(),
-        key_credential: None,
-        passphrase_file: args.new_passphrase_file.clone(),
-    };
-    let new_secret = match new_args.secret(true) {
-        Ok(s) => s,
-        Err(e) => return fail(EXIT_USAGE, e),
-    };
-    let (new_key, new_source) = match new_user_key(&new_secret, args.kdf_cost) {
+    let (new_key, new_source) = match new_slot_key(&args.new) {
         Ok(k) => k,
         Err(e) => return fail(EXIT_USAGE, e),
     };
@@ -54,17 +31,22 @@ pub fn run(args: RekeyArgs) -> i32 {
             Ok(v) => v,
             Err((code, message)) => return fail(code, message),
         };
-        let old_key = match old_secret.user_key(&volume.config) {
-            Ok(k) => k,
-            Err(e) => return fail(EXIT_USAGE, e),
-        };
-        let rewrapped = match volume.config.rewrap(&old_key, &new_key, new_source) {
+        let slot = volume.unlocked_slot;
+        let rewrapped = match volume
+            .config
+            .rewrap_slot(slot, &volume.master, &new_key, new_source)
+        {
             Ok(c) => c,
             Err(e) => return fail(EXIT_USAGE, e),
         };
         match Volume::write_config(store.as_ref(), &rewrapped).await {
             Ok(()) => {
-                println!("{location}: now unlocked by the new key; the old one no longer works");
+                println!(
+                    "{location}: key slot '{}' is now unlocked by the new key; the old one no \
+                     longer opens this config (copies made before still open with it: see \
+                     `s3cryptfs key remove --help`)",
+                    rewrapped.key_slots[slot].name
+                );
                 0
             }
             Err(e) => fail(e.exit_code(), e),

@@ -95,7 +95,8 @@ impl UserKey {
     /// Parses key-file contents: exactly 32 raw bytes, or 64 hex characters
     /// optionally followed by ASCII whitespace (e.g. a newline). 32 bytes that are all
     /// printable text are refused: that is a password typed into a file, not 256 random
-    /// bits (random bytes are all printable with odds of about 1 in 10^13).
+    /// bits (random bytes are all printable with odds of about 1 in 10^13). The hex digits
+    /// may be grouped with `-` or spaces, as a recovery key is written down.
     pub fn from_key_bytes(b: &[u8]) -> Result<Self, CryptoError> {
         if b.len() == 32 && b.iter().all(|c| (b' '..=b'~').contains(c)) {
             return Err(CryptoError::InvalidKeyMaterial(
@@ -114,7 +115,21 @@ impl UserKey {
         while end > 0 && b[end - 1].is_ascii_whitespace() {
             end -= 1;
         }
-        let text = &b[..end];
+        // A recovery key as written down: groups of hex digits joined by '-' (or spaces).
+        let ungrouped: Zeroizing<Vec<u8>>;
+        let mut text = &b[..end];
+        let grouped = text.contains(&b'-') || text.contains(&b' ');
+        let hex_at_both_ends = text.first().is_some_and(u8::is_ascii_hexdigit)
+            && text.last().is_some_and(u8::is_ascii_hexdigit);
+        if grouped && hex_at_both_ends {
+            ungrouped = Zeroizing::new(
+                text.iter()
+                    .copied()
+                    .filter(|c| *c != b'-' && *c != b' ')
+                    .collect(),
+            );
+            text = &ungrouped;
+        }
         if text.len() != 64 {
             return Err(CryptoError::InvalidKeyMaterial(format!(
                 "expected 32 raw bytes or 64 hex characters, got {} bytes",
@@ -226,10 +241,33 @@ impl UserKey {
         Ok(k)
     }
 
-    fn generate() -> Self {
+    /// A fresh random key (for a key file, a recovery key or a KMS slot).
+    pub fn generate() -> Self {
         let mut k = UserKey([0u8; 32]);
         os_random(&mut k.0);
         k
+    }
+
+    /// The key as a person writes it down: 64 hex digits in 16 groups of 4 joined by `-`.
+    /// [`UserKey::from_key_bytes`] reads it back (so a file holding it is a key file).
+    pub fn recovery_text(&self) -> Zeroizing<String> {
+        let digits = Zeroizing::new(hex::encode(self.0));
+        let mut text = Zeroizing::new(String::with_capacity(79));
+        for (i, group) in digits.as_bytes().chunks(4).enumerate() {
+            if i > 0 {
+                text.push('-');
+            }
+            text.push_str(std::str::from_utf8(group).expect("hex is ASCII"));
+        }
+        text
+    }
+
+    /// A key from KMS or another source that hands over exactly 32 bytes.
+    pub fn from_raw(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let raw: [u8; 32] = bytes.try_into().map_err(|_| {
+            CryptoError::InvalidKeyMaterial(format!("expected 32 key bytes, got {}", bytes.len()))
+        })?;
+        Ok(UserKey(raw))
     }
 }
 

@@ -20,6 +20,7 @@ pub mod attrs;
 pub mod config;
 pub mod error;
 pub mod header;
+mod key_wrap;
 pub mod keys;
 pub mod layout;
 pub mod names;
@@ -32,7 +33,10 @@ pub use attrs::seal_unbound_attrs;
 pub use attrs::{
     ATTRS_METADATA_NAME, AttrsBinding, PosixAttrs, open_attrs, open_unbound_attrs, seal_attrs,
 };
-pub use config::{KeySource, VOLUME_FORMAT_VERSION, VolumeConfig};
+pub use config::{
+    CONFIG_VERSION, KeySlot, KeySource, LEGACY_SLOT_NAME, MAX_KEY_SLOTS, VOLUME_FORMAT_VERSION,
+    VolumeConfig,
+};
 pub use error::CryptoError;
 pub use header::{FORMAT_VERSION, Header, MAGIC, ObjectKind};
 pub use keys::{MasterKey, UserKey};
