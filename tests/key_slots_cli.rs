@@ -333,3 +333,120 @@ async fn slots_recovery_and_config_copies(kind: ServerKind) {
         stderr(&out)
     );
 }
+
+/// A slot whose key AWS KMS keeps, against moto's KMS (Garage has none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_slot_on_moto() {
+    let v = TestVolume::new(ServerKind::Moto, "kmsslot", "k").await;
+    let endpoint = v.server.endpoint.clone();
+    let kms = s3cryptfs::store::KmsKeys::connect(v.store.config(), Some(&endpoint))
+        .await
+        .unwrap();
+    let key_id = kms.create_key("s3cryptfs test").await.unwrap();
+    let cli = Cli {
+        v: &v,
+        location: v.location(),
+    };
+    let first = path_arg(&v.key_file);
+    let with_first = ["--key-file", first.as_str()];
+    let with_kms = ["--kms", "--kms-endpoint-url", endpoint.as_str()];
+    let local = v.dir.path().join("doc");
+    std::fs::write(&local, b"kept through every key change").unwrap();
+    let out = cli.run(&["put"], &[&path_arg(&local), "doc"], &with_first);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Before there is a KMS slot, --kms says what does unlock the volume.
+    let out = cli.cat(&with_kms);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("a key file"), "{}", stderr(&out));
+
+    let out = cli.run(
+        &["key", "add"],
+        &["--new-kms-key-id", &key_id, "--kms-endpoint-url", &endpoint],
+        &with_first,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing = stdout(&cli.run(&["key", "list"], &[], &[]));
+    assert!(
+        listing.contains(&format!("AWS KMS key {key_id}")),
+        "{listing}"
+    );
+    let out = cli.cat(&with_kms);
+    assert_eq!(
+        out.stdout,
+        b"kept through every key change",
+        "{}",
+        stderr(&out)
+    );
+
+    // A background mount unlocked by KMS.
+    let mountpoint = tempfile::tempdir().unwrap();
+    let mount_dir = path_arg(mountpoint.path());
+    let out = cli.run(&["mount"], &[&mount_dir], &with_kms);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(mountpoint.path().join("doc")).unwrap(),
+        b"kept through every key change"
+    );
+    let out = std::process::Command::new(common::mount::BIN)
+        .args(["umount", &mount_dir])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The slot moved into another volume's config does not open that volume: KMS binds the
+    // key to the volume it was made for.
+    let other = Cli {
+        v: &v,
+        location: format!("{}-other", v.location()),
+    };
+    let out = other.run(&["init"], &["--no-recovery-key"], &with_first);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let other_store = common::store_for(v.server, &v.bucket, "k-other/").await;
+    let read_json = |store: &s3cryptfs::store::S3Store| {
+        let store = store.clone();
+        async move {
+            let body = store
+                .get_range(".s3cryptfs/volume.json", 0..1 << 20, None)
+                .await
+                .unwrap()
+                .body
+                .collect()
+                .await
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let ours = read_json(&v.store).await;
+    let kms_slot = ours["key_slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|slot| slot["source"]["type"] == "kms")
+        .unwrap()
+        .clone();
+    let mut theirs = read_json(&other_store).await;
+    theirs["key_slots"].as_array_mut().unwrap().push(kms_slot);
+    for key in [".s3cryptfs/volume.json", ".s3cryptfs/volume.copy.json"] {
+        other_store
+            .put(
+                key,
+                bytes::Bytes::from(serde_json::to_vec(&theirs).unwrap()),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let out = other.run(&["ls"], &[], &with_kms);
+    assert!(
+        !out.status.success(),
+        "a moved KMS slot unlocked: {}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("KMS Decrypt"), "{}", stderr(&out));
+
+    // Removing the KMS slot, unlocked by KMS itself.
+    let out = cli.run(&["key", "remove"], &["--name", "kms"], &with_kms);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli.cat(&with_kms);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -98,6 +98,10 @@ pub struct NewKeyArgs {
     /// option, it is asked for twice)
     #[arg(long, value_name = "FILE")]
     pub new_passphrase_file: Option<PathBuf>,
+    /// A slot whose key AWS KMS keeps: a random key, encrypted by this KMS key (id, ARN or
+    /// alias; the credentials need kms:Encrypt now and kms:Decrypt to unlock, see --kms)
+    #[arg(long, value_name = "KEY_ID", conflicts_with_all = ["new_key_file", "new_passphrase_file"])]
+    pub new_kms_key_id: Option<String>,
     /// scrypt cost of a new passphrase, as log2(N)
     #[arg(long, default_value_t = 17, value_parser = clap::value_parser!(u8).range(10..=22))]
     pub kdf_cost: u8,
@@ -111,7 +115,7 @@ pub struct KeyAddArgs {
     #[command(flatten)]
     pub new: NewKeyArgs,
     /// Add a recovery key: a random key printed once, for a person to write down
-    #[arg(long, conflicts_with_all = ["new_key_file", "new_passphrase_file"])]
+    #[arg(long, conflicts_with_all = ["new_key_file", "new_passphrase_file", "new_kms_key_id"])]
     pub recovery: bool,
     /// Name of the new slot (letters, digits, '.', '_', '-'); by default its kind
     /// ("key-file", "passphrase", "recovery", with -2, -3, ... when taken)
@@ -294,7 +298,7 @@ impl ConnectionArgs {
 }
 
 /// Where the volume key comes from.
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Default)]
 pub struct KeyArgs {
     /// Key file: 32 raw bytes or 64 hex characters. Keep it mode 0600.
     #[arg(long, value_name = "FILE")]
@@ -307,6 +311,14 @@ pub struct KeyArgs {
     /// $S3CRYPTFS_PASSPHRASE, or typed at a prompt on a terminal)
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// Unlock with the volume's AWS KMS key slot: KMS decrypts the slot's key (the AWS
+    /// credentials need kms:Decrypt on the KMS key; region from the AWS chain or --region)
+    #[arg(long, conflicts_with_all = ["key_file", "key_credential", "passphrase_file"])]
+    pub kms: bool,
+    /// Where KMS requests go (a local KMS for testing); by default the region's KMS
+    /// endpoint, or $AWS_ENDPOINT_URL_KMS
+    #[arg(long, value_name = "URL")]
+    pub kms_endpoint_url: Option<String>,
 }
 
 /// Environment variable that may hold the passphrase.
@@ -332,6 +344,10 @@ fn passphrase(bytes: Vec<u8>) -> Result<Secret, String> {
 pub enum Secret {
     Key(UserKey),
     Passphrase(zeroize::Zeroizing<Vec<u8>>),
+    /// KMS decrypts a KMS slot's key (through this endpoint, if given).
+    Kms {
+        endpoint: Option<String>,
+    },
 }
 
 impl Secret {
@@ -349,6 +365,10 @@ impl Secret {
                 out.push(b'P');
                 out.extend_from_slice(p);
             }
+            Secret::Kms { endpoint } => {
+                out.push(b'M');
+                out.extend_from_slice(endpoint.as_deref().unwrap_or_default().as_bytes());
+            }
         }
         out
     }
@@ -359,6 +379,10 @@ impl Secret {
                 .map(Secret::Key)
                 .map_err(|e| format!("the key handed over by the parent is unusable: {e}")),
             Some((b'P', p)) => passphrase(p.to_vec()),
+            Some((b'M', endpoint)) => Ok(Secret::Kms {
+                endpoint: (!endpoint.is_empty())
+                    .then(|| String::from_utf8_lossy(endpoint).into_owned()),
+            }),
             _ => Err("no key was handed over by the parent process".into()),
         }
     }
@@ -369,6 +393,11 @@ impl KeyArgs {
     /// $S3CRYPTFS_PASSPHRASE, the default systemd credential, or a prompt on a terminal
     /// (`confirm`: ask twice, for a new passphrase).
     pub fn secret(&self, confirm: bool) -> Result<Secret, String> {
+        if self.kms {
+            return Ok(Secret::Kms {
+                endpoint: self.kms_endpoint_url.clone(),
+            });
+        }
         if self.key_file.is_some() || self.key_credential.is_some() {
             return self.load().map(Secret::Key);
         }

@@ -72,12 +72,13 @@ pub fn import(args: ConfigImportArgs) -> i32 {
         Err(e) => return fail(EXIT_USAGE, e),
     };
     let location = config.location();
-    // The given key must open the file: a config nobody can unlock would lose the volume.
-    if let Err((code, message)) = open_slot(&imported, &secret, &args.input.display().to_string()) {
-        return fail(code, message);
-    }
     runtime().block_on(async move {
-        let store = match super::connect(config).await {
+        // The given key must open the file: a config nobody can unlock would lose the volume.
+        let input = args.input.display().to_string();
+        if let Err((code, message)) = open_slot(&imported, &secret, &input, &config).await {
+            return fail(code, message);
+        }
+        let store = match super::connect(config.clone()).await {
             Ok(s) => s,
             Err(e) => return fail(EXIT_STORE, e),
         };

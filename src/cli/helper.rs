@@ -10,8 +10,9 @@ const HELPER_NAMES: [&str; 2] = ["mount.s3cryptfs", "mount.fuse.s3cryptfs"];
 
 /// Options that take a value, as `-o name=value` (dashes or underscores), and the flag they
 /// become.
-const VALUE_OPTIONS: [&str; 20] = [
+const VALUE_OPTIONS: [&str; 21] = [
     "key-file",
+    "kms-endpoint-url",
     "key-credential",
     "endpoint-url",
     "region",
@@ -34,7 +35,7 @@ const VALUE_OPTIONS: [&str; 20] = [
 ];
 
 /// Options without a value that map to a flag.
-const FLAG_OPTIONS: [&str; 3] = ["force-path-style", "allow-other", "foreground"];
+const FLAG_OPTIONS: [&str; 4] = ["force-path-style", "allow-other", "foreground", "kms"];
 
 /// Options for mount(8), fstab or systemd, not for us.
 const IGNORED: [&str; 14] = [
@@ -157,7 +158,7 @@ mod tests {
             "bkt/pre",
             "/mnt/x",
             "-o",
-            "rw,_netdev,nofail,x-systemd.automount,comment=hi,key_file=/etc/k\\,ey,allow_other,endpoint-url=http://h:9,force_path_style,uid=5,ro",
+            "rw,_netdev,nofail,x-systemd.automount,comment=hi,key_file=/etc/k\\,ey,allow_other,endpoint-url=http://h:9,force_path_style,uid=5,ro,kms,kms_endpoint_url=http://k:1",
         ])
         .unwrap()
         .unwrap();
@@ -176,7 +177,10 @@ mod tests {
                 "--force-path-style",
                 "--uid",
                 "5",
-                "--read-only"
+                "--read-only",
+                "--kms",
+                "--kms-endpoint-url",
+                "http://k:1"
             ]
         );
     }

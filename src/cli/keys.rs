@@ -2,9 +2,11 @@
 //! key under its own user key, so adding or removing one rewrites only the config (both of
 //! its copies), never an object.
 
-use super::args::{KeyAddArgs, KeyArgs, KeyRemoveArgs, LocationArgs, NewKeyArgs, Secret};
+use super::args::{KeyAddArgs, KeyArgs, KeyRemoveArgs, LocationArgs, NewKeyArgs, VolumeArgs};
+use super::unlock::new_kms_key;
 use super::{EXIT_STORE, EXIT_USAGE, fail, new_user_key, runtime, unlock};
-use crate::crypto::{KeySlot, KeySource, UserKey};
+use crate::crypto::{KeySlot, KeySource, UserKey, VolumeConfig};
+use crate::store::StoreConfig;
 use crate::volume::{Volume, read_config};
 
 /// The user key and key source of a new slot, from --new-key-file (optionally generated
@@ -12,12 +14,7 @@ use crate::volume::{Volume, read_config};
 pub(super) fn new_slot_key(new: &NewKeyArgs) -> Result<(UserKey, KeySource), String> {
     if new.new_key_file.is_none() && new.new_passphrase_file.is_none() {
         if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            let typed = KeyArgs {
-                key_file: None,
-                key_credential: None,
-                passphrase_file: None,
-            };
-            return typed
+            return KeyArgs::default()
                 .prompt_passphrase(true)
                 .and_then(|secret| new_user_key(&secret, new.kdf_cost));
         }
@@ -32,8 +29,8 @@ pub(super) fn new_slot_key(new: &NewKeyArgs) -> Result<(UserKey, KeySource), Str
     }
     let args = KeyArgs {
         key_file: new.new_key_file.clone(),
-        key_credential: None,
         passphrase_file: new.new_passphrase_file.clone(),
+        ..KeyArgs::default()
     };
     let secret = args.secret(true)?;
     new_user_key(&secret, new.kdf_cost)
@@ -89,85 +86,98 @@ fn details(slot: &KeySlot) -> String {
 }
 
 pub fn add(args: KeyAddArgs) -> i32 {
-    let (user_key, source) = if args.recovery {
-        (UserKey::generate(), KeySource::Recovery)
+    let prepared = if args.recovery {
+        Some((UserKey::generate(), KeySource::Recovery))
+    } else if args.new.new_kms_key_id.is_some() {
+        None // made once the volume's id is known
     } else {
         match new_slot_key(&args.new) {
-            Ok(k) => k,
+            Ok(k) => Some(k),
             Err(e) => return fail(EXIT_USAGE, e),
         }
     };
-    change_slots(&args.volume.key, &args.volume, |volume, config| {
-        let name = config
-            .add_slot(&volume.master, args.name.as_deref(), &user_key, source)
-            .map_err(|e| e.to_string())?;
-        Ok(move || {
-            if args.recovery {
-                print_recovery_key(&user_key, &name);
+    let kms_key_id = args.new.new_kms_key_id.clone();
+    let endpoint = args.volume.key.kms_endpoint_url.clone();
+    let (wanted_name, recovery) = (args.name.clone(), args.recovery);
+    with_unlocked(&args.volume, |volume, connection| async move {
+        let (user_key, source) = match prepared {
+            Some(k) => k,
+            None => {
+                let key_id = kms_key_id.as_deref().expect("checked above");
+                new_kms_key(&volume.config, key_id, endpoint.as_deref(), &connection).await?
             }
-            println!("added key slot '{name}'");
-        })
+        };
+        let mut changed = volume.config.clone();
+        let name = changed
+            .add_slot(&volume.master, wanted_name.as_deref(), &user_key, source)
+            .map_err(|e| (EXIT_USAGE, e.to_string()))?;
+        save(&volume, &changed).await?;
+        if recovery {
+            print_recovery_key(&user_key, &name);
+        }
+        println!("added key slot '{name}'");
+        Ok(())
     })
 }
 
 pub fn remove(args: KeyRemoveArgs) -> i32 {
-    change_slots(&args.volume.key, &args.volume, |volume, config| {
-        let unlocked_with = &volume.config.key_slots[volume.unlocked_slot].name;
-        let own = *unlocked_with == args.name;
-        config.remove_slot(&args.name).map_err(|e| e.to_string())?;
-        let name = args.name.clone();
-        Ok(move || {
-            println!("removed key slot '{name}'");
-            if own {
-                println!("(it was the slot just used to unlock the volume)");
-            }
-            println!(
-                "Its key no longer opens this config, but it still opens any copy made before: \
-                 `config export` files, backups of the bucket, and older versions of \
-                 .s3cryptfs/volume.json and volume.copy.json if the bucket keeps versions. If \
-                 the key leaked, its holder may already have the master key: copy the files \
-                 into a new volume to be rid of it."
-            );
-        })
+    let name = args.name.clone();
+    with_unlocked(&args.volume, |volume, _| async move {
+        let own = volume.config.key_slots[volume.unlocked_slot].name == name;
+        let mut changed = volume.config.clone();
+        changed
+            .remove_slot(&name)
+            .map_err(|e| (EXIT_USAGE, e.to_string()))?;
+        save(&volume, &changed).await?;
+        println!("removed key slot '{name}'");
+        if own {
+            println!("(it was the slot just used to unlock the volume)");
+        }
+        println!(
+            "Its key no longer opens this config, but it still opens any copy made before: \
+             `config export` files, backups of the bucket, and older versions of \
+             .s3cryptfs/volume.json and volume.copy.json if the bucket keeps versions. If \
+             the key leaked, its holder may already have the master key: copy the files \
+             into a new volume to be rid of it."
+        );
+        Ok(())
     })
 }
 
-/// Unlocks the volume, lets `change` edit a copy of its config and writes the result to both
-/// config objects; `change` returns what to print once the config is written.
-fn change_slots<F, Done>(key: &KeyArgs, volume_args: &super::args::VolumeArgs, change: F) -> i32
+/// Unlocks the volume and runs `work` on it in the runtime; its error is printed and
+/// becomes the exit status.
+fn with_unlocked<W, F>(volume_args: &VolumeArgs, work: W) -> i32
 where
-    F: FnOnce(&Volume, &mut crate::crypto::VolumeConfig) -> Result<Done, String>,
-    Done: FnOnce(),
+    W: FnOnce(Volume, StoreConfig) -> F,
+    F: std::future::Future<Output = Result<(), (i32, String)>>,
 {
-    let config = match volume_args.connection.store_config(&volume_args.location) {
+    let connection = match volume_args.connection.store_config(&volume_args.location) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    let secret: Secret = match key.secret(false) {
+    let secret = match volume_args.key.secret(false) {
         Ok(s) => s,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    let location = config.location();
     runtime().block_on(async move {
-        let store = match super::connect(config).await {
+        let store = match super::connect(connection.clone()).await {
             Ok(s) => s,
             Err(e) => return fail(EXIT_STORE, e),
         };
-        let volume = match unlock(store.clone(), &location, &secret).await {
+        let volume = match unlock(store, &connection, &secret).await {
             Ok(v) => v,
             Err((code, message)) => return fail(code, message),
         };
-        let mut changed = volume.config.clone();
-        let done = match change(&volume, &mut changed) {
-            Ok(done) => done,
-            Err(e) => return fail(EXIT_USAGE, e),
-        };
-        match Volume::write_config(store.as_ref(), &changed).await {
-            Ok(()) => {
-                done();
-                0
-            }
-            Err(e) => fail(e.exit_code(), e),
+        match work(volume, connection).await {
+            Ok(()) => 0,
+            Err((code, message)) => fail(code, message),
         }
     })
+}
+
+/// Writes a changed config to both of the volume's config objects.
+async fn save(volume: &Volume, config: &VolumeConfig) -> Result<(), (i32, String)> {
+    Volume::write_config(volume.store.as_ref(), config)
+        .await
+        .map_err(|e| (e.exit_code(), e.to_string()))
 }

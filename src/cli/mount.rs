@@ -170,8 +170,10 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
     let opened = rt.block_on(async {
         tokio::time::timeout(OPEN_TIMEOUT, async {
             let store_err = |e: crate::store::StoreError| (EXIT_STORE, e.to_string());
-            let store = super::connect(store_config).await.map_err(store_err)?;
-            super::unlock(store, &location, &secret)
+            let store = super::connect(store_config.clone())
+                .await
+                .map_err(store_err)?;
+            super::unlock(store, &store_config, &secret)
                 .await
                 .map_err(|e| (e.0, e.1))
         })

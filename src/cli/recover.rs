@@ -24,11 +24,10 @@ pub(super) async fn open(args: &VolumeArgs) -> Result<Volume, i32> {
         .store_config(&args.location)
         .map_err(|e| fail(EXIT_USAGE, e))?;
     let secret = args.key.secret(false).map_err(|e| fail(EXIT_USAGE, e))?;
-    let location = config.location();
-    let store = super::connect(config)
+    let store = super::connect(config.clone())
         .await
         .map_err(|e| fail(EXIT_STORE, e))?;
-    super::unlock(store, &location, &secret)
+    super::unlock(store, &config, &secret)
         .await
         .map_err(|(code, message)| fail(code, message))
 }

@@ -5,13 +5,18 @@
 
 use super::args::RekeyArgs;
 use super::keys::new_slot_key;
+use super::unlock::new_kms_key;
 use super::{EXIT_STORE, EXIT_USAGE, fail, runtime, unlock};
 use crate::volume::Volume;
 
 pub fn run(args: RekeyArgs) -> i32 {
-    let (new_key, new_source) = match new_slot_key(&args.new) {
-        Ok(k) => k,
-        Err(e) => return fail(EXIT_USAGE, e),
+    let new_key = if args.new.new_kms_key_id.is_some() {
+        None // made once the volume's id is known
+    } else {
+        match new_slot_key(&args.new) {
+            Ok(k) => Some(k),
+            Err(e) => return fail(EXIT_USAGE, e),
+        }
     };
     let config = match args.volume.connection.store_config(&args.volume.location) {
         Ok(c) => c,
@@ -23,13 +28,24 @@ pub fn run(args: RekeyArgs) -> i32 {
     };
     let location = config.location();
     runtime().block_on(async move {
-        let store = match super::connect(config).await {
+        let store = match super::connect(config.clone()).await {
             Ok(s) => s,
             Err(e) => return fail(EXIT_STORE, e),
         };
-        let volume = match unlock(store.clone(), &location, &old_secret).await {
+        let volume = match unlock(store.clone(), &config, &old_secret).await {
             Ok(v) => v,
             Err((code, message)) => return fail(code, message),
+        };
+        let (new_key, new_source) = match new_key {
+            Some(k) => k,
+            None => {
+                let key_id = args.new.new_kms_key_id.as_deref().expect("checked above");
+                let endpoint = args.volume.key.kms_endpoint_url.as_deref();
+                match new_kms_key(&volume.config, key_id, endpoint, &config).await {
+                    Ok(k) => k,
+                    Err((code, message)) => return fail(code, message),
+                }
+            }
         };
         let slot = volume.unlocked_slot;
         let rewrapped = match volume

@@ -10,9 +10,11 @@ mod config;
 mod error;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fault;
+pub mod kms;
 #[cfg(any(test, feature = "test-support"))]
 pub mod memory;
 mod s3;
+mod sdk;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 pub use config::{StaticCredentials, StoreConfig};
 pub use error::{StoreError, StoreErrorKind};
+pub use kms::KmsKeys;
 pub use s3::S3Store;
 
 /// User metadata attached to an object (`x-amz-meta-*`, names without that prefix).

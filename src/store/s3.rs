@@ -1,19 +1,15 @@
 //! [`ObjectStore`] over aws-sdk-s3.
 
 use std::ops::Range;
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, Delete, MetadataDirective, ObjectIdentifier};
-use aws_smithy_http_client::tls;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -45,41 +41,7 @@ pub struct S3Store {
 impl S3Store {
     /// Builds the SDK client from the standard AWS chain plus our settings. Makes no request.
     pub async fn connect(config: StoreConfig) -> Result<Self, StoreError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(config.connect_timeout)
-                    .operation_attempt_timeout(config.attempt_timeout)
-                    .build(),
-            )
-            .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts));
-        if let Some(profile) = &config.profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(region) = &config.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(c) = &config.static_credentials {
-            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-                &c.access_key_id,
-                &c.secret_access_key,
-                None,
-                None,
-                "s3cryptfs-static",
-            ));
-        }
-        if let Some(endpoint) = &config.endpoint_url {
-            loader = loader.endpoint_url(endpoint);
-        }
-        // The Rust SDK does not read AWS_CA_BUNDLE itself (aws-sdk-rust#1362), so we do.
-        let ca_bundle = config
-            .ca_bundle
-            .clone()
-            .or_else(|| std::env::var_os("AWS_CA_BUNDLE").map(PathBuf::from));
-        if let Some(path) = ca_bundle {
-            loader = loader.http_client(https_client_with_ca(&path)?);
-        }
-        let sdk = loader.load().await;
+        let sdk = super::sdk::load(&config, config.endpoint_url.as_deref()).await?;
 
         let mut s3 = aws_sdk_s3::config::Builder::from(&sdk)
             .interceptor(RetryCounter)
@@ -650,27 +612,6 @@ impl ObjectStore for S3Store {
     }
 }
 
-/// An HTTPS client that trusts the system roots plus the PEM certificates in `path`.
-fn https_client_with_ca(
-    path: &std::path::Path,
-) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, StoreError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| StoreError::fatal(format!("cannot read CA bundle {}: {e}", path.display())))?;
-    let trust = tls::TrustStore::default()
-        .with_native_roots(true)
-        .with_pem_certificate(pem);
-    let context = tls::TlsContext::builder()
-        .with_trust_store(trust)
-        .build()
-        .map_err(|e| StoreError::fatal(format!("CA bundle {}: {e}", path.display())))?;
-    Ok(aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
-        ))
-        .tls_context(context)
-        .build_https())
-}
-
 /// Some servers (moto) answer a successful CompleteMultipartUpload with the root element
 /// `CompleteMultipartUploadResponse`, which the SDK refuses to parse. A 200 whose body is that
 /// document (and not an `<Error>`, which S3 may also send with a 200) did complete the upload.
@@ -750,53 +691,9 @@ fn map_err<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let mapped = classify(op, key, err);
+    let mapped = super::sdk::classify(op, key, err);
     crate::metrics::s3_error(op, mapped.kind.name());
     mapped
-}
-
-/// Turns an SDK error into a [`StoreError`] with a message that names the request.
-fn classify<E>(
-    op: &'static str,
-    key: &str,
-    err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    match &err {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().map(str::to_string);
-            let message = format!(
-                "{op} {key}: {} (HTTP {})",
-                service
-                    .err()
-                    .message()
-                    .or(code.as_deref())
-                    .map(str::to_string)
-                    .unwrap_or_else(|| DisplayErrorContext(&err).to_string()),
-                status.map_or("?".to_string(), |s| s.to_string())
-            );
-            StoreError::from_s3(code.as_deref(), status, message)
-        }
-        SdkError::ConstructionFailure(_) => {
-            StoreError::fatal(format!("{op} {key}: {}", DisplayErrorContext(&err)))
-        }
-        _ if format!("{}", DisplayErrorContext(&err)).contains("credentials") => StoreError::new(
-            StoreErrorKind::AccessDenied,
-            format!(
-                "{op} {key}: no usable AWS credentials (set AWS_ACCESS_KEY_ID and \
-                 AWS_SECRET_ACCESS_KEY, pass --profile, or run with an instance role): {}",
-                DisplayErrorContext(&err)
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-            ),
-        ),
-        _ => StoreError::transient(format!("{op} {key}: {}", DisplayErrorContext(&err))),
-    }
 }
 
 #[cfg(test)]
