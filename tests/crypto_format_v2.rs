@@ -199,3 +199,122 @@ fn known_answer_vector() {
         "527a436ca801b8d61e7cc117c32e88cab9a3108f6c1cc1d5906b2b965715668a"
     );
 }
+
+/// An append with a fixed epoch nonce, as [`append`] does it.
+fn append_fixed(
+    m: &MasterKey,
+    layout: Layout,
+    object: &[u8],
+    data: &[u8],
+    nonce: [u8; 16],
+) -> Vec<u8> {
+    let dec = ObjectDecryptor::new(m, layout, object, object.len() as u64).unwrap();
+    let plan = layout.append_plan(dec.plaintext_size()).unwrap();
+    let header = Header::parse(object, layout).unwrap();
+    let mut enc =
+        StreamEncryptor::append_with_fixed_epoch(m, &header, plan.from_segment, nonce).unwrap();
+    let old = open(m, layout, object).unwrap();
+    let mut tail = old[plan.resealed.start as usize..plan.resealed.end as usize].to_vec();
+    tail.extend_from_slice(data);
+    let mut out = enc.header().to_bytes();
+    out.extend_from_slice(&object[plan.kept.start as usize..plan.kept.end as usize]);
+    let c = layout.ciphertext_segment_size() as usize;
+    let limit = (out.len() + tail.len() + 2 * c).div_ceil(c) * c;
+    assert_eq!(enc.write(&mut out, &tail, limit), tail.len());
+    enc.finish(&mut out);
+    out
+}
+
+/// docs/FORMAT.md §15.5: the vector's object appended to twice.
+const THREE_EPOCHS_SHA256: &str =
+    "42ee080c69106b70c33baca22d426ec697e1c8381c62b51fe9697b4e25ddf710";
+
+#[test]
+fn known_answer_vector_with_three_epochs() {
+    use sha2::{Digest, Sha256};
+    let m = master(0x11);
+    let layout = v2();
+    let mut enc =
+        StreamEncryptor::with_fixed_epoch(&m, layout, ObjectKind::File, [0x22; 32], [0x33; 16]);
+    let mut object = Vec::new();
+    enc.start(&mut object);
+    let c = layout.ciphertext_segment_size() as usize;
+    let first = pattern(5000, 1);
+    assert_eq!(enc.write(&mut object, &first, 4 * c), first.len());
+    enc.finish(&mut object);
+    let object = append_fixed(&m, layout, &object, &pattern(3000, 3), [0x44; 16]);
+    let object = append_fixed(&m, layout, &object, &pattern(6000, 5), [0x55; 16]);
+    let header = Header::parse(&object, layout).unwrap();
+    assert_eq!(header.epochs().len(), 3);
+    let expected = [first, pattern(3000, 3), pattern(6000, 5)].concat();
+    assert_eq!(open(&m, layout, &object).unwrap(), expected);
+    assert_eq!(hex::encode(Sha256::digest(&object)), THREE_EPOCHS_SHA256);
+    let format_md = include_str!("../docs/FORMAT.md");
+    assert!(
+        format_md.contains(THREE_EPOCHS_SHA256),
+        "FORMAT.md §15.5 lost the vector"
+    );
+}
+
+/// docs/FORMAT.md §9a: attributes sealed for the §15.5 object, salt 16 × `66`.
+const ATTRS_VECTOR: &str = "AmZmZmZmZmZmZmZmZmZmZmYqaIt4hjj_2ONaIJGnkR0f9xhs_vzmuAklrfsIh800cnZHDNheEJvEY9Q0nCx9AalhZ0Ua49VEnZ7Z-Bs";
+
+#[test]
+fn attributes_known_answer_vector() {
+    use aes::cipher::{KeyIvInit, StreamCipher};
+    use hmac::{KeyInit, Mac};
+    let m = master(0x11);
+    let layout = v2();
+    let object = {
+        let mut enc =
+            StreamEncryptor::with_fixed_epoch(&m, layout, ObjectKind::File, [0x22; 32], [0x33; 16]);
+        let mut out = Vec::new();
+        enc.start(&mut out);
+        enc.finish(&mut out);
+        out
+    };
+    let header = Header::parse(&object, layout).unwrap();
+    let attrs = PosixAttrs {
+        mode: 0o100640,
+        uid: 1000,
+        gid: 100,
+        mtime: std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789),
+    };
+    let binding = AttrsBinding::of(&header);
+    let sealed = seal_attrs_with_salt(&m, &attrs, &binding, [0x66; 16]);
+    // Rebuilt from the primitives as §9a says.
+    let mut info = b"s3cryptfs v2 attributes".to_vec();
+    info.extend_from_slice(&object[..8]);
+    info[23 + 7] = 0; // byte 7 of the header as bound: 0 in format 2
+    info.extend_from_slice(&[0x22; 32]);
+    let mut okm = [0u8; 64];
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0x66; 16]), &[0x11; 32])
+        .expand(&info, &mut okm)
+        .unwrap();
+    let mut body = Vec::new();
+    body.extend_from_slice(&0o100640u32.to_be_bytes());
+    body.extend_from_slice(&1000u32.to_be_bytes());
+    body.extend_from_slice(&100u32.to_be_bytes());
+    body.extend_from_slice(&1_700_000_000i64.to_be_bytes());
+    body.extend_from_slice(&123_456_789u32.to_be_bytes());
+    body.extend_from_slice(&[0; 4]);
+    let mut iv = [0u8; 16];
+    iv[0] = 2;
+    ctr::Ctr32BE::<aes::Aes256>::new_from_slices(&okm[..32], &iv)
+        .unwrap()
+        .apply_keystream(&mut body);
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&okm[32..]).unwrap();
+    mac.update(&iv);
+    mac.update(&body);
+    let blob = [&[2u8][..], &[0x66; 16], &body, &mac.finalize().into_bytes()].concat();
+    use base64::Engine as _;
+    let rebuilt = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob);
+    assert_eq!(sealed, rebuilt);
+    assert_eq!(sealed, ATTRS_VECTOR);
+    assert_eq!(open_attrs(&m, &sealed, &binding).unwrap(), attrs);
+    let format_md = include_str!("../docs/FORMAT.md");
+    assert!(
+        format_md.contains(ATTRS_VECTOR),
+        "FORMAT.md §9a lost the vector"
+    );
+}

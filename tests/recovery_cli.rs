@@ -223,11 +223,25 @@ async fn fsck_finds_damage_and_cleans_stale_uploads(kind: ServerKind) {
         )
         .await
         .unwrap();
+    // Cut short at a segment boundary: a size that fits the format, but its new last
+    // segment was not sealed as the last one.
+    let whole = common::read_object(&v.store, "d/good").await;
+    let cut_len = common::HEADER + 2 * (65536 + 32);
+    assert!(whole.len() > cut_len + 65536);
+    v.store
+        .put(
+            "cut",
+            bytes::Bytes::from(whole[..cut_len].to_vec()),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
 
     let out = fsck(&[]);
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "{report}");
     assert!(report.contains("CORRUPT  tampered: "), "{report}");
+    assert!(report.contains("CORRUPT  cut: "), "{report}");
     assert!(
         report.contains("authentication failed at segment 1"),
         "{report}"
@@ -262,7 +276,7 @@ async fn fsck_finds_damage_and_cleans_stale_uploads(kind: ServerKind) {
     assert!(v.store.list_uploads("").await.unwrap().is_empty());
 
     v.store
-        .delete_many(&["tampered".into(), "foreign.txt".into()])
+        .delete_many(&["tampered".into(), "foreign.txt".into(), "cut".into()])
         .await
         .unwrap();
     let out = fsck(&["--stale-after", "0"]);

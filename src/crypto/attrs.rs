@@ -127,6 +127,19 @@ pub fn seal_attrs(master: &MasterKey, attrs: &PosixAttrs, binding: &AttrsBinding
     seal_blob(VERSION, &salt, &binding.keys(master, &salt), attrs)
 }
 
+/// [`seal_attrs`] with a given salt, for the known-answer vector of docs/FORMAT.md §9a. Not
+/// in release builds: a salt used twice would encrypt two bodies under one key and IV.
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub fn seal_attrs_with_salt(
+    master: &MasterKey,
+    attrs: &PosixAttrs,
+    binding: &AttrsBinding,
+    salt: [u8; SALT_LEN],
+) -> String {
+    seal_blob(VERSION, &salt, &binding.keys(master, &salt), attrs)
+}
+
 fn fresh_salt() -> [u8; SALT_LEN] {
     let mut salt = [0u8; SALT_LEN];
     os_random(&mut salt);

@@ -28,11 +28,11 @@ pub mod open;
 pub mod seal;
 pub mod staging;
 
-#[cfg(any(test, feature = "test-support"))]
-pub use attrs::seal_unbound_attrs;
 pub use attrs::{
     ATTRS_METADATA_NAME, AttrsBinding, PosixAttrs, open_attrs, open_unbound_attrs, seal_attrs,
 };
+#[cfg(any(test, feature = "test-support"))]
+pub use attrs::{seal_attrs_with_salt, seal_unbound_attrs};
 pub use config::{
     CONFIG_VERSION, KeySlot, KeySource, LEGACY_SLOT_NAME, MAX_KEY_SLOTS, VOLUME_FORMAT_VERSION,
     VolumeConfig,

@@ -153,6 +153,21 @@ impl StreamEncryptor {
         Self::build_v2(master, Header::new_v2(kind, layout, salt, epoch_nonce), 0)
     }
 
+    /// [`StreamEncryptor::append`] with a fixed epoch nonce, for known-answer tests. Not in
+    /// release builds.
+    #[cfg(any(test, feature = "test-support"))]
+    #[doc(hidden)]
+    pub fn append_with_fixed_epoch(
+        master: &MasterKey,
+        base: &Header,
+        from_segment: u64,
+        epoch_nonce: [u8; 16],
+    ) -> Option<Self> {
+        let first = u32::try_from(from_segment).ok().filter(|f| *f > 0)?;
+        let header = base.with_epoch(first, epoch_nonce)?;
+        Some(Self::build_v2(master, header, from_segment))
+    }
+
     /// Seals in the last epoch of `header`, from segment `from_segment`.
     fn build_v2(master: &MasterKey, header: Header, from_segment: u64) -> Self {
         let layout = header.layout();
