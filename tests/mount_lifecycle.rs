@@ -226,3 +226,55 @@ async fn a_second_signal_exits_at_once(kind: ServerKind) {
     drop(f);
     proxy.clear();
 }
+
+/// A daemon killed with SIGKILL leaves a dead mount (ENOTCONN); the next mount on the same
+/// directory clears it, says so, and mounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_after_a_crash_clears_the_stale_one() {
+    let v = TestVolume::new(ServerKind::Garage, "stale", "s").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mountpoint = dir.path().join("mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let mount = || {
+        v.cli(
+            &[
+                "mount",
+                &v.location(),
+                &mountpoint.to_string_lossy(),
+                "--key-file",
+            ],
+            &[&v.key_file],
+        )
+    };
+    let out = mount();
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(mountpoint.join("kept"), b"saved before the crash").unwrap();
+    let daemon = common::mount::daemon_of(&mountpoint).expect("the daemon");
+    // SAFETY: kill(2) of the mount daemon this test started.
+    unsafe { libc::kill(daemon as i32, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{daemon}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon survived SIGKILL"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let dead = std::fs::metadata(&mountpoint).unwrap_err();
+    assert_eq!(dead.raw_os_error(), Some(libc::ENOTCONN), "{dead}");
+
+    let out = mount();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stale mount"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(mountpoint.join("kept")).unwrap(),
+        b"saved before the crash"
+    );
+    let out = std::process::Command::new(common::mount::BIN)
+        .arg("umount")
+        .arg(&mountpoint)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!is_mounted(&mountpoint));
+}

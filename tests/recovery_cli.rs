@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::mount::{TestVolume, is_mounted, sha256_file, stderr};
+use common::mount::{TestVolume, daemon_of, is_mounted, sha256_file, stderr};
 use common::{ServerKind, random_bytes};
 
 on_both_servers!(files_come_back_without_fuse, generate_key_and_umount);
@@ -420,18 +420,4 @@ async fn passphrase_volumes_and_rekey(kind: ServerKind) {
     );
     let m = v.mount_with_key(&new_key, &[]).unwrap();
     assert_eq!(std::fs::read(m.join("doc")).unwrap(), b"secret document");
-}
-
-/// The process serving the mount on `mountpoint` (its command line names it).
-fn daemon_of(mountpoint: &std::path::Path) -> Option<u32> {
-    let wanted = mountpoint.to_string_lossy().to_string();
-    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
-        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).to_string())
-            .collect();
-        (args.contains(&wanted) && args.iter().any(|a| a == "--foreground")).then_some(pid)
-    })
 }

@@ -37,7 +37,7 @@ async fn mount_t_fuse_s3cryptfs_reaches_the_helper() {
             .arg(dir.path())
             .arg("-o")
             .arg(format!(
-                "key_file={},endpoint_url={},force_path_style,_netdev,nofail,allow_other,x-systemd.automount,comment=test",
+                "key_file={},endpoint_url={},force_path_style,_netdev,nofail,allow_other,x-systemd.automount,comment=test,noexec,nosuid,nodev,noatime,max_cache_size=64MiB,metrics_addr=127.0.0.1:0",
                 key.display(),
                 v.server.endpoint
             ))
@@ -51,6 +51,16 @@ async fn mount_t_fuse_s3cryptfs_reaches_the_helper() {
         is_mounted(dir.path()),
         "mount returned once the volume was live"
     );
+    // Generic mount flags reach the kernel: noexec as asked, nosuid and nodev always.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let ours = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(dir.path().to_str().unwrap()))
+        .expect("the mount in /proc/self/mounts");
+    let flags: Vec<&str> = ours.split(' ').nth(3).unwrap().split(',').collect();
+    for flag in ["noexec", "nosuid", "nodev"] {
+        assert!(flags.contains(&flag), "{flag} in {ours}");
+    }
     std::fs::write(dir.path().join("via-helper"), b"mounted by mount(8)").unwrap();
     assert_eq!(
         std::fs::read(dir.path().join("via-helper")).unwrap(),

@@ -539,6 +539,10 @@ pub struct MountArgs {
     /// Mount read-only
     #[arg(long)]
     pub read_only: bool,
+    /// Forbid running programs from the mount (as `mount -o noexec`); the mount is always
+    /// nosuid and nodev
+    #[arg(long)]
+    pub noexec: bool,
     /// Seconds that attributes, directory listings and negative lookups are trusted before
     /// S3 is asked again (changes made through this mount are seen at once)
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
@@ -612,27 +616,51 @@ pub fn parse_mode(s: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("'{s}' is not an octal mode such as 0644"))
 }
 
-/// `123`, `64K`, `128M`, `2G` (powers of 1024).
+/// A size: a number with a unit, `64K`, `128M`, `2G`, `1T`, also written `64KiB`, `64KB`,
+/// `128 MiB` (all powers of 1024), or a bare number of bytes of at least 1 MiB. A bare
+/// number below that is refused: `--max-cache-size 10240` was meant as MiB, not as 10 KiB.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let (digits, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err(format!("'{s}': unknown size suffix (use K, M, G or T)")),
-            };
-            (&t[..i], m)
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = (&t[..split], t[split..].trim());
+    let multiplier: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "'{s}': unknown size unit (use K, M, G or T, or KiB, MiB, GiB, TiB)"
+            ));
         }
-        _ => (t, 1),
     };
-    digits
+    let bytes = digits
         .parse::<u64>()
         .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("'{s}' is not a size such as 128M"))
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("'{s}' is not a size such as 128M"))?;
+    if unit.is_empty() && bytes < 1 << 20 {
+        return Err(format!(
+            "'{s}' would be {bytes} bytes: give a unit, such as {s}M or {s}K"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A size for the startup log: `64 MiB`, `10 GiB`, `1536 KiB`.
+pub fn show_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    UNITS
+        .iter()
+        .find(|(_, size)| bytes >= *size && bytes.is_multiple_of(*size))
+        .map(|(unit, size)| format!("{} {unit}", bytes / size))
+        .unwrap_or_else(|| format!("{bytes} bytes"))
 }
 
 #[cfg(test)]
@@ -643,9 +671,21 @@ mod tests {
     fn parses_sizes_and_modes() {
         assert_eq!(parse_size("128M"), Ok(128 << 20));
         assert_eq!(parse_size("2g"), Ok(2 << 30));
-        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("64 MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("64KB"), Ok(64 << 10));
+        assert_eq!(parse_size("1TiB"), Ok(1 << 40));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        let bare = parse_size("10240").unwrap_err();
+        assert!(bare.contains("10240M"), "{bare}");
+        assert!(parse_size("4096").is_err());
         assert!(parse_size("12X").is_err());
         assert!(parse_size("M").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert_eq!(show_size(64 << 20), "64 MiB");
+        assert_eq!(show_size(10 << 30), "10 GiB");
+        assert_eq!(show_size(1536 << 10), "1536 KiB");
+        assert_eq!(show_size(1000), "1000 bytes");
         assert_eq!(parse_mode("0644"), Ok(0o644));
         assert_eq!(parse_mode("755"), Ok(0o755));
         assert!(parse_mode("0999").is_err());

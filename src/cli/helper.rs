@@ -8,40 +8,49 @@ use std::ffi::OsString;
 /// Names the binary answers to as a mount helper.
 const HELPER_NAMES: [&str; 2] = ["mount.s3cryptfs", "mount.fuse.s3cryptfs"];
 
-/// Options that take a value, as `-o name=value` (dashes or underscores), and the flag they
-/// become.
-const VALUE_OPTIONS: [&str; 21] = [
-    "key-file",
-    "kms-endpoint-url",
-    "key-credential",
-    "endpoint-url",
-    "region",
-    "profile",
-    "prefix",
-    "ca-bundle",
-    "request-timeout",
-    "max-attempts",
-    "uid",
-    "gid",
-    "file-mode",
-    "dir-mode",
-    "metadata-ttl",
-    "cache-size",
-    "max-prefetch",
-    "max-upload-memory",
-    "parts-in-flight",
-    "log-level",
-    "log-file",
+/// Generic mount(8) options and ones meant for fstab or systemd: accepted and ignored, as
+/// mount.fuse3 does with what it does not pass on. The mount is always `nosuid,nodev` and
+/// `noatime` (safer, and atime updates would be a PUT each); `noexec` and `ro` are ours.
+const IGNORED: [&str; 22] = [
+    "_netdev",
+    "nofail",
+    "noauto",
+    "auto",
+    "user",
+    "users",
+    "nouser",
+    "owner",
+    "defaults",
+    "rw",
+    "nosuid",
+    "suid",
+    "nodev",
+    "dev",
+    "exec",
+    "async",
+    "sync",
+    "atime",
+    "noatime",
+    "relatime",
+    "strictatime",
+    "nodiratime",
 ];
 
-/// Options without a value that map to a flag.
-const FLAG_OPTIONS: [&str; 4] = ["force-path-style", "allow-other", "foreground", "kms"];
-
-/// Options for mount(8), fstab or systemd, not for us.
-const IGNORED: [&str; 14] = [
-    "_netdev", "nofail", "noauto", "auto", "user", "users", "nouser", "defaults", "rw", "nosuid",
-    "nodev", "noatime", "relatime", "exec",
-];
+/// The long options of `s3cryptfs mount`, from its clap definition, so that every flag the
+/// command line has is an `-o` option too: (takes a value, name).
+fn mount_options() -> Vec<(bool, String)> {
+    let command = <super::args::Cli as clap::CommandFactory>::command();
+    let mount = command
+        .find_subcommand("mount")
+        .expect("the CLI has a mount subcommand");
+    mount
+        .get_arguments()
+        .filter_map(|arg| {
+            let long = arg.get_long()?;
+            (long != "help").then(|| (arg.get_action().takes_values(), long.to_string()))
+        })
+        .collect()
+}
 
 /// If the program was invoked under a helper name, the equivalent `s3cryptfs mount` argv.
 pub fn as_mount_helper(args: &[OsString]) -> Option<Result<Vec<OsString>, String>> {
@@ -127,12 +136,20 @@ fn option_to_flags(opt: &str) -> Result<Vec<OsString>, String> {
     if IGNORED.contains(&name) || name.starts_with("x-") || name == "comment" {
         return Ok(Vec::new());
     }
-    match (normal.as_str(), value) {
-        ("ro" | "read-only", None) => Ok(vec!["--read-only".into()]),
-        (n, None) if FLAG_OPTIONS.contains(&n) => Ok(vec![format!("--{n}").into()]),
-        (n, Some(v)) if VALUE_OPTIONS.contains(&n) => Ok(vec![format!("--{n}").into(), v.into()]),
-        (n, _) if VALUE_OPTIONS.contains(&n) => Err(format!("option {name} needs a value")),
-        _ => Err(format!("unknown mount option '{opt}'")),
+    if (normal == "ro" || normal == "read-only") && value.is_none() {
+        return Ok(vec!["--read-only".into()]);
+    }
+    let known = mount_options();
+    let Some((takes_value, long)) = known.iter().find(|(_, long)| *long == normal) else {
+        return Err(format!(
+            "unknown mount option '{opt}' (the options are the long flags of `s3cryptfs mount --help`)"
+        ));
+    };
+    match (takes_value, value) {
+        (true, Some(v)) => Ok(vec![format!("--{long}").into(), v.into()]),
+        (true, None) => Err(format!("option {name} needs a value")),
+        (false, None) => Ok(vec![format!("--{long}").into()]),
+        (false, Some(_)) => Err(format!("option {name} takes no value")),
     }
 }
 
@@ -182,6 +199,49 @@ mod tests {
                 "--kms-endpoint-url",
                 "http://k:1"
             ]
+        );
+    }
+
+    #[test]
+    fn every_long_flag_of_mount_is_an_option() {
+        let options = mount_options();
+        for name in [
+            "key-file",
+            "passphrase-file",
+            "kms",
+            "metrics-addr",
+            "cache-dir",
+            "max-cache-size",
+            "allow-core-dumps",
+            "noexec",
+        ] {
+            assert!(options.iter().any(|(_, long)| long == name), "{name}");
+        }
+        for (takes_value, long) in &options {
+            let underscored = long.replace('-', "_");
+            let opt = if *takes_value {
+                format!("{underscored}=v")
+            } else {
+                underscored
+            };
+            let argv = run(&["mount.s3cryptfs", "b", "/m", "-o", &opt])
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{opt}: {e}"));
+            assert_eq!(argv[4], format!("--{long}"), "{opt}");
+            if *takes_value {
+                assert_eq!(argv[5], "v");
+            }
+        }
+        for generic in IGNORED {
+            let argv = run(&["mount.s3cryptfs", "b", "/m", "-o", generic])
+                .unwrap()
+                .unwrap();
+            assert_eq!(argv.len(), 4, "{generic}");
+        }
+        assert!(
+            run(&["mount.s3cryptfs", "b", "/m", "-o", "allow_other=1"])
+                .unwrap()
+                .is_err()
         );
     }
 

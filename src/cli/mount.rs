@@ -37,6 +37,9 @@ const SHUTDOWN_COMMIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// `argv`: this command's arguments (after the program name), as the background child needs
 /// them (a mount helper's arguments are already translated).
 pub fn run(args: MountArgs, argv: &[std::ffi::OsString]) -> i32 {
+    if let Err(e) = clear_stale_mount(&args.mountpoint) {
+        return fail(EXIT_USAGE, e);
+    }
     if !args.mountpoint.is_dir() {
         return fail(
             EXIT_USAGE,
@@ -236,6 +239,11 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
         MountOption::NoDev,
         MountOption::NoSuid,
         MountOption::NoAtime,
+        if args.noexec {
+            MountOption::NoExec
+        } else {
+            MountOption::Exec
+        },
         if args.read_only {
             MountOption::RO
         } else {
@@ -274,7 +282,14 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
         &args.mountpoint,
         (args.max_prefetch / 1024).min(64 * 1024) as u32,
     );
-    info!(mountpoint = %args.mountpoint.display(), "mounted {location}");
+    info!(
+        mountpoint = %args.mountpoint.display(),
+        cache_size = %super::args::show_size(args.cache_size),
+        max_prefetch = %super::args::show_size(args.max_prefetch),
+        max_upload_memory = %super::args::show_size(args.max_upload_memory),
+        max_cache_size = %super::args::show_size(args.max_cache_size),
+        "mounted {location}"
+    );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     ready.report("ready");
 
@@ -369,6 +384,59 @@ pub fn umount_command(path: &std::path::Path) -> i32 {
 /// Unmounts `path`; while files are still open there, detaches it lazily (the session then
 /// ends when the last one is closed). fuser's own unmounter is not used: it skips the unmount
 /// when kernel requests are pending on the device.
+/// A daemon that died (kill -9, OOM) leaves its mount behind, answering ENOTCONN to
+/// everything: a restart could not mount there. A stale mount of ours is detached, with a
+/// log line; one of another filesystem is left alone and named in the error.
+fn clear_stale_mount(path: &std::path::Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {}
+        _ => return Ok(()),
+    }
+    let wanted = std::fs::canonicalize(path.parent().unwrap_or(path))
+        .map(|parent| parent.join(path.file_name().unwrap_or_default()))
+        .unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    // The newest mount on that path: its source (our FSName is `s3cryptfs:LOCATION`) and type
+    // (`fuse` or `fuse.s3cryptfs`, as the kernel and mount(8) name it).
+    let found = mounts.lines().rev().find_map(|line| {
+        let mut fields = line.split(' ');
+        let (source, target, fs_type) = (fields.next()?, fields.next()?, fields.next()?);
+        (unescape_mount_path(target) == wanted.to_string_lossy())
+            .then(|| (source.to_string(), fs_type.to_string()))
+    });
+    let ours = |(source, fs_type): &(String, String)| {
+        fs_type.starts_with("fuse") && source.starts_with("s3cryptfs:")
+    };
+    match found {
+        Some(mount) if ours(&mount) => {
+            warn!(
+                "{} is the stale mount of an s3cryptfs daemon that died: detaching it",
+                path.display()
+            );
+            umount2(path, MntFlags::MNT_DETACH)
+                .map_err(|e| format!("cannot detach the stale mount on {}: {e}", path.display()))
+        }
+        Some((source, fs_type)) => Err(format!(
+            "{} is a dead mount of something else ({source}, {fs_type}): unmount it first \
+             (fusermount -u)",
+            path.display()
+        )),
+        None => Err(format!(
+            "{} answers 'transport endpoint is not connected' (a dead FUSE mount?)",
+            path.display()
+        )),
+    }
+}
+
+/// Mount points in /proc/self/mounts have space, tab, newline and backslash as octal escapes.
+fn unescape_mount_path(field: &str) -> String {
+    field
+        .replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
 fn unmount(path: &std::path::Path) {
     let Err(err) = umount2(path, MntFlags::empty()) else {
         return;

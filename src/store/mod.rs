@@ -72,6 +72,17 @@ pub struct Listing {
     pub requests: usize,
 }
 
+impl Listing {
+    /// Entries so far: objects and common prefixes.
+    pub fn len(&self) -> usize {
+        self.objects.len() + self.common_prefixes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// An in-progress multipart upload, as ListMultipartUploads reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadInfo {
@@ -257,12 +268,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// DeleteObjects, in batches of 1000.
     async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError>;
 
-    /// Every page of a listing.
+    /// Every page of a listing, within [`MAX_LISTING_ENTRIES`] and with a server that moves
+    /// on from page to page (see [`check_page`]).
     async fn list_all(&self, prefix: &str, delimiter: Option<&str>) -> Result<Listing, StoreError> {
         let mut listing = Listing::default();
-        let mut token = None;
+        let mut token: Option<String> = None;
         loop {
-            let page = self.list_page(prefix, delimiter, token).await?;
+            let page = self.list_page(prefix, delimiter, token.clone()).await?;
+            check_page(prefix, &page, token.as_deref(), listing.len())?;
             listing.requests += 1;
             listing.objects.extend(page.objects);
             listing.common_prefixes.extend(page.common_prefixes);
@@ -271,5 +284,73 @@ pub trait ObjectStore: Send + Sync + 'static {
                 None => return Ok(listing),
             }
         }
+    }
+}
+
+/// Entries one listing may gather (a few hundred bytes each in memory): far past any
+/// directory a mount lists in one go, and a bound on what a server can make us hold.
+pub const MAX_LISTING_ENTRIES: usize = 10_000_000;
+
+/// Refuses a page the server should not have sent: more entries than asked for, the same
+/// continuation token again (a listing that would never end), or one that takes the
+/// listing past [`MAX_LISTING_ENTRIES`].
+fn check_page(
+    prefix: &str,
+    page: &ListPage,
+    previous_token: Option<&str>,
+    gathered: usize,
+) -> Result<(), StoreError> {
+    let entries = page.objects.len() + page.common_prefixes.len();
+    if entries > MAX_KEYS_PER_REQUEST {
+        return Err(StoreError::fatal(format!(
+            "LIST {prefix}: the server sent {entries} entries in a page of at most {MAX_KEYS_PER_REQUEST}"
+        )));
+    }
+    if page.next_token.is_some() && page.next_token.as_deref() == previous_token {
+        return Err(StoreError::fatal(format!(
+            "LIST {prefix}: the server sent the same continuation token twice"
+        )));
+    }
+    if gathered + entries > MAX_LISTING_ENTRIES {
+        return Err(StoreError::fatal(format!(
+            "LIST {prefix}: more than {MAX_LISTING_ENTRIES} entries"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(prefixes: usize, next: Option<&str>) -> ListPage {
+        ListPage {
+            objects: Vec::new(),
+            common_prefixes: (0..prefixes).map(|i| format!("d{i}/")).collect(),
+            next_token: next.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn pages_a_server_should_not_send_are_refused() {
+        assert!(check_page("p/", &page(1000, Some("a")), None, 0).is_ok());
+        assert!(check_page("p/", &page(10, None), Some("a"), 1000).is_ok());
+        let oversized = check_page("p/", &page(1001, None), None, 0).unwrap_err();
+        assert!(
+            oversized.to_string().contains("1001 entries"),
+            "{oversized}"
+        );
+        let looping = check_page("p/", &page(5, Some("a")), Some("a"), 1000).unwrap_err();
+        assert!(
+            looping.to_string().contains("same continuation token"),
+            "{looping}"
+        );
+        let endless = check_page(
+            "p/",
+            &page(1000, Some("b")),
+            Some("a"),
+            MAX_LISTING_ENTRIES - 999,
+        );
+        assert!(endless.is_err());
     }
 }

@@ -440,6 +440,7 @@ impl ObjectStore for S3Store {
     async fn list_uploads(&self, prefix: &str) -> Result<Vec<UploadInfo>, StoreError> {
         let mut uploads = Vec::new();
         let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        let mut previous = (None, None);
         loop {
             let out = self
                 .client
@@ -464,11 +465,22 @@ impl ObjectStore for S3Store {
             if out.is_truncated() != Some(true) {
                 return Ok(uploads);
             }
-            key_marker = out.next_key_marker().map(str::to_string);
-            id_marker = out.next_upload_id_marker().map(str::to_string);
-            if key_marker.is_none() && id_marker.is_none() {
+            if uploads.len() > super::MAX_LISTING_ENTRIES {
+                return Err(StoreError::fatal(format!(
+                    "ListMultipartUploads {prefix}: more than {} uploads",
+                    super::MAX_LISTING_ENTRIES
+                )));
+            }
+            let next = (
+                out.next_key_marker().map(str::to_string),
+                out.next_upload_id_marker().map(str::to_string),
+            );
+            if next == (None, None) || next == previous {
+                // No way on, or the same page again: what we have is all we will get.
                 return Ok(uploads);
             }
+            previous = next.clone();
+            (key_marker, id_marker) = next;
         }
     }
 

@@ -328,3 +328,17 @@ pub fn sha256_file(path: &Path) -> String {
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     hex::encode(Sha256::digest(&data))
 }
+
+/// The process serving the mount on `mountpoint` (its command line names it).
+pub fn daemon_of(mountpoint: &std::path::Path) -> Option<u32> {
+    let wanted = mountpoint.to_string_lossy().to_string();
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect();
+        (args.contains(&wanted) && args.iter().any(|a| a == "--foreground")).then_some(pid)
+    })
+}
