@@ -223,3 +223,117 @@ async fn serves_prometheus_metrics_on_loopback() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("loopback"), "{}", stderr(&out));
 }
+
+/// The journal's socket, as a listener of our own where no journald runs (removed when the
+/// test ends), so that what a daemon sends there can be read back.
+struct JournalListener {
+    socket: std::os::unix::net::UnixDatagram,
+    made_dir: bool,
+}
+
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+impl JournalListener {
+    fn bind() -> Self {
+        let dir = Path::new(JOURNAL_SOCKET).parent().unwrap();
+        let made_dir = !dir.exists();
+        std::fs::create_dir_all(dir).unwrap();
+        let socket = std::os::unix::net::UnixDatagram::bind(JOURNAL_SOCKET)
+            .expect("bind the journal socket (root, no journald)");
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        Self { socket, made_dir }
+    }
+
+    /// The fields of the next journal entry whose MESSAGE contains `needle`.
+    fn entry_with(&self, needle: &str) -> std::collections::HashMap<String, String> {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = self.socket.recv(&mut buf).expect("a journal entry in time");
+            let fields = journal_fields(&buf[..n]);
+            if fields.get("MESSAGE").is_some_and(|m| m.contains(needle)) {
+                return fields;
+            }
+        }
+    }
+}
+
+/// The journal's native protocol: each field is `NAME=value\n`, or `NAME\n`, a 64-bit
+/// little-endian length, the value and `\n` (for values that may hold newlines).
+fn journal_fields(mut entry: &[u8]) -> std::collections::HashMap<String, String> {
+    let mut fields = std::collections::HashMap::new();
+    while let Some(end) = entry.iter().position(|b| *b == b'\n' || *b == b'=') {
+        let name = String::from_utf8_lossy(&entry[..end]).to_string();
+        let value;
+        if entry[end] == b'=' {
+            let rest = &entry[end + 1..];
+            let stop = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+            value = String::from_utf8_lossy(&rest[..stop]).to_string();
+            entry = rest.get(stop + 1..).unwrap_or_default();
+        } else {
+            let len = u64::from_le_bytes(entry[end + 1..end + 9].try_into().unwrap()) as usize;
+            let start = end + 9;
+            value = String::from_utf8_lossy(&entry[start..start + len]).to_string();
+            entry = entry.get(start + len + 1..).unwrap_or_default();
+        }
+        fields.insert(name, value);
+    }
+    fields
+}
+
+impl Drop for JournalListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(JOURNAL_SOCKET);
+        if self.made_dir {
+            let _ = std::fs::remove_dir(Path::new(JOURNAL_SOCKET).parent().unwrap());
+        }
+    }
+}
+
+/// A background mount without --log-file (as from fstab) logs to the journal, with syslog
+/// priorities, instead of to a stderr that is gone once the mount is live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_mount_logs_to_the_journal() {
+    let v = TestVolume::new(ServerKind::Garage, "journal", "j").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mountpoint = dir.path().to_string_lossy().to_string();
+    let journald_runs = Path::new(JOURNAL_SOCKET).exists();
+    let listener = (!journald_runs).then(JournalListener::bind);
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = v.cli(
+        &["mount", &v.location(), &mountpoint, "--key-file"],
+        &[&v.key_file],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = Command::new(BIN)
+        .args(["umount", &mountpoint])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let wanted = format!("mounted {}", v.location());
+    match listener {
+        Some(listener) => {
+            let entry = listener.entry_with(&wanted);
+            let field = |name: &str| entry.get(name).map(String::as_str);
+            assert_eq!(field("PRIORITY"), Some("5"), "info is notice: {entry:?}");
+            assert_eq!(field("SYSLOG_IDENTIFIER"), Some("s3cryptfs"), "{entry:?}");
+            assert_eq!(
+                field("F_CACHE_SIZE"),
+                Some("64 MiB"),
+                "sizes in force: {entry:?}"
+            );
+        }
+        None => {
+            let out = Command::new("journalctl")
+                .args(["-t", "s3cryptfs", "-o", "cat", &format!("--since=@{since}")])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains(&wanted), "{text}");
+        }
+    }
+}

@@ -9,6 +9,7 @@ mod fsck;
 mod helper;
 mod init;
 mod keys;
+mod logging;
 mod mount;
 mod recover;
 mod rekey;
@@ -35,11 +36,15 @@ pub fn main() -> i32 {
         Some(Err(e)) => return fail(EXIT_USAGE, e),
     }
     let cli = Cli::parse_from(&argv);
-    let (log_level, log_file) = match &cli.command {
-        Command::Mount(m) => (m.log_level.clone(), m.log_file.clone()),
-        _ => ("warn".to_string(), None),
+    let (log_level, log_file, daemon) = match &cli.command {
+        Command::Mount(m) => (
+            m.log_level.clone(),
+            m.log_file.clone(),
+            mount::is_background_daemon(),
+        ),
+        _ => ("warn".to_string(), None, false),
     };
-    if let Err(e) = init_logging(&log_level, log_file.as_deref()) {
+    if let Err(e) = logging::init(&log_level, log_file.as_deref(), daemon) {
         return fail(EXIT_USAGE, e);
     }
     match cli.command {
@@ -58,37 +63,6 @@ pub fn main() -> i32 {
         Command::Config(args::ConfigCommand::Export(args)) => config_cmd::export(args),
         Command::Config(args::ConfigCommand::Import(args)) => config_cmd::import(args),
     }
-}
-
-fn init_logging(level: &str, file: Option<&std::path::Path>) -> Result<(), String> {
-    use tracing_subscriber::EnvFilter;
-    // The SDK's own logs are noisy at info; keep them at warn unless RUST_LOG says otherwise.
-    let default =
-        format!("{level},aws_config=warn,aws_smithy_runtime=warn,aws_sdk_s3=warn,fuser=error");
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    match file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
-            let _ = builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .try_init();
-        }
-        None => {
-            let _ = builder
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_writer(std::io::stderr)
-                .try_init();
-        }
-    }
-    Ok(())
 }
 
 /// Prints an error the way every subcommand does, and returns `code`.

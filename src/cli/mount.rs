@@ -34,6 +34,12 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long shutdown waits for each file still being written.
 const SHUTDOWN_COMMIT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Whether this process is the daemon a background `mount` started (its logs cannot go to
+/// the caller's stderr once the mount is live).
+pub(super) fn is_background_daemon() -> bool {
+    std::env::var_os(READY_FD_ENV).is_some()
+}
+
 /// `argv`: this command's arguments (after the program name), as the background child needs
 /// them (a mount helper's arguments are already translated).
 pub fn run(args: MountArgs, argv: &[std::ffi::OsString]) -> i32 {

@@ -63,25 +63,43 @@ impl S3Store {
         &self.config
     }
 
-    /// HeadBucket: tells a missing bucket from a denied one before anything else is done.
+    /// Tells a missing bucket from a denied one before anything else is done, with the one
+    /// request every use of the volume needs anyway: a LIST of one key under its prefix. (A
+    /// HeadBucket would need s3:ListBucket on the whole bucket, which a policy scoped to the
+    /// volume's prefix does not give.)
     pub async fn check_bucket(&self) -> Result<(), StoreError> {
-        match self
+        let probe = self
             .client
-            .head_bucket()
+            .list_objects_v2()
             .bucket(&self.config.bucket)
+            .prefix(&self.config.prefix)
+            .max_keys(1)
             .send()
-            .await
-        {
+            .await;
+        match probe {
             Ok(_) => Ok(()),
             Err(e) => {
-                let err = map_err("HeadBucket", &self.config.bucket, e);
-                Err(if err.kind == StoreErrorKind::NotFound {
-                    StoreError::new(
+                let err = map_err("ListObjectsV2", "", e);
+                Err(match err.kind {
+                    StoreErrorKind::NotFound | StoreErrorKind::NoSuchBucket => StoreError::new(
                         StoreErrorKind::NoSuchBucket,
                         format!("bucket '{}' does not exist", self.config.bucket),
-                    )
-                } else {
-                    err
+                    ),
+                    StoreErrorKind::AccessDenied => StoreError::new(
+                        StoreErrorKind::AccessDenied,
+                        format!(
+                            "LIST of the volume's prefix: {}; the credentials need s3:ListBucket \
+                             on arn:aws:s3:::{} (a condition on the prefix '{}' is enough; \
+                             README, \"IAM policy\")",
+                            err.message
+                                .split(" (this request")
+                                .next()
+                                .unwrap_or_default(),
+                            self.config.bucket,
+                            self.config.prefix
+                        ),
+                    ),
+                    _ => err,
                 })
             }
         }
@@ -703,9 +721,30 @@ fn map_err<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let mapped = super::sdk::classify(op, key, err);
+    let mut mapped = super::sdk::classify(op, key, err);
     crate::metrics::s3_error(op, mapped.kind.name());
+    if mapped.kind == StoreErrorKind::AccessDenied
+        && let Some(permission) = needed_permission(op)
+    {
+        mapped.message = format!("{} (this request needs {permission})", mapped.message);
+    }
     mapped
+}
+
+/// The IAM permission an S3 request needs, for "access denied" messages.
+fn needed_permission(op: &str) -> Option<&'static str> {
+    Some(match op {
+        "GetObject" | "GetObjectHeader" | "HeadObject" => "s3:GetObject on the volume's objects",
+        "PutObject" | "CreateMultipartUpload" | "UploadPart" | "CompleteMultipartUpload" => {
+            "s3:PutObject on the volume's objects"
+        }
+        "CopyObject" | "UploadPartCopy" => "s3:GetObject and s3:PutObject on the volume's objects",
+        "DeleteObject" | "DeleteObjects" => "s3:DeleteObject on the volume's objects",
+        "AbortMultipartUpload" => "s3:AbortMultipartUpload on the volume's objects",
+        "ListObjectsV2" => "s3:ListBucket on the bucket, for the volume's prefix",
+        "ListMultipartUploads" => "s3:ListBucketMultipartUploads on the bucket",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
