@@ -3,7 +3,8 @@
 #   fuse3 (fusermount3, /etc/fuse.conf), rsync, curl, systemd-analyze and python3 (with
 #   sqlite3) from apt;
 #   moto server (PyPI) in a venv under $S3TEST_ROOT/venv, linked into $S3TEST_ROOT/bin;
-#   Garage (crates.io) under $S3TEST_ROOT/bin (about 10 minutes to build on 2 cores).
+#   Garage (crates.io) under $S3TEST_ROOT/bin (about 10 minutes to build on 2 cores);
+#   cargo-deb (crates.io) under $S3TEST_ROOT/bin, for the test that builds the .deb.
 # S3TEST_ROOT defaults to /opt/s3test. Prints the time each step took and, at the end, which
 # tools were found already installed and which were installed now (also written to
 # $INSTALL_REPORT when that is set, for .ci/run).
@@ -16,6 +17,7 @@
 set -euo pipefail
 ROOT=${S3TEST_ROOT:-/opt/s3test}
 GARAGE_VERSION=2.5.0
+CARGO_DEB_VERSION=3.8.0
 # Tools installed under $ROOT are found there first, as scripts/test.sh and demo.sh do.
 export PATH="$ROOT/bin:$PATH"
 
@@ -89,10 +91,16 @@ install_garage() {
   cargo install garage --version "$GARAGE_VERSION" --locked --root "$ROOT" --quiet
 }
 
+install_cargo_deb() {
+  cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --root "$ROOT" --quiet
+}
+
 step "apt packages" apt_packages
 # moto_server has no --version; its --help only works when the server's modules import.
 step "moto server" ensure moto_server "python3 -m venv $ROOT/venv && $ROOT/venv/bin/pip install 'moto[server]'" install_moto --help
 step "garage" ensure garage "cargo install garage --version $GARAGE_VERSION --locked --root $ROOT" install_garage --version
+# The package test builds the .deb with `cargo deb` (about 3 minutes to build on 2 cores).
+step "cargo-deb" ensure cargo-deb "cargo install cargo-deb --version $CARGO_DEB_VERSION --locked --root $ROOT" install_cargo_deb --version
 
 echo "[install] summary:" >&2
 for line in "${report[@]}"; do echo "[install]   $line" >&2; done

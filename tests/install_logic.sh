@@ -67,12 +67,12 @@ new_world() {
   standin "$STANDIN_DIR" pip '
     [ "${STANDIN_BROKEN:-}" = pip ] && exit 0
     fake "$(dirname "$0")" moto_server'
-  # cargo install garage ... --root R: puts R/bin/garage.
+  # cargo install CRATE ... --root R: puts R/bin/CRATE (garage, cargo-deb).
   standin "$STANDIN_DIR" cargo '
     [ "${STANDIN_BROKEN:-}" = cargo ] && exit 0
     root=; prev=
     for a in "$@"; do [ "$prev" = --root ] && root=$a; prev=$a; done
-    fake "$root/bin" garage'
+    fake "$root/bin" "$2"'
   world_path="$sys:$STANDIN_DIR:$tools"
   export S3TEST_ROOT=$world/root
 }
@@ -99,8 +99,11 @@ fresh_installs_each_once() {
   grep -q '^apt-get install -y -qq fuse3 rsync curl systemd python3$' "$STANDIN_LOG" || return 1
   [ "$(count '^pip install -q moto\[server\]$')" = 1 ] || return 1
   [ "$(count '^cargo install garage ')" = 1 ] || return 1
+  [ "$(count '^cargo install cargo-deb ')" = 1 ] || return 1
   [ -x "$S3TEST_ROOT/bin/garage" ] && [ -x "$S3TEST_ROOT/bin/moto_server" ] || return 1
-  grep -q 'installed moto_server' "$world/out" && grep -q 'installed garage' "$world/out"
+  [ -x "$S3TEST_ROOT/bin/cargo-deb" ] || return 1
+  grep -q 'installed moto_server' "$world/out" && grep -q 'installed garage' "$world/out" \
+    && grep -q 'installed cargo-deb' "$world/out"
 }
 
 # --- A second run on the same machine: nothing installed again. ---
@@ -110,13 +113,14 @@ second_run_installs_nothing() {
   : > "$STANDIN_LOG"
   run_script || return 1
   nothing_installed || return 1
-  grep -q 'found     moto_server' "$world/out" && grep -q 'found     garage' "$world/out"
+  grep -q 'found     moto_server' "$world/out" && grep -q 'found     garage' "$world/out" \
+    && grep -q 'found     cargo-deb' "$world/out"
 }
 
 # --- Tools already on PATH (outside S3TEST_ROOT) are used, not reinstalled. ---
 present_tools_are_skipped() {
   new_world
-  for t in fusermount3 rsync curl systemd-analyze moto_server garage; do fake "$tools" "$t"; done
+  for t in fusermount3 rsync curl systemd-analyze moto_server garage cargo-deb; do fake "$tools" "$t"; done
   ln -s "$STANDIN_PYTHON" "$tools/python3"
   run_script || return 1
   nothing_installed
@@ -125,7 +129,7 @@ present_tools_are_skipped() {
 # --- A shell function named like the tool must not count as the tool (the old bug). ---
 function_does_not_shadow_tool() {
   new_world
-  for t in fusermount3 rsync curl systemd-analyze moto_server; do fake "$tools" "$t"; done
+  for t in fusermount3 rsync curl systemd-analyze moto_server cargo-deb; do fake "$tools" "$t"; done
   ln -s "$STANDIN_PYTHON" "$tools/python3"
   garage() { :; }
   export -f garage
@@ -137,7 +141,7 @@ function_does_not_shadow_tool() {
 # --- A tool that is there but does not answer is installed anew. ---
 broken_tool_is_reinstalled() {
   new_world
-  for t in fusermount3 rsync curl systemd-analyze moto_server; do fake "$tools" "$t"; done
+  for t in fusermount3 rsync curl systemd-analyze moto_server cargo-deb; do fake "$tools" "$t"; done
   ln -s "$STANDIN_PYTHON" "$tools/python3"
   printf '#!%s\nexit 1\n' "$BASH_BIN" > "$tools/garage"; chmod +x "$tools/garage"
   run_script && [ "$(count '^cargo install garage ')" = 1 ]

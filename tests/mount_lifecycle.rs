@@ -278,3 +278,36 @@ async fn a_mount_after_a_crash_clears_the_stale_one() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!is_mounted(&mountpoint));
 }
+
+/// With --auto-unmount, a daemon killed with SIGKILL takes its mount with it: no ENOTCONN
+/// left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_unmount_removes_the_mount_of_a_killed_daemon() {
+    let v = TestVolume::new(ServerKind::Garage, "autounmount", "a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mountpoint = dir.path().to_string_lossy().to_string();
+    let out = v.cli(
+        &[
+            "mount",
+            &v.location(),
+            &mountpoint,
+            "--auto-unmount",
+            "--key-file",
+        ],
+        &[&v.key_file],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(dir.path().join("f"), b"saved").unwrap();
+    let daemon = common::mount::daemon_of(dir.path()).expect("the daemon");
+    // SAFETY: kill(2) of the mount daemon this test started.
+    unsafe { libc::kill(daemon as i32, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while is_mounted(dir.path()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mount outlived its daemon"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::metadata(dir.path()).expect("the directory answers again");
+}

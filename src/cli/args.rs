@@ -543,6 +543,11 @@ pub struct MountArgs {
     /// nosuid and nodev
     #[arg(long)]
     pub noexec: bool,
+    /// Unmount as soon as the daemon exits, however it exits (kill -9, OOM): fusermount3
+    /// watches it. Without it a dead daemon leaves a mount answering ENOTCONN, which the next
+    /// mount on the same directory clears. Lets root use the mount too (FUSE's allow_root)
+    #[arg(long)]
+    pub auto_unmount: bool,
     /// Seconds that attributes, directory listings and negative lookups are trusted before
     /// S3 is asked again (changes made through this mount are seen at once)
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]

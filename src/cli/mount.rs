@@ -256,10 +256,14 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
             MountOption::RW
         },
     ];
-    config.acl = if args.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
+    if args.auto_unmount {
+        config.mount_options.push(MountOption::AutoUnmount);
+    }
+    config.acl = match (args.allow_other, args.auto_unmount) {
+        (true, _) => SessionACL::All,
+        // fusermount3 watches for the daemon's exit only on mounts root may use.
+        (false, true) => SessionACL::RootAndOwner,
+        (false, false) => SessionACL::Owner,
     };
     config.n_threads = Some(2);
     // Handlers go in before READY=1 is sent: a SIGTERM that follows readiness at once must
@@ -271,7 +275,11 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
             signal(SignalKind::interrupt()).expect("SIGINT handler"),
         )
     };
-    let session = match fuser::Session::new(adapter, &args.mountpoint, &config) {
+    // With --auto-unmount, fusermount3 mounts and then stays to watch us: it must not keep
+    // the caller's stderr (a caller reading our output to its end would wait for it).
+    let session = match while_stderr_is_null(args.auto_unmount, || {
+        fuser::Session::new(adapter, &args.mountpoint, &config)
+    }) {
         Ok(s) => s,
         Err(e) => {
             return fail(
@@ -390,6 +398,31 @@ pub fn umount_command(path: &std::path::Path) -> i32 {
 /// Unmounts `path`; while files are still open there, detaches it lazily (the session then
 /// ends when the last one is closed). fuser's own unmounter is not used: it skips the unmount
 /// when kernel requests are pending on the device.
+/// Runs `f` with stderr pointing at /dev/null when `quiet`, so that processes it starts do not
+/// inherit ours; stderr is back as it was afterwards.
+fn while_stderr_is_null<T>(quiet: bool, f: impl FnOnce() -> T) -> T {
+    use std::os::fd::AsFd;
+    let saved = quiet
+        .then(|| {
+            // Close-on-exec, or the very process it is hidden from would inherit it.
+            let saved = fcntl(std::io::stderr().as_fd(), FcntlArg::F_DUPFD_CLOEXEC(3)).ok()?;
+            // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor; nothing else owns it.
+            let saved = unsafe { std::os::fd::OwnedFd::from_raw_fd(saved) };
+            let null = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/null")
+                .ok()?;
+            nix::unistd::dup2_stderr(&null).ok()?;
+            Some(saved)
+        })
+        .flatten();
+    let result = f();
+    if let Some(saved) = saved {
+        let _ = nix::unistd::dup2_stderr(&saved);
+    }
+    result
+}
+
 /// A daemon that died (kill -9, OOM) leaves its mount behind, answering ENOTCONN to
 /// everything: a restart could not mount there. A stale mount of ours is detached, with a
 /// log line; one of another filesystem is left alone and named in the error.
@@ -529,6 +562,11 @@ impl ReadyPipe {
         // SAFETY: the descriptor is open (checked above) and was made for us by the parent
         // (`run_in_background`); nothing else in this process owns it.
         let file = fd.map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+        // Ours alone again: a process we start (fusermount3) must not hold it open, or the
+        // parent would never see it close.
+        if let Some(f) = &file {
+            let _ = fcntl(f, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+        }
         // SAFETY: called from `run` before the runtime or any other thread is started, so no
         // thread can be reading the environment meanwhile.
         unsafe { std::env::remove_var(READY_FD_ENV) };

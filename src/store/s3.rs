@@ -79,11 +79,15 @@ impl S3Store {
         match probe {
             Ok(_) => Ok(()),
             Err(e) => {
-                let err = map_err("ListObjectsV2", "", e);
+                let location = format!("s3://{}/{}", self.config.bucket, self.config.prefix);
+                let err = map_err("ListObjectsV2", &location, e);
                 Err(match err.kind {
                     StoreErrorKind::NotFound | StoreErrorKind::NoSuchBucket => StoreError::new(
                         StoreErrorKind::NoSuchBucket,
-                        format!("bucket '{}' does not exist", self.config.bucket),
+                        format!(
+                            "'{}' (check its name, --region and --endpoint-url)",
+                            self.config.bucket
+                        ),
                     ),
                     StoreErrorKind::AccessDenied => StoreError::new(
                         StoreErrorKind::AccessDenied,
