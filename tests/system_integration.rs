@@ -224,37 +224,62 @@ async fn serves_prometheus_metrics_on_loopback() {
     assert!(stderr(&out).contains("loopback"), "{}", stderr(&out));
 }
 
-/// The journal's socket, as a listener of our own where no journald runs (removed when the
-/// test ends), so that what a daemon sends there can be read back.
-struct JournalListener {
+/// A datagram socket of our own where the journal's or syslog's would be (no journald or
+/// syslog daemon runs here), removed when the test ends, so that what a daemon sends there
+/// can be read back.
+struct LogListener {
     socket: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
     made_dir: bool,
 }
 
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+const SYSLOG_SOCKET: &str = "/dev/log";
 
-impl JournalListener {
-    fn bind() -> Self {
-        let dir = Path::new(JOURNAL_SOCKET).parent().unwrap();
+impl LogListener {
+    fn bind(path: &str) -> Self {
+        let dir = Path::new(path).parent().unwrap();
         let made_dir = !dir.exists();
         std::fs::create_dir_all(dir).unwrap();
-        let socket = std::os::unix::net::UnixDatagram::bind(JOURNAL_SOCKET)
-            .expect("bind the journal socket (root, no journald)");
+        let socket = std::os::unix::net::UnixDatagram::bind(path)
+            .unwrap_or_else(|e| panic!("bind {path} (root, nothing listening there): {e}"));
         socket
             .set_read_timeout(Some(std::time::Duration::from_secs(20)))
             .unwrap();
-        Self { socket, made_dir }
+        Self {
+            socket,
+            path: PathBuf::from(path),
+            made_dir,
+        }
+    }
+
+    /// The next datagram for which `wanted` holds.
+    fn next_where(&self, wanted: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = self.socket.recv(&mut buf).expect("a log message in time");
+            if wanted(&buf[..n]) {
+                return buf[..n].to_vec();
+            }
+        }
     }
 
     /// The fields of the next journal entry whose MESSAGE contains `needle`.
     fn entry_with(&self, needle: &str) -> std::collections::HashMap<String, String> {
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = self.socket.recv(&mut buf).expect("a journal entry in time");
-            let fields = journal_fields(&buf[..n]);
-            if fields.get("MESSAGE").is_some_and(|m| m.contains(needle)) {
-                return fields;
-            }
+        let entry = self.next_where(|bytes| {
+            journal_fields(bytes)
+                .get("MESSAGE")
+                .is_some_and(|m| m.contains(needle))
+        });
+        journal_fields(&entry)
+    }
+}
+
+impl Drop for LogListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if self.made_dir {
+            let _ = std::fs::remove_dir(self.path.parent().unwrap());
         }
     }
 }
@@ -282,58 +307,67 @@ fn journal_fields(mut entry: &[u8]) -> std::collections::HashMap<String, String>
     fields
 }
 
-impl Drop for JournalListener {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(JOURNAL_SOCKET);
-        if self.made_dir {
-            let _ = std::fs::remove_dir(Path::new(JOURNAL_SOCKET).parent().unwrap());
-        }
-    }
-}
-
-/// A background mount without --log-file (as from fstab) logs to the journal, with syslog
-/// priorities, instead of to a stderr that is gone once the mount is live.
+/// A background mount without --log-file (as from fstab) logs to syslog where no journal
+/// runs, and to the journal where one does, with priorities, instead of to a stderr that is
+/// gone once the mount is live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_background_mount_logs_to_the_journal() {
+async fn a_background_mount_logs_to_syslog_or_the_journal() {
     let v = TestVolume::new(ServerKind::Garage, "journal", "j").await;
     let dir = tempfile::tempdir().unwrap();
     let mountpoint = dir.path().to_string_lossy().to_string();
-    let journald_runs = Path::new(JOURNAL_SOCKET).exists();
-    let listener = (!journald_runs).then(JournalListener::bind);
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let out = v.cli(
-        &["mount", &v.location(), &mountpoint, "--key-file"],
-        &[&v.key_file],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = Command::new(BIN)
-        .args(["umount", &mountpoint])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let mount_and_unmount = || {
+        let out = v.cli(
+            &["mount", &v.location(), &mountpoint, "--key-file"],
+            &[&v.key_file],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = Command::new(BIN)
+            .args(["umount", &mountpoint])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
     let wanted = format!("mounted {}", v.location());
-    match listener {
-        Some(listener) => {
-            let entry = listener.entry_with(&wanted);
-            let field = |name: &str| entry.get(name).map(String::as_str);
-            assert_eq!(field("PRIORITY"), Some("5"), "info is notice: {entry:?}");
-            assert_eq!(field("SYSLOG_IDENTIFIER"), Some("s3cryptfs"), "{entry:?}");
-            assert_eq!(
-                field("F_CACHE_SIZE"),
-                Some("64 MiB"),
-                "sizes in force: {entry:?}"
-            );
-        }
-        None => {
-            let out = Command::new("journalctl")
-                .args(["-t", "s3cryptfs", "-o", "cat", &format!("--since=@{since}")])
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(text.contains(&wanted), "{text}");
-        }
+    if Path::new(JOURNAL_SOCKET).exists() {
+        // A real journald: read it back with journalctl.
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        mount_and_unmount();
+        let out = Command::new("journalctl")
+            .args(["-t", "s3cryptfs", "-o", "cat", &format!("--since=@{since}")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&wanted), "{text}");
+        return;
     }
+    if !Path::new(SYSLOG_SOCKET).exists() {
+        let syslog = LogListener::bind(SYSLOG_SOCKET);
+        mount_and_unmount();
+        let line = syslog.next_where(|m| String::from_utf8_lossy(m).contains(&wanted));
+        let line = String::from_utf8_lossy(&line).to_string();
+        // <facility daemon (3) × 8 + severity notice (5)>, then the tag with the PID.
+        assert!(
+            line.starts_with("<29>"),
+            "info is notice, facility daemon: {line:?}"
+        );
+        assert!(line.contains("s3cryptfs["), "{line:?}");
+        assert!(
+            line.contains("cache_size=64 MiB"),
+            "sizes in force: {line:?}"
+        );
+    }
+    let journal = LogListener::bind(JOURNAL_SOCKET);
+    mount_and_unmount();
+    let entry = journal.entry_with(&wanted);
+    let field = |name: &str| entry.get(name).map(String::as_str);
+    assert_eq!(field("PRIORITY"), Some("5"), "info is notice: {entry:?}");
+    assert_eq!(field("SYSLOG_IDENTIFIER"), Some("s3cryptfs"), "{entry:?}");
+    assert_eq!(
+        field("F_CACHE_SIZE"),
+        Some("64 MiB"),
+        "sizes in force: {entry:?}"
+    );
 }
