@@ -26,10 +26,36 @@ fn open(m: &MasterKey, layout: Layout, object: &[u8]) -> Result<Vec<u8>, CryptoE
 /// old last segment's plaintext and `data` sealed in a new epoch. `None` when the object
 /// cannot be appended to (one segment, or a full epoch table).
 fn append(m: &MasterKey, layout: Layout, object: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+    append_sealed(m, layout, object, data, None)
+}
+
+/// [`append`] with a fixed epoch nonce, for the known-answer vectors.
+fn append_fixed(
+    m: &MasterKey,
+    layout: Layout,
+    object: &[u8],
+    data: &[u8],
+    nonce: [u8; 16],
+) -> Vec<u8> {
+    append_sealed(m, layout, object, data, Some(nonce)).expect("room in the epoch table")
+}
+
+fn append_sealed(
+    m: &MasterKey,
+    layout: Layout,
+    object: &[u8],
+    data: &[u8],
+    nonce: Option<[u8; 16]>,
+) -> Option<Vec<u8>> {
     let dec = ObjectDecryptor::new(m, layout, object, object.len() as u64).unwrap();
     let plan = layout.append_plan(dec.plaintext_size())?;
     let header = Header::parse(object, layout).unwrap();
-    let mut enc = StreamEncryptor::append(m, &header, plan.from_segment)?;
+    let mut enc = match nonce {
+        Some(nonce) => {
+            StreamEncryptor::append_with_fixed_epoch(m, &header, plan.from_segment, nonce)?
+        }
+        None => StreamEncryptor::append(m, &header, plan.from_segment)?,
+    };
     let old = open(m, layout, object).unwrap();
     let mut tail = old[plan.resealed.start as usize..plan.resealed.end as usize].to_vec();
     tail.extend_from_slice(data);
@@ -198,31 +224,6 @@ fn known_answer_vector() {
         digest,
         "527a436ca801b8d61e7cc117c32e88cab9a3108f6c1cc1d5906b2b965715668a"
     );
-}
-
-/// An append with a fixed epoch nonce, as [`append`] does it.
-fn append_fixed(
-    m: &MasterKey,
-    layout: Layout,
-    object: &[u8],
-    data: &[u8],
-    nonce: [u8; 16],
-) -> Vec<u8> {
-    let dec = ObjectDecryptor::new(m, layout, object, object.len() as u64).unwrap();
-    let plan = layout.append_plan(dec.plaintext_size()).unwrap();
-    let header = Header::parse(object, layout).unwrap();
-    let mut enc =
-        StreamEncryptor::append_with_fixed_epoch(m, &header, plan.from_segment, nonce).unwrap();
-    let old = open(m, layout, object).unwrap();
-    let mut tail = old[plan.resealed.start as usize..plan.resealed.end as usize].to_vec();
-    tail.extend_from_slice(data);
-    let mut out = enc.header().to_bytes();
-    out.extend_from_slice(&object[plan.kept.start as usize..plan.kept.end as usize]);
-    let c = layout.ciphertext_segment_size() as usize;
-    let limit = (out.len() + tail.len() + 2 * c).div_ceil(c) * c;
-    assert_eq!(enc.write(&mut out, &tail, limit), tail.len());
-    enc.finish(&mut out);
-    out
 }
 
 /// docs/FORMAT.md §15.5: the vector's object appended to twice.

@@ -68,6 +68,16 @@ impl Cli<'_> {
     }
 }
 
+/// `cat doc` printed the document.
+fn assert_reads_doc(out: &Output) {
+    assert_eq!(
+        out.stdout,
+        b"kept through every key change",
+        "{}",
+        stderr(out)
+    );
+}
+
 fn path_arg(p: &Path) -> String {
     p.to_string_lossy().to_string()
 }
@@ -102,12 +112,7 @@ async fn slots_recovery_and_config_copies(kind: ServerKind) {
 
     // The written-down recovery key opens the volume like a key file.
     let out = cli.cat(&["--key-file", &recovery]);
-    assert_eq!(
-        out.stdout,
-        b"kept through every key change",
-        "{}",
-        stderr(&out)
-    );
+    assert_reads_doc(&out);
 
     // A passphrase slot, added with the key file.
     let passphrase_file = dir.join("passphrase");
@@ -127,12 +132,7 @@ async fn slots_recovery_and_config_copies(kind: ServerKind) {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let out = cli.cat(&["--passphrase-file", &passphrase]);
-    assert_eq!(
-        out.stdout,
-        b"kept through every key change",
-        "{}",
-        stderr(&out)
-    );
+    assert_reads_doc(&out);
     // A second key file, added with the passphrase.
     let second = path_arg(&dir.join("second.key"));
     let out = cli.run(
@@ -172,12 +172,7 @@ async fn slots_recovery_and_config_copies(kind: ServerKind) {
     // The main object lost: the copy unlocks, fsck names the loss and repairs it.
     v.store.delete(".s3cryptfs/volume.json").await.unwrap();
     let out = cli.cat(&with_second);
-    assert_eq!(
-        out.stdout,
-        b"kept through every key change",
-        "{}",
-        stderr(&out)
-    );
+    assert_reads_doc(&out);
     let out = cli.run(&["fsck"], &[], &with_second);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(
@@ -241,12 +236,7 @@ async fn slots_recovery_and_config_copies(kind: ServerKind) {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let out = cli.cat(&["--key-file", &recovery]);
-    assert_eq!(
-        out.stdout,
-        b"kept through every key change",
-        "{}",
-        stderr(&out)
-    );
+    assert_reads_doc(&out);
     // Another volume's config is never imported over this one.
     let other = Cli {
         v: &v,
@@ -326,12 +316,7 @@ async fn slots_recovery_and_config_copies(kind: ServerKind) {
     assert!(stderr(&out).contains("only key slot"), "{}", stderr(&out));
     assert_eq!(cli.config_bytes(), before);
     let out = cli.cat(&["--key-file", &third]);
-    assert_eq!(
-        out.stdout,
-        b"kept through every key change",
-        "{}",
-        stderr(&out)
-    );
+    assert_reads_doc(&out);
 }
 
 /// A slot whose key AWS KMS keeps, against moto's KMS (Garage has none).
@@ -371,12 +356,7 @@ async fn kms_slot_on_moto() {
         "{listing}"
     );
     let out = cli.cat(&with_kms);
-    assert_eq!(
-        out.stdout,
-        b"kept through every key change",
-        "{}",
-        stderr(&out)
-    );
+    assert_reads_doc(&out);
 
     // A background mount unlocked by KMS.
     let mountpoint = tempfile::tempdir().unwrap();

@@ -15,19 +15,10 @@ use crate::volume::{CONFIG_COPY_KEY, CONFIG_KEY, ConfigCopy, Volume, read_config
 const MAX_EXPORT_SIZE: u64 = 1024 * 1024;
 
 pub fn export(args: ConfigExportArgs) -> i32 {
-    let config = match args.volume.connection.store_config(&args.volume.location) {
-        Ok(c) => c,
-        Err(e) => return fail(EXIT_USAGE, e),
-    };
-    let location = config.location();
     runtime().block_on(async move {
-        let store = match super::connect(config).await {
-            Ok(s) => s,
-            Err(e) => return fail(EXIT_STORE, e),
-        };
-        let config = match crate::volume::read_config(store.as_ref(), &location).await {
+        let config = match super::keys::config_at(&args.volume).await {
             Ok(c) => c,
-            Err(e) => return fail(e.exit_code(), e),
+            Err(code) => return code,
         };
         let json = config.to_json();
         match &args.output {

@@ -47,19 +47,10 @@ pub(super) fn print_recovery_key(key: &UserKey, slot: &str) {
 }
 
 pub fn list(args: LocationArgs) -> i32 {
-    let config = match args.connection.store_config(&args.location) {
-        Ok(c) => c,
-        Err(e) => return fail(EXIT_USAGE, e),
-    };
-    let location = config.location();
     runtime().block_on(async move {
-        let store = match super::connect(config).await {
-            Ok(s) => s,
-            Err(e) => return fail(EXIT_STORE, e),
-        };
-        let config = match read_config(store.as_ref(), &location).await {
+        let config = match config_at(&args).await {
             Ok(c) => c,
-            Err(e) => return fail(e.exit_code(), e),
+            Err(code) => return code,
         };
         println!("{:<24} {:<12} DETAILS", "NAME", "KIND");
         for slot in &config.key_slots {
@@ -72,6 +63,22 @@ pub fn list(args: LocationArgs) -> i32 {
         }
         0
     })
+}
+
+/// The config of the volume at `args`, read without a key (it holds only wrapped keys); an
+/// error is printed and its exit status returned.
+pub(super) async fn config_at(args: &LocationArgs) -> Result<VolumeConfig, i32> {
+    let config = args
+        .connection
+        .store_config(&args.location)
+        .map_err(|e| fail(EXIT_USAGE, e))?;
+    let location = config.location();
+    let store = super::connect(config)
+        .await
+        .map_err(|e| fail(EXIT_STORE, e))?;
+    read_config(store.as_ref(), &location)
+        .await
+        .map_err(|e| fail(e.exit_code(), e))
 }
 
 fn details(slot: &KeySlot) -> String {
