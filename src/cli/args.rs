@@ -27,7 +27,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create an encrypted volume at BUCKET[/PREFIX] for an existing key file
+    /// Create an encrypted volume at BUCKET[/PREFIX], unlocked by a key file or a passphrase
+    /// and by a recovery key printed once
     Init(InitArgs),
     /// Mount the volume at BUCKET[/PREFIX] on a directory
     Mount(MountArgs),
