@@ -294,19 +294,11 @@ pub enum ConfigCopy {
     Missing,
     /// Present but not a config this build reads (the reason).
     Unreadable(String),
-    /// The parsed config and its bytes as stored.
-    Read(Box<VolumeConfig>, Bytes),
+    /// The parsed config.
+    Read(Box<VolumeConfig>),
 }
 
 impl ConfigCopy {
-    /// The config, if this copy holds one.
-    pub fn config(&self) -> Option<&VolumeConfig> {
-        match self {
-            ConfigCopy::Read(config, _) => Some(config),
-            _ => None,
-        }
-    }
-
     fn describe(&self) -> String {
         match self {
             ConfigCopy::Missing => "missing".into(),
@@ -338,7 +330,7 @@ pub async fn read_config_copy(
         Err(e) => return Err(e),
     };
     Ok(match VolumeConfig::from_json(&body) {
-        Ok(config) => ConfigCopy::Read(Box::new(config), Bytes::from(body)),
+        Ok(config) => ConfigCopy::Read(Box::new(config)),
         Err(e) => ConfigCopy::Unreadable(e.to_string()),
     })
 }
@@ -350,12 +342,12 @@ pub async fn read_config(
     location: &str,
 ) -> Result<VolumeConfig, VolumeError> {
     let primary = read_config_copy(store, CONFIG_KEY).await?;
-    if let ConfigCopy::Read(config, _) = primary {
+    if let ConfigCopy::Read(config) = primary {
         return Ok(*config);
     }
     let copy = read_config_copy(store, CONFIG_COPY_KEY).await?;
     match (primary, copy) {
-        (primary, ConfigCopy::Read(config, _)) => {
+        (primary, ConfigCopy::Read(config)) => {
             tracing::warn!(
                 "the volume config {CONFIG_KEY} at {location} is {}: using its copy \
                  {CONFIG_COPY_KEY}; `s3cryptfs fsck --repair-config` writes it again",

@@ -75,7 +75,7 @@ pub fn import(args: ConfigImportArgs) -> i32 {
         };
         for key in [CONFIG_KEY, CONFIG_COPY_KEY] {
             match read_config_copy(store.as_ref(), key).await {
-                Ok(ConfigCopy::Read(present, _)) if present.volume_id != imported.volume_id => {
+                Ok(ConfigCopy::Read(present)) if present.volume_id != imported.volume_id => {
                     return fail(
                         EXIT_USAGE,
                         format!(

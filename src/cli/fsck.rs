@@ -182,7 +182,7 @@ async fn check_config_copies(volume: &Volume, repair: bool) -> usize {
     let mut problems = 0;
     for key in [CONFIG_KEY, CONFIG_COPY_KEY] {
         let state = match read_config_copy(volume.store.as_ref(), key).await {
-            Ok(ConfigCopy::Read(config, _)) if config.to_json() == current => continue,
+            Ok(ConfigCopy::Read(config)) if config.to_json() == current => continue,
             Ok(ConfigCopy::Read(..)) => "differs from the config that unlocked".to_string(),
             Ok(ConfigCopy::Missing) => "missing".to_string(),
             Ok(ConfigCopy::Unreadable(why)) => format!("unreadable: {why}"),
