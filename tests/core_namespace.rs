@@ -45,6 +45,7 @@ with_both_name_modes!(
     renames_of_files_and_directories,
     odd_and_long_names_survive_a_remount,
     another_mount_sees_changes_after_the_metadata_ttl,
+    open_files_outlive_their_names,
 );
 
 async fn directory_operations_and_their_errors(encrypt_names: bool) {
@@ -309,4 +310,164 @@ async fn another_mount_sees_changes_after_the_metadata_ttl(encrypt_names: bool) 
         second.resolve(&path("later")).await.unwrap_err(),
         libc::ENOENT
     );
+}
+
+/// Hidden objects a core keeps for open descriptors of unlinked files, and multipart
+/// uploads still open.
+async fn leftovers(core: &Core) -> (Vec<String>, usize) {
+    let pending = core
+        .memory
+        .keys()
+        .into_iter()
+        .filter(|k| k.contains(".s3cryptfs/pending/"))
+        .collect();
+    let uploads = core.memory.list_uploads("").await.unwrap().len();
+    (pending, uploads)
+}
+
+/// Opens `path` with `flags`.
+async fn open(core: &Core, path: &str, flags: i32) -> (u64, u64) {
+    let attr = core.resolve(&self::path(path)).await.unwrap();
+    let fh = core
+        .fs
+        .open(attr.ino, flags, std::process::id())
+        .await
+        .unwrap();
+    (attr.ino, fh)
+}
+
+/// Up to `len` bytes from `offset` through the descriptor, in reads of 64 KiB as the kernel
+/// makes them.
+async fn read_through(core: &Core, fh: u64, offset: u64, len: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < len as usize {
+        let want = (len - out.len() as u32).min(65536);
+        let got = core
+            .fs
+            .read(fh, offset + out.len() as u64, want)
+            .await
+            .unwrap();
+        if got.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&got);
+    }
+    out
+}
+
+/// As on a local disk: unlink and rename of an open file succeed at once, its descriptors
+/// read and write on, what an unlinked file's descriptors write is saved nowhere, and what
+/// was kept for them is gone at the last close.
+async fn open_files_outlive_their_names(encrypt_names: bool) {
+    let mut core = Core::new(encrypt_names).await;
+    let body =
+        |seed: u8, len: usize| -> Vec<u8> { (0..len).map(|i| (i % 251) as u8 ^ seed).collect() };
+    // A reader of an unlinked file reads on (a hidden copy), past what it had cached.
+    let r = body(1, 300_000);
+    core.write_new(&path("read"), std::slice::from_ref(&r))
+        .await
+        .unwrap();
+    let (ino, fh) = open(&core, "read", libc::O_RDONLY).await;
+    assert_eq!(read_through(&core, fh, 0, 65536).await, r[..65536]);
+    core.unlink(&path("read")).await.unwrap();
+    assert_eq!(core.resolve(&path("read")).await.unwrap_err(), libc::ENOENT);
+    assert!(!names_of(&core.list(&[]).await.unwrap()).contains(&"read".into()));
+    assert!(core.memory.object(&core.key("read").await).is_none());
+    assert_eq!(read_through(&core, fh, 65536, 300_000).await, r[65536..]);
+    let stat = core.fs.getattr(ino).await.unwrap();
+    assert_eq!(stat.size, r.len() as u64, "fstat of the unlinked file");
+    assert_eq!(
+        leftovers(&core).await.0.len(),
+        1,
+        "one hidden copy while open"
+    );
+    core.fs.release(ino, fh).await;
+    assert_eq!(
+        leftovers(&core).await,
+        (vec![], 0),
+        "the last close removes it"
+    );
+
+    // A reader of a renamed file reads on under the new name.
+    let a = body(2, 200_000);
+    core.write_new(&path("a"), std::slice::from_ref(&a))
+        .await
+        .unwrap();
+    let (ino, fh) = open(&core, "a", libc::O_RDONLY).await;
+    core.mkdir(&path("d"), 0o755).await.unwrap();
+    core.rename(&path("a"), &path("d/b")).await.unwrap();
+    assert_eq!(read_through(&core, fh, 0, 300_000).await, a);
+    core.fs.release(ino, fh).await;
+
+    // A rename over an open file: its reader keeps the old contents, a new open gets the new.
+    let old = body(3, 150_000);
+    core.write_new(&path("target"), std::slice::from_ref(&old))
+        .await
+        .unwrap();
+    let (ino, fh) = open(&core, "target", libc::O_RDONLY).await;
+    core.write_new(&path("new"), &[b"the new contents".to_vec()])
+        .await
+        .unwrap();
+    core.rename(&path("new"), &path("target")).await.unwrap();
+    assert_eq!(read_through(&core, fh, 0, 200_000).await, old);
+    assert_eq!(
+        core.read_all(&path("target"), 4096).await.unwrap(),
+        b"the new contents"
+    );
+    core.fs.release(ino, fh).await;
+    assert_eq!(leftovers(&core).await, (vec![], 0));
+
+    // A new file being written, unlinked: writes and close succeed, nothing is saved, and
+    // the parts already sent (over one part) are aborted.
+    let (attr, fh) = core
+        .fs
+        .create(ROOT_INO, OsStr::new("w"), 0o644, Core::caller())
+        .await
+        .unwrap();
+    let chunk = body(4, 1 << 20);
+    for i in 0..10u64 {
+        core.fs.write(fh, i << 20, &chunk).await.unwrap();
+    }
+    core.unlink(&path("w")).await.unwrap();
+    core.fs
+        .write(fh, 10 << 20, b"after the unlink")
+        .await
+        .unwrap();
+    core.close(attr.ino, fh, Ok(())).await.unwrap();
+    assert!(core.memory.object(&core.key("w").await).is_none());
+    assert_eq!(leftovers(&core).await, (vec![], 0), "nothing left of w");
+
+    // A temporary file: created, unlinked, written, read back through its descriptor.
+    let (attr, fh) = core
+        .fs
+        .create(ROOT_INO, OsStr::new("tmp"), 0o600, Core::caller())
+        .await
+        .unwrap();
+    core.unlink(&path("tmp")).await.unwrap();
+    core.fs.write(fh, 0, b"scratch data").await.unwrap();
+    assert_eq!(read_through(&core, fh, 0, 100).await, b"scratch data");
+    core.fs.write(fh, 0, b"SCRATCH").await.unwrap();
+    assert_eq!(read_through(&core, fh, 0, 100).await, b"SCRATCH data");
+    core.close(attr.ino, fh, Ok(())).await.unwrap();
+    assert_eq!(leftovers(&core).await, (vec![], 0), "nothing left of tmp");
+
+    // A file changed in place, unlinked: its descriptor sees its changes, nothing is saved.
+    let m = body(5, 100_000);
+    core.write_new(&path("m"), std::slice::from_ref(&m))
+        .await
+        .unwrap();
+    let (ino, fh) = open(&core, "m", libc::O_RDWR).await;
+    core.fs.write(fh, 10, b"changed").await.unwrap();
+    core.unlink(&path("m")).await.unwrap();
+    let mut want = m.clone();
+    want[10..17].copy_from_slice(b"changed");
+    assert_eq!(read_through(&core, fh, 0, 200_000).await, want);
+    core.close(ino, fh, Ok(())).await.unwrap();
+    assert!(core.memory.object(&core.key("m").await).is_none());
+    assert_eq!(leftovers(&core).await, (vec![], 0));
+
+    core.remount().await;
+    let names = names_of(&core.list(&[]).await.unwrap());
+    assert_eq!(names, ["d", "target"], "after a remount");
+    assert_eq!(core.read_all(&path("d/b"), 4096).await.unwrap(), a);
 }

@@ -1,9 +1,10 @@
 //! Namespace operations through a real mount: mkdir/rmdir/unlink errors, rename of files,
-//! odd and long names, hard links refused.
+//! odd and long names, hard links refused, open files unlinked, renamed and replaced.
 
 mod common;
 
 use std::ffi::CString;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::process::Command;
 
@@ -16,6 +17,7 @@ on_all_volumes!(
     rename_files,
     odd_and_long_names,
 );
+on_both_servers!(open_files_outlive_their_names);
 
 fn errno_of(r: std::io::Result<()>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
@@ -225,4 +227,82 @@ async fn odd_and_long_names(kind: ServerKind, names: Names) {
 /// Names of the odd-names test that must not show in an encrypted volume's keys.
 fn names_list_for_check() -> [&'static str; 4] {
     ["with space", "ünïcödé", "hash#", "question?"]
+}
+
+/// What programs do with open files on a local disk (temporary files, atomic replacement
+/// under a reader, cleanup while a reader is active), through the kernel.
+async fn open_files_outlive_their_names(kind: ServerKind) {
+    let v = TestVolume::new(kind, "openfiles", "").await;
+    let m = v.mount(&[]);
+    let body = common::random_bytes(300_000, 41);
+    std::fs::write(m.join("read"), &body).unwrap();
+    let mut reader = std::fs::File::open(m.join("read")).unwrap();
+    let mut head = vec![0u8; 65536];
+    reader.read_exact(&mut head).unwrap();
+    std::fs::remove_file(m.join("read")).unwrap();
+    assert_eq!(
+        errno_of(std::fs::metadata(m.join("read")).map(|_| ())),
+        Some(libc::ENOENT)
+    );
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert!([head, rest].concat() == body, "read on after the unlink");
+    assert_eq!(reader.metadata().unwrap().len(), body.len() as u64);
+    drop(reader);
+
+    // A temporary file: created, unlinked, written and read back.
+    let mut tmp = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(m.join("tmp"))
+        .unwrap();
+    std::fs::remove_file(m.join("tmp")).unwrap();
+    tmp.write_all(b"scratch data").unwrap();
+    tmp.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = String::new();
+    tmp.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "scratch data");
+    drop(tmp);
+
+    // A reader of a file renamed, and of a file replaced by a rename, reads on.
+    let a = common::random_bytes(200_000, 42);
+    std::fs::write(m.join("a"), &a).unwrap();
+    let mut moved = std::fs::File::open(m.join("a")).unwrap();
+    std::fs::rename(m.join("a"), m.join("b")).unwrap();
+    let mut got = Vec::new();
+    moved.read_to_end(&mut got).unwrap();
+    assert!(got == a, "read on after the rename");
+    std::fs::write(m.join("target"), b"old contents").unwrap();
+    let mut replaced = std::fs::File::open(m.join("target")).unwrap();
+    std::fs::write(m.join("new"), b"new contents").unwrap();
+    std::fs::rename(m.join("new"), m.join("target")).unwrap();
+    let mut old = String::new();
+    replaced.read_to_string(&mut old).unwrap();
+    assert_eq!(old, "old contents");
+    assert_eq!(std::fs::read(m.join("target")).unwrap(), b"new contents");
+    drop((moved, replaced));
+    drop(m);
+
+    let m = v.mount(&[]);
+    let mut names: Vec<String> = std::fs::read_dir(m.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["b", "target"]);
+    let keys: Vec<String> = v
+        .store
+        .list_all("", None)
+        .await
+        .unwrap()
+        .objects
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.contains("pending"))
+        .collect();
+    assert!(
+        keys.is_empty(),
+        "nothing kept after the last close: {keys:?}"
+    );
 }

@@ -102,6 +102,12 @@ pub struct Node {
     pub open_handles: u32,
     /// Writers not yet committed: the node exists even if the bucket does not show it yet.
     pub writers: u32,
+    /// Its name is gone (unlink, or a rename over it) while descriptors were open: they go
+    /// on, nothing they write is saved, and its `orphans` are deleted at the last close.
+    pub unlinked: bool,
+    /// Hidden objects (under the pending prefix) kept for the descriptors of an unlinked
+    /// file: the copy its readers read, a version a new file went on in place from.
+    pub orphans: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -123,6 +129,8 @@ impl InodeTable {
             lookups: 1,
             open_handles: 0,
             writers: 0,
+            unlinked: false,
+            orphans: Vec::new(),
         };
         Self {
             nodes: HashMap::from([(ROOT_INO, root)]),
@@ -187,6 +195,8 @@ impl InodeTable {
                 lookups: u64::from(count_lookup),
                 open_handles: 0,
                 writers: 0,
+                unlinked: false,
+                orphans: Vec::new(),
             },
         );
         self.by_name.insert(slot, ino);
@@ -225,7 +235,7 @@ impl InodeTable {
     pub fn children_of(&self, parent: u64) -> Vec<(u64, String, NodeKind)> {
         self.nodes
             .values()
-            .filter(|n| n.parent == parent && n.ino != ROOT_INO)
+            .filter(|n| n.parent == parent && n.ino != ROOT_INO && !n.unlinked)
             .map(|n| (n.ino, n.name.clone(), n.kind))
             .collect()
     }
@@ -234,7 +244,7 @@ impl InodeTable {
     pub fn writers_under(&self, prefix: &str) -> usize {
         self.nodes
             .values()
-            .filter(|n| n.writers > 0 && n.key.starts_with(prefix))
+            .filter(|n| n.writers > 0 && !n.unlinked && n.key.starts_with(prefix))
             .count()
     }
 
@@ -275,11 +285,37 @@ impl InodeTable {
         self.maybe_drop(ino);
     }
 
+    /// A file's descriptor closed: when it was the last one of an unlinked file, the hidden
+    /// objects kept for it, now to be deleted.
+    pub fn close_file(&mut self, ino: u64) -> Vec<String> {
+        let orphans = match self.nodes.get_mut(&ino) {
+            Some(n) => {
+                n.open_handles = n.open_handles.saturating_sub(1);
+                if n.unlinked && n.open_handles == 0 {
+                    std::mem::take(&mut n.orphans)
+                } else {
+                    Vec::new()
+                }
+            }
+            None => Vec::new(),
+        };
+        self.maybe_drop(ino);
+        orphans
+    }
+
+    /// What every unlinked file kept for its descriptors (the mount ends).
+    pub fn take_all_orphans(&mut self) -> Vec<String> {
+        self.nodes
+            .values_mut()
+            .flat_map(|n| std::mem::take(&mut n.orphans))
+            .collect()
+    }
+
     /// Children of `parent` with uncommitted writers (shown in listings before S3 has them).
     pub fn pending_children(&self, parent: u64) -> Vec<Node> {
         self.nodes
             .values()
-            .filter(|n| n.parent == parent && n.writers > 0 && n.ino != ROOT_INO)
+            .filter(|n| n.parent == parent && n.writers > 0 && !n.unlinked && n.ino != ROOT_INO)
             .cloned()
             .collect()
     }

@@ -80,6 +80,20 @@ impl ModifyHandle {
         }
     }
 
+    /// Whether the contents still read the version `etag` of `key` (nothing staged yet).
+    pub fn reads_version(&self, key: &str, etag: &str) -> bool {
+        let v = self.base.version();
+        v.key == key && v.etag == etag && !matches!(self.contents, Contents::Staged(_))
+    }
+
+    /// The object under `key` goes: the contents read `copy` (the same bytes under another
+    /// key) instead.
+    pub fn move_base(&mut self, key: &str, copy: Arc<ObjectReader>) {
+        if self.base.version().key == key {
+            self.base = copy;
+        }
+    }
+
     /// After a save: the new version is the base, and only later changes are pending.
     pub fn rebase(&mut self, base: Arc<ObjectReader>, len: u64) {
         if matches!(self.contents, Contents::Staged(_)) {

@@ -145,6 +145,7 @@ impl FsCore {
         let node = self.node(ino)?;
         if ino == ROOT_INO
             || node.writers > 0
+            || node.unlinked
             || node.state.attrs_dirty
             || node.state.valid_until > Instant::now()
         {
@@ -301,7 +302,7 @@ impl FsCore {
         let Ok(node) = self.node(ino) else {
             return Ok(());
         };
-        if !node.state.attrs_dirty || node.writers > 0 {
+        if !node.state.attrs_dirty || node.writers > 0 || node.unlinked {
             return Ok(());
         }
         let attrs = node.state.attrs;

@@ -354,18 +354,21 @@ impl FsCore {
         if node.kind == NodeKind::Dir {
             return Err(FsError::answer(libc::EISDIR));
         }
-        // A file closed a moment ago is released (and saved) just after close() returns.
-        if node.writers > 0 && !self.wait_for_commit(node.ino).await {
-            return Err(FsError::refused(
-                libc::EBUSY,
-                format!(
-                    "{}: refusing to unlink a file that is still being written",
-                    node.key
-                ),
-            ));
+        // An open file loses its name at once, as on a local disk: its descriptors go on
+        // (readers from a hidden copy), and nothing they write is saved from now on.
+        let node = self.wait_for_saves(node.ino).await.unwrap_or(node);
+        let open = node.open_handles > 0 || node.writers > 0;
+        if open {
+            self.set_unlinked(node.ino, true);
         }
-        let node = self.node(node.ino).unwrap_or(node);
-        self.remove_entry(parent, &node).await
+        let removed = match self.keep_for_open_descriptors(&node).await {
+            Ok(()) => self.remove_entry(parent, &node).await,
+            Err(e) => Err(e),
+        };
+        if removed.is_err() && open {
+            self.set_unlinked(node.ino, false);
+        }
+        removed
     }
 
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {

@@ -166,7 +166,7 @@ impl FsCore {
         self.getattr(ino).await?;
         let reader = self.reader_for(&self.node(ino)?)?;
         self.inodes.lock().unwrap().open(ino);
-        Ok(self.add_handle(Handle::Read(Arc::new(reader))))
+        Ok(self.add_handle(Handle::Read(ino, Arc::new(reader))))
     }
 
     /// A reader pinned to the version the node's state names.
@@ -190,7 +190,7 @@ impl FsCore {
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let (reader, modify) = match self.handles.lock().unwrap().get(fh) {
-            Some(Handle::Read(r)) => (Some(r.clone()), None),
+            Some(Handle::Read(_, r)) => (Some(r.clone()), None),
             Some(Handle::Modify(m)) => (None, Some(m.state.clone())),
             Some(Handle::Write(..)) => (None, None),
             _ => return Err(FsError::answer(libc::EBADF)),
@@ -274,6 +274,9 @@ impl FsCore {
         if h.writer.is_empty() && !h.writer.is_committed() {
             return Ok(());
         }
+        if self.is_unlinked(h.ino) {
+            return Ok(()); // nothing of an unlinked file is saved
+        }
         self.commit(&mut h).await
     }
 
@@ -283,6 +286,7 @@ impl FsCore {
             return self.commit_in_place(&mut *m.lock().await).await;
         }
         match self.write_handle(fh) {
+            Some(_) if self.is_unlinked(ino) => Ok(()),
             Some(handle) => self.commit(&mut *handle.lock().await).await,
             None => self.flush_attrs(ino).await,
         }
@@ -304,7 +308,9 @@ impl FsCore {
                 let mut h = handle.lock().await;
                 // A commit that already ran (at close, fsync) had its result replied and logged.
                 let first = !h.settled;
-                if let Err(e) = fs.commit(&mut h).await
+                if fs.is_unlinked(ino) {
+                    fs.discard(&mut h).await;
+                } else if let Err(e) = fs.commit(&mut h).await
                     && first
                 {
                     e.log("saving a file at its release");
@@ -321,7 +327,8 @@ impl FsCore {
                 }
                 fs.leave_modify(ino);
             }
-            fs.inodes.lock().unwrap().close(ino);
+            let orphans = fs.inodes.lock().unwrap().close_file(ino);
+            fs.delete_orphans(orphans).await;
             fs.releasing.fetch_sub(1, Ordering::SeqCst);
             fs.settled.notify_waiters();
         }
@@ -425,7 +432,7 @@ impl FsCore {
             let inodes = self.inodes.lock().unwrap();
             let unmoved = inodes
                 .get(h.ino)
-                .is_some_and(|n| n.parent == parent && n.name == name);
+                .is_some_and(|n| n.parent == parent && n.name == name && !n.unlinked);
             match child {
                 Ok(child) if result.is_ok() && unmoved => {
                     self.update_listing(parent, &name, Some((NodeKind::File, child.component)))
@@ -454,6 +461,10 @@ impl FsCore {
         let commits = writers.into_iter().map(|handle| async move {
             let saved = tokio::time::timeout(timeout, async {
                 let mut h = handle.lock().await;
+                if self.is_unlinked(h.ino) {
+                    self.discard(&mut h).await;
+                    return (h.writer.key().to_string(), Ok(()));
+                }
                 let result = self.commit(&mut h).await;
                 (h.writer.key().to_string(), result)
             })
@@ -486,5 +497,8 @@ impl FsCore {
             }
         }
         self.flush_all_attrs().await;
+        // Open descriptors of unlinked files end with the mount.
+        let orphans = self.inodes.lock().unwrap().take_all_orphans();
+        self.delete_orphans(orphans).await;
     }
 }

@@ -18,7 +18,8 @@ pub struct WriteHandle {
 }
 
 pub(super) enum Handle {
-    Read(Arc<ObjectReader>),
+    /// The inode it reads, and the reader.
+    Read(u64, Arc<ObjectReader>),
     /// The inode it writes, and the writer.
     Write(u64, Arc<tokio::sync::Mutex<WriteHandle>>),
     /// A descriptor of a file being changed in place (opened for writing without O_TRUNC,
@@ -40,13 +41,16 @@ pub(super) type SharedModify = Arc<tokio::sync::Mutex<ModifyHandle>>;
 
 type SharedWriter = Arc<tokio::sync::Mutex<WriteHandle>>;
 
-/// Open handles by number, with the new versions being streamed indexed by inode: a rename,
-/// an open or a setattr finds a file's writers without a scan of every open handle.
+/// Open handles by number, with readers and the new versions being streamed indexed by
+/// inode: a rename, an unlink, an open or a setattr finds a file's descriptors without a scan
+/// of every open handle.
 #[derive(Default)]
 pub(super) struct HandleTable {
     by_number: HashMap<u64, Handle>,
     /// Inode → numbers of its `Handle::Write` handles.
     streams: HashMap<u64, Vec<u64>>,
+    /// Inode → numbers of its `Handle::Read` handles.
+    readers: HashMap<u64, Vec<u64>>,
 }
 
 impl HandleTable {
@@ -57,12 +61,15 @@ impl HandleTable {
     /// Adds `handle` as `fh`, or replaces what `fh` was (a new file's descriptor that goes on
     /// as a change in place).
     pub(super) fn insert(&mut self, fh: u64, handle: Handle) {
-        if let Handle::Write(ino, _) = &handle {
-            self.streams.entry(*ino).or_default().push(fh);
-        }
-        if let Some(old) = self.by_number.insert(fh, handle) {
+        if let Some(old) = self.by_number.remove(&fh) {
             self.unindex(fh, &old);
         }
+        match &handle {
+            Handle::Write(ino, _) => self.streams.entry(*ino).or_default().push(fh),
+            Handle::Read(ino, _) => self.readers.entry(*ino).or_default().push(fh),
+            _ => {}
+        }
+        self.by_number.insert(fh, handle);
     }
 
     pub(super) fn remove(&mut self, fh: u64) -> Option<Handle> {
@@ -72,14 +79,28 @@ impl HandleTable {
     }
 
     fn unindex(&mut self, fh: u64, handle: &Handle) {
-        if let Handle::Write(ino, _) = handle
-            && let Some(fhs) = self.streams.get_mut(ino)
-        {
+        let (index, ino) = match handle {
+            Handle::Write(ino, _) => (&mut self.streams, ino),
+            Handle::Read(ino, _) => (&mut self.readers, ino),
+            _ => return,
+        };
+        if let Some(fhs) = index.get_mut(ino) {
             fhs.retain(|f| *f != fh);
             if fhs.is_empty() {
-                self.streams.remove(ino);
+                index.remove(ino);
             }
         }
+    }
+
+    /// The read handles of `ino` with their readers.
+    pub(super) fn readers_of(&self, ino: u64) -> Vec<(u64, Arc<ObjectReader>)> {
+        let fhs = self.readers.get(&ino).map_or(&[][..], Vec::as_slice);
+        fhs.iter()
+            .filter_map(|fh| match self.by_number.get(fh) {
+                Some(Handle::Read(_, r)) => Some((*fh, r.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// How many new versions of `ino` are being written (descriptors opened with O_TRUNC).

@@ -132,6 +132,11 @@ impl FsCore {
     /// Saves a file changed in place as a new version of its object (nothing to do if it
     /// did not change since the last save).
     pub(super) async fn commit_in_place(&self, h: &mut ModifyHandle) -> FsResult<()> {
+        if self.is_unlinked(h.ino) {
+            h.dirty = false;
+            self.keep_pending_base(h);
+            return Ok(());
+        }
         if !h.dirty {
             return Ok(());
         }

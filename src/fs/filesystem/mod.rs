@@ -37,6 +37,7 @@ mod in_place;
 mod listing;
 mod lookup;
 mod object_locks;
+mod open_files;
 mod rename;
 mod rename_plan;
 

@@ -56,9 +56,9 @@ impl FsCore {
                     }
                     _ => {}
                 }
-                if existing.writers > 0 {
-                    return Err(FsError::answer(libc::EBUSY));
-                }
+                // An open file replaced keeps its descriptors, as on a local disk.
+                let existing = self.wait_for_saves(existing.ino).await.unwrap_or(existing);
+                self.keep_for_open_descriptors(&existing).await?;
                 replaced = Some(existing);
             }
             Err(e) if e.is(libc::ENOENT) => {}
@@ -106,9 +106,15 @@ impl FsCore {
             _moving = Some(self.object_locks.lock(&objects).await);
             let node = self.node(node.ino)?;
             if !unsaved {
-                self.rename_file(&node, &new_key).await?;
+                let copied = self.rename_file(&node, &new_key).await?;
+                // Its open readers read it under the new name.
+                self.readers_follow_rename(&node, &new_key, copied).await?;
             }
         }
+        let replaced_open = replaced
+            .as_ref()
+            .filter(|r| r.open_handles > 0 || r.writers > 0)
+            .map(|r| r.ino);
         if let Some(replaced) = replaced
             && replaced.kind == NodeKind::Dir
             && replaced.key != new_key
@@ -119,6 +125,12 @@ impl FsCore {
         {
             let mut inodes = self.inodes.lock().unwrap();
             inodes.rename(node.ino, new_parent, new_name, new_key.clone());
+            // The file replaced lost its name; its descriptors go on (nothing they write is
+            // saved).
+            if let Some(n) = replaced_open.and_then(|ino| inodes.get_mut(ino)) {
+                n.unlinked = true;
+                n.state.attrs_dirty = false;
+            }
             if let Some(n) = inodes.get_mut(node.ino)
                 && n.writers == 0
             {
@@ -143,7 +155,8 @@ impl FsCore {
         Ok(())
     }
 
-    pub(super) async fn rename_file(&self, node: &Node, new_key: &str) -> FsResult<()> {
+    /// Moves a file's object to `new_key`; the ETag of the copy, if the server gave it.
+    pub(super) async fn rename_file(&self, node: &Node, new_key: &str) -> FsResult<Option<String>> {
         let store = &self.volume.store;
         // Changed attributes ride along with the copy instead of a copy of their own (the
         // copy keeps the body, and so what they are bound to).
@@ -155,7 +168,7 @@ impl FsCore {
         };
         // Copy first: if anything fails, the file is still under its old name; if the delete
         // fails after the copy, it exists under both (never under neither).
-        store
+        let copied = store
             .copy(&node.key, new_key, carried.as_ref())
             .await
             .map_err(|e| FsError::store("COPY", &node.key, e))?;
@@ -171,7 +184,7 @@ impl FsCore {
             .map_err(|e| FsError::store("DELETE", &node.key, e))?;
         self.read.cache.invalidate(&node.key);
         self.read.cache.invalidate(new_key);
-        Ok(())
+        Ok(copied.etag)
     }
 
     /// A file still being written: its version is committed under the new name, and what the
