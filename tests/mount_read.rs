@@ -187,7 +187,12 @@ async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {
             .await
             .unwrap(),
     );
-    let n = 10_000;
+    // Many LIST pages on Garage; on moto, which takes ~8 ms per PUT, fewer pages prove the
+    // same paging (10,000 objects there were a quarter of the whole suite's time).
+    let n = match kind {
+        ServerKind::Garage => 10_000,
+        _ => 2_500,
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..32 {
         let (store, volume) = (store.clone(), volume.clone());

@@ -8,6 +8,7 @@ mod config_cmd;
 mod fsck;
 mod helper;
 mod init;
+mod key_args;
 mod keys;
 mod logging;
 mod mount;

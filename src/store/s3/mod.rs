@@ -7,18 +7,21 @@ use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, Delete, MetadataDirective, ObjectIdentifier};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+mod errors;
+mod multipart;
+
 use super::{
     CompletedPart, GetResponse, ListPage, MAX_KEYS_PER_REQUEST, MAX_SINGLE_OBJECT, Metadata,
     ObjectBody, ObjectInfo, ObjectStore, PutResult, StoreConfig, StoreError, StoreErrorKind,
     UploadInfo,
 };
+use errors::{completed_despite_parse_error, map_err};
 
 /// Characters left as they are in the `x-amz-copy-source` header: unreserved ones and `/`.
 const COPY_SOURCE_KEEP: &AsciiSet = &NON_ALPHANUMERIC
@@ -316,19 +319,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn create_multipart(&self, key: &str, metadata: &Metadata) -> Result<String, StoreError> {
-        trace_request("CreateMultipartUpload", key);
-        let out = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.config.bucket)
-            .key(self.full_key(key))
-            .set_metadata(non_empty(metadata))
-            .send()
-            .await
-            .map_err(|e| map_err("CreateMultipartUpload", key, e))?;
-        out.upload_id()
-            .map(str::to_string)
-            .ok_or_else(|| StoreError::fatal("CreateMultipartUpload returned no upload id"))
+        multipart::create_multipart(self, key, metadata).await
     }
 
     async fn upload_part(
@@ -338,29 +329,7 @@ impl ObjectStore for S3Store {
         part_number: u32,
         body: Bytes,
     ) -> Result<CompletedPart, StoreError> {
-        trace_request("UploadPart", key);
-        crate::metrics::bytes_uploaded(body.len() as u64);
-        let out = self
-            .client
-            .upload_part()
-            .bucket(&self.config.bucket)
-            .key(self.full_key(key))
-            .upload_id(upload_id)
-            .part_number(part_number as i32)
-            .content_length(body.len() as i64)
-            .body(ByteStream::from(body))
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|e| map_err("UploadPart", key, e))?;
-        let etag = out
-            .e_tag()
-            .ok_or_else(|| StoreError::fatal("UploadPart returned no ETag"))?;
-        Ok(CompletedPart {
-            part_number,
-            etag: etag.to_string(),
-        })
+        multipart::upload_part(self, key, upload_id, part_number, body).await
     }
 
     async fn upload_part_copy(
@@ -372,28 +341,7 @@ impl ObjectStore for S3Store {
         range: std::ops::Range<u64>,
         src_etag: Option<&str>,
     ) -> Result<CompletedPart, StoreError> {
-        trace_request("UploadPartCopy", key);
-        let out = self
-            .client
-            .upload_part_copy()
-            .bucket(&self.config.bucket)
-            .key(self.full_key(key))
-            .upload_id(upload_id)
-            .part_number(part_number as i32)
-            .copy_source(self.copy_source(src))
-            .copy_source_range(format!("bytes={}-{}", range.start, range.end - 1))
-            .set_copy_source_if_match(src_etag.map(str::to_string))
-            .send()
-            .await
-            .map_err(|e| map_err("UploadPartCopy", src, e))?;
-        let etag = out
-            .copy_part_result()
-            .and_then(|r| r.e_tag())
-            .ok_or_else(|| StoreError::fatal("UploadPartCopy returned no ETag"))?;
-        Ok(CompletedPart {
-            part_number,
-            etag: etag.to_string(),
-        })
+        multipart::upload_part_copy(self, key, upload_id, part_number, src, range, src_etag).await
     }
 
     async fn complete_multipart(
@@ -402,108 +350,15 @@ impl ObjectStore for S3Store {
         upload_id: &str,
         parts: &[CompletedPart],
     ) -> Result<PutResult, StoreError> {
-        trace_request("CompleteMultipartUpload", key);
-        let parts = parts
-            .iter()
-            .map(|p| {
-                aws_sdk_s3::types::CompletedPart::builder()
-                    .part_number(p.part_number as i32)
-                    .e_tag(&p.etag)
-                    .build()
-            })
-            .collect();
-        let result = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.config.bucket)
-            .key(self.full_key(key))
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await;
-        match result {
-            Ok(out) => Ok(PutResult {
-                etag: out.e_tag().map(str::to_string),
-            }),
-            Err(e) => match completed_despite_parse_error(&e) {
-                Some(etag) => Ok(PutResult { etag: Some(etag) }),
-                None => Err(map_err("CompleteMultipartUpload", key, e)),
-            },
-        }
+        multipart::complete_multipart(self, key, upload_id, parts).await
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
-        trace_request("AbortMultipartUpload", key);
-        self.client
-            .abort_multipart_upload()
-            .bucket(&self.config.bucket)
-            .key(self.full_key(key))
-            .upload_id(upload_id)
-            .customize()
-            // An abort usually follows a failure, often an outage: try for longer than other
-            // requests so that no orphaned parts stay behind (and keep costing storage).
-            .config_override(
-                aws_sdk_s3::config::Builder::default().retry_config(
-                    RetryConfig::standard()
-                        .with_max_attempts(self.config.max_attempts.max(10))
-                        .with_max_backoff(std::time::Duration::from_secs(10)),
-                ),
-            )
-            .send()
-            .await
-            .map_err(|e| map_err("AbortMultipartUpload", key, e))?;
-        Ok(())
+        multipart::abort_multipart(self, key, upload_id).await
     }
 
     async fn list_uploads(&self, prefix: &str) -> Result<Vec<UploadInfo>, StoreError> {
-        let mut uploads = Vec::new();
-        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
-        let mut previous = (None, None);
-        loop {
-            let out = self
-                .client
-                .list_multipart_uploads()
-                .bucket(&self.config.bucket)
-                .prefix(self.full_key(prefix))
-                .set_key_marker(key_marker.take())
-                .set_upload_id_marker(id_marker.take())
-                .send()
-                .await
-                .map_err(|e| map_err("ListMultipartUploads", prefix, e))?;
-            for u in out.uploads() {
-                if let (Some(key), Some(id)) = (u.key().and_then(|k| self.strip(k)), u.upload_id())
-                {
-                    uploads.push(UploadInfo {
-                        key: key.to_string(),
-                        upload_id: id.to_string(),
-                        initiated: u.initiated().and_then(to_system_time),
-                    });
-                }
-            }
-            if out.is_truncated() != Some(true) {
-                return Ok(uploads);
-            }
-            if uploads.len() > super::MAX_LISTING_ENTRIES {
-                return Err(StoreError::fatal(format!(
-                    "ListMultipartUploads {prefix}: more than {} uploads",
-                    super::MAX_LISTING_ENTRIES
-                )));
-            }
-            let next = (
-                out.next_key_marker().map(str::to_string),
-                out.next_upload_id_marker().map(str::to_string),
-            );
-            if next == (None, None) || next == previous {
-                // No way on, or the same page again: what we have is all we will get.
-                return Ok(uploads);
-            }
-            previous = next.clone();
-            (key_marker, id_marker) = next;
-        }
+        multipart::list_uploads(self, prefix).await
     }
 
     async fn list_page(
@@ -646,28 +501,6 @@ impl ObjectStore for S3Store {
     }
 }
 
-/// Some servers (moto) answer a successful CompleteMultipartUpload with the root element
-/// `CompleteMultipartUploadResponse`, which the SDK refuses to parse. A 200 whose body is that
-/// document (and not an `<Error>`, which S3 may also send with a 200) did complete the upload.
-fn completed_despite_parse_error<E>(
-    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> Option<String> {
-    let SdkError::ServiceError(service) = err else {
-        return None;
-    };
-    let raw = service.raw();
-    if raw.status().as_u16() != 200 {
-        return None;
-    }
-    let body = std::str::from_utf8(raw.body().bytes()?).ok()?;
-    if !body.contains("<CompleteMultipartUploadResponse") || body.contains("<Error>") {
-        return None;
-    }
-    let start = body.find("<ETag>")? + "<ETag>".len();
-    let end = start + body[start..].find("</ETag>")?;
-    Some(body[start..end].replace("&quot;", "\""))
-}
-
 /// Counts the SDK's retries (attempts after the first) for the metrics.
 #[derive(Debug)]
 struct RetryCounter;
@@ -715,40 +548,6 @@ fn parse_content_range(header: &str) -> Option<(Range<u64>, u64)> {
     let (first, last) = span.split_once('-')?;
     let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
     Some((first..last + 1, total.parse().ok()?))
-}
-
-fn map_err<E>(
-    op: &'static str,
-    key: &str,
-    err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let mut mapped = super::sdk::classify(op, key, err);
-    crate::metrics::s3_error(op, mapped.kind.name());
-    if mapped.kind == StoreErrorKind::AccessDenied
-        && let Some(permission) = needed_permission(op)
-    {
-        mapped.message = format!("{} (this request needs {permission})", mapped.message);
-    }
-    mapped
-}
-
-/// The IAM permission an S3 request needs, for "access denied" messages.
-fn needed_permission(op: &str) -> Option<&'static str> {
-    Some(match op {
-        "GetObject" | "GetObjectHeader" | "HeadObject" => "s3:GetObject on the volume's objects",
-        "PutObject" | "CreateMultipartUpload" | "UploadPart" | "CompleteMultipartUpload" => {
-            "s3:PutObject on the volume's objects"
-        }
-        "CopyObject" | "UploadPartCopy" => "s3:GetObject and s3:PutObject on the volume's objects",
-        "DeleteObject" | "DeleteObjects" => "s3:DeleteObject on the volume's objects",
-        "AbortMultipartUpload" => "s3:AbortMultipartUpload on the volume's objects",
-        "ListObjectsV2" => "s3:ListBucket on the bucket, for the volume's prefix",
-        "ListMultipartUploads" => "s3:ListBucketMultipartUploads on the bucket",
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
