@@ -163,7 +163,7 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// Checks a name coming from the kernel and returns it as the key component, or an errno.
 /// `.`/`..`, empty names and names with `/` or NUL never reach S3.
 pub fn to_key_component(name: &OsStr, parent_is_root: bool) -> Result<&str, i32> {
-    let name = name.to_str().ok_or(libc::EINVAL)?; // S3 keys are UTF-8
+    let name = name.to_str().ok_or(libc::EILSEQ)?; // S3 keys are UTF-8
     if name.len() > MAX_NAME_BYTES {
         return Err(libc::ENAMETOOLONG);
     }
@@ -217,6 +217,11 @@ mod tests {
         assert_eq!(check(".."), Err(libc::EINVAL));
         assert_eq!(check(""), Err(libc::EINVAL));
         assert_eq!(check("a\0b"), Err(libc::EINVAL));
+        use std::os::unix::ffi::OsStrExt;
+        assert_eq!(
+            to_key_component(OsStr::from_bytes(b"latin1 \xe9t\xe9"), false),
+            Err(libc::EILSEQ)
+        );
         assert_eq!(check(&"x".repeat(256)), Err(libc::ENAMETOOLONG));
         assert_eq!(check(&"x".repeat(255)), Ok(&*"x".repeat(255)));
         assert_eq!(check("spaces ü #%?+\\"), Ok("spaces ü #%?+\\"));

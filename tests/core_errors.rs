@@ -253,3 +253,18 @@ async fn names_too_long_for_posix_or_for_the_key_limit_are_enametoolong() {
     let made = core.write_new(&file, &[b"x".to_vec()]).await;
     assert_eq!(made.unwrap_err(), libc::ENAMETOOLONG);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_are_not_utf8_are_eilseq() {
+    use std::os::unix::ffi::OsStrExt;
+    let core = Core::new(false).await;
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    let made = core
+        .fs
+        .create(s3cryptfs::fs::ROOT_INO, latin1, 0o644, Core::caller())
+        .await;
+    assert_eq!(made.map(|_| ()).unwrap_err().errno(), libc::EILSEQ);
+    let looked_up = core.fs.lookup(s3cryptfs::fs::ROOT_INO, latin1).await;
+    assert_eq!(looked_up.unwrap_err().errno(), libc::EILSEQ);
+    assert!(core.memory.keys().iter().all(|k| !k.contains("caf")));
+}

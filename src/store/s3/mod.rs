@@ -8,10 +8,12 @@ use aws_config::retry::RetryConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, Delete, MetadataDirective, ObjectIdentifier};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, Delete, EncodingType, MetadataDirective, ObjectIdentifier,
+};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 mod errors;
 mod multipart;
@@ -376,15 +378,17 @@ impl ObjectStore for S3Store {
             .set_delimiter(delimiter.map(str::to_string))
             .set_continuation_token(continuation)
             .max_keys(MAX_KEYS_PER_REQUEST as i32)
+            .encoding_type(EncodingType::Url)
             .send()
             .await
             .map_err(|e| map_err("ListObjectsV2", prefix, e))?;
+        let encoded = out.encoding_type() == Some(&EncodingType::Url);
         let objects = out
             .contents()
             .iter()
             .filter_map(|o| {
                 Some(ObjectInfo {
-                    key: self.strip(o.key()?)?.to_string(),
+                    key: self.strip(&listed_key(o.key()?, encoded)?)?.to_string(),
                     size: o.size().unwrap_or(0).max(0) as u64,
                     etag: o.e_tag().map(str::to_string),
                     last_modified: o.last_modified().and_then(to_system_time),
@@ -395,7 +399,7 @@ impl ObjectStore for S3Store {
         let common_prefixes = out
             .common_prefixes()
             .iter()
-            .filter_map(|p| Some(self.strip(p.prefix()?)?.to_string()))
+            .filter_map(|p| Some(self.strip(&listed_key(p.prefix()?, encoded)?)?.to_string()))
             .collect();
         let next_token = match out.is_truncated() {
             Some(true) => out.next_continuation_token().map(str::to_string),
@@ -525,6 +529,23 @@ impl aws_sdk_s3::config::Intercept for RetryCounter {
         }
         Ok(())
     }
+}
+
+/// A key as a listing gave it. Listings ask for url-encoded keys, because XML 1.0 cannot
+/// carry most control characters (a key holding one would make the whole page unreadable)
+/// and turns a carriage return into a newline; the answer says whether the server did encode
+/// them (one that ignores the request sends keys as they are). S3 encodes a space as `+` and
+/// a `+` as `%2B`, so `+` is read as a space before `%XX` escapes are decoded. `None` for a
+/// key that does not decode to UTF-8.
+fn listed_key(raw: &str, url_encoded: bool) -> Option<String> {
+    if !url_encoded {
+        return Some(raw.to_string());
+    }
+    let spaces = raw.replace('+', " ");
+    percent_decode_str(&spaces)
+        .decode_utf8()
+        .ok()
+        .map(|k| k.into_owned())
 }
 
 /// One debug line per request (`s3 request op=... key=...`): tests count requests from it.

@@ -171,11 +171,16 @@ pub(super) async fn list_uploads(
             .prefix(store.full_key(prefix))
             .set_key_marker(key_marker.take())
             .set_upload_id_marker(id_marker.take())
+            .encoding_type(EncodingType::Url)
             .send()
             .await
             .map_err(|e| map_err("ListMultipartUploads", prefix, e))?;
+        let encoded = out.encoding_type() == Some(&EncodingType::Url);
         for u in out.uploads() {
-            if let (Some(key), Some(id)) = (u.key().and_then(|k| store.strip(k)), u.upload_id()) {
+            let key = u.key().and_then(|k| listed_key(k, encoded));
+            if let (Some(key), Some(id)) =
+                (key.as_deref().and_then(|k| store.strip(k)), u.upload_id())
+            {
                 uploads.push(UploadInfo {
                     key: key.to_string(),
                     upload_id: id.to_string(),
@@ -193,7 +198,7 @@ pub(super) async fn list_uploads(
             )));
         }
         let next = (
-            out.next_key_marker().map(str::to_string),
+            out.next_key_marker().and_then(|k| listed_key(k, encoded)),
             out.next_upload_id_marker().map(str::to_string),
         );
         if next == (None, None) || next == previous {
