@@ -158,6 +158,7 @@ async fn deleted_and_older_values_follow_the_documented_rule(shared: bool) {
         uid: 1000,
         gid: 0,
         mtime: std::time::SystemTime::UNIX_EPOCH,
+        ctime: std::time::SystemTime::UNIX_EPOCH,
     };
     let sealed = seal_unbound_attrs(&*core.master().await, &forged);
     let older = Metadata::from([(ATTRS_METADATA_NAME.to_string(), sealed)]);
@@ -196,6 +197,7 @@ async fn older_attributes_are_bound_in_place_on_request() {
             uid: 1000,
             gid: 0,
             mtime: std::time::SystemTime::UNIX_EPOCH,
+            ctime: std::time::SystemTime::UNIX_EPOCH,
         };
         Metadata::from([(
             ATTRS_METADATA_NAME.to_string(),
@@ -244,4 +246,53 @@ async fn older_attributes_are_bound_in_place_on_request() {
     assert_eq!(shown(&mut core, "file").await, (0o640, 1000));
     assert_eq!(shown(&mut core, "dir").await, (0o750, 1000));
     assert_eq!(core.read_all(&path("file"), 4096).await.unwrap(), b"file");
+}
+
+/// ctime moves with every change of contents, mode, owner, times or name (never backwards),
+/// mtime only with the contents or an explicit utimes; both survive a remount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctime_moves_with_every_change_and_survives_a_remount() {
+    use s3cryptfs::fs::AttrChange;
+    let mut core = core(false).await;
+    core.write_new(&path("f"), &[b"first".to_vec()])
+        .await
+        .unwrap();
+    let mut last = core.resolve(&path("f")).await.unwrap();
+    assert!(last.ctime >= last.mtime);
+    // Each step: what it does, and whether the mtime moves with it.
+    let mut check = |what: &str, attr: s3cryptfs::fs::Attr, mtime_moves: bool| {
+        assert!(attr.ctime > last.ctime, "{what}: ctime moves");
+        if mtime_moves {
+            assert!(attr.mtime > last.mtime, "{what}: mtime moves");
+        } else {
+            assert_eq!(attr.mtime, last.mtime, "{what}: mtime stays");
+        }
+        last = attr;
+    };
+    core.chmod(&path("f"), 0o600).await.unwrap();
+    check("chmod", core.resolve(&path("f")).await.unwrap(), false);
+    core.chmod_chown(&path("f"), 0o600, 0).await.unwrap();
+    check("chown", core.resolve(&path("f")).await.unwrap(), false);
+    core.rename(&path("f"), &path("g")).await.unwrap();
+    check("rename", core.resolve(&path("g")).await.unwrap(), false);
+    core.write_at(&path("g"), 2, b"ST").await.unwrap();
+    check("write", core.resolve(&path("g")).await.unwrap(), true);
+    core.truncate(&path("g"), 3).await.unwrap();
+    check("truncate", core.resolve(&path("g")).await.unwrap(), true);
+    let ino = core.resolve(&path("g")).await.unwrap().ino;
+    let past = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let change = AttrChange {
+        mtime: Some(past),
+        ..Default::default()
+    };
+    let touched = core.fs.setattr(ino, change, None).await.unwrap();
+    assert_eq!(touched.mtime, past);
+    assert!(touched.ctime > last.ctime, "utimes: ctime moves");
+    core.remount().await;
+    let after = core.resolve(&path("g")).await.unwrap();
+    assert_eq!(
+        (after.mtime, after.ctime),
+        (touched.mtime, touched.ctime),
+        "recorded with the object"
+    );
 }

@@ -257,11 +257,13 @@ fn known_answer_vector_with_three_epochs() {
     );
 }
 
-/// docs/FORMAT.md §9a: attributes sealed for the §15.5 object, salt 16 × `66`.
-const ATTRS_VECTOR: &str = "AmZmZmZmZmZmZmZmZmZmZmYqaIt4hjj_2ONaIJGnkR0f9xhs_vzmuAklrfsIh800cnZHDNheEJvEY9Q0nCx9AalhZ0Ua49VEnZ7Z-Bs";
+/// docs/FORMAT.md §9a: attributes sealed for the §15.5 object, salt 16 × `66`, as version 3
+/// (written now, with the ctime) and as version 2 (builds before ctime; still read).
+const ATTRS_VECTOR_V3: &str = "A2ZmZmZmZmZmZmZmZmZmZmYmXD3w4aM2DP4-OojLwqxC7z2eKZn3hlyb6PNS_KO2b4m10VZQayNO5KjF4BecLI3nWEnqr-1KdfY0dQPVUjXW52Zvzb-Hfk8";
+const ATTRS_VECTOR_V2: &str = "AmZmZmZmZmZmZmZmZmZmZmYqaIt4hjj_2ONaIJGnkR0f9xhs_vzmuAklrfsIh800cnZHDNheEJvEY9Q0nCx9AalhZ0Ua49VEnZ7Z-Bs";
 
 #[test]
-fn attributes_known_answer_vector() {
+fn attributes_known_answer_vectors() {
     use aes::cipher::{KeyIvInit, StreamCipher};
     use hmac::{KeyInit, Mac};
     let m = master(0x11);
@@ -275,47 +277,69 @@ fn attributes_known_answer_vector() {
         out
     };
     let header = Header::parse(&object, layout).unwrap();
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789);
     let attrs = PosixAttrs {
         mode: 0o100640,
         uid: 1000,
         gid: 100,
-        mtime: std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789),
+        mtime,
+        ctime: std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_100, 987_654_321),
     };
     let binding = AttrsBinding::of(&header);
-    let sealed = seal_attrs_with_salt(&m, &attrs, &binding, [0x66; 16]);
-    // Rebuilt from the primitives as §9a says.
-    let mut info = b"s3cryptfs v2 attributes".to_vec();
-    info.extend_from_slice(&object[..8]);
-    info[23 + 7] = 0; // byte 7 of the header as bound: 0 in format 2
-    info.extend_from_slice(&[0x22; 32]);
-    let mut okm = [0u8; 64];
-    hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0x66; 16]), &[0x11; 32])
-        .expand(&info, &mut okm)
-        .unwrap();
-    let mut body = Vec::new();
-    body.extend_from_slice(&0o100640u32.to_be_bytes());
-    body.extend_from_slice(&1000u32.to_be_bytes());
-    body.extend_from_slice(&100u32.to_be_bytes());
-    body.extend_from_slice(&1_700_000_000i64.to_be_bytes());
-    body.extend_from_slice(&123_456_789u32.to_be_bytes());
-    body.extend_from_slice(&[0; 4]);
-    let mut iv = [0u8; 16];
-    iv[0] = 2;
-    ctr::Ctr32BE::<aes::Aes256>::new_from_slices(&okm[..32], &iv)
-        .unwrap()
-        .apply_keystream(&mut body);
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&okm[32..]).unwrap();
-    mac.update(&iv);
-    mac.update(&body);
-    let blob = [&[2u8][..], &[0x66; 16], &body, &mac.finalize().into_bytes()].concat();
-    use base64::Engine as _;
-    let rebuilt = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob);
-    assert_eq!(sealed, rebuilt);
-    assert_eq!(sealed, ATTRS_VECTOR);
-    assert_eq!(open_attrs(&m, &sealed, &binding).unwrap(), attrs);
     let format_md = include_str!("../docs/FORMAT.md");
-    assert!(
-        format_md.contains(ATTRS_VECTOR),
-        "FORMAT.md §9a lost the vector"
-    );
+    for (version, vector) in [(3u8, ATTRS_VECTOR_V3), (2, ATTRS_VECTOR_V2)] {
+        let sealed = seal_attrs_with_salt(&m, &attrs, &binding, [0x66; 16], version);
+        // Rebuilt from the primitives as §9a says.
+        let mut info = b"s3cryptfs v2 attributes".to_vec();
+        info.extend_from_slice(&object[..8]);
+        info[23 + 7] = 0; // byte 7 of the header as bound: 0 in format 2
+        info.extend_from_slice(&[0x22; 32]);
+        let mut okm = [0u8; 64];
+        hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0x66; 16]), &[0x11; 32])
+            .expand(&info, &mut okm)
+            .unwrap();
+        let mut body = Vec::new();
+        body.extend_from_slice(&0o100640u32.to_be_bytes());
+        body.extend_from_slice(&1000u32.to_be_bytes());
+        body.extend_from_slice(&100u32.to_be_bytes());
+        body.extend_from_slice(&1_700_000_000i64.to_be_bytes());
+        body.extend_from_slice(&123_456_789u32.to_be_bytes());
+        body.extend_from_slice(&[0; 4]);
+        if version == 3 {
+            body.extend_from_slice(&1_700_000_100i64.to_be_bytes());
+            body.extend_from_slice(&987_654_321u32.to_be_bytes());
+        }
+        let mut iv = [0u8; 16];
+        iv[0] = version;
+        ctr::Ctr32BE::<aes::Aes256>::new_from_slices(&okm[..32], &iv)
+            .unwrap()
+            .apply_keystream(&mut body);
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&okm[32..]).unwrap();
+        mac.update(&iv);
+        mac.update(&body);
+        let blob = [
+            &[version][..],
+            &[0x66; 16],
+            &body,
+            &mac.finalize().into_bytes(),
+        ]
+        .concat();
+        use base64::Engine as _;
+        let rebuilt = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob);
+        assert_eq!(sealed, rebuilt, "version {version}");
+        assert_eq!(sealed, vector, "version {version}");
+        // Version 2 recorded no ctime: it reads as the mtime.
+        let want = match version {
+            3 => attrs,
+            _ => PosixAttrs {
+                ctime: mtime,
+                ..attrs
+            },
+        };
+        assert_eq!(open_attrs(&m, &sealed, &binding).unwrap(), want);
+        assert!(
+            format_md.contains(vector),
+            "FORMAT.md §9a lost the version {version} vector"
+        );
+    }
 }

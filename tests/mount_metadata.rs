@@ -75,9 +75,25 @@ async fn attributes_persist_across_remount(kind: ServerKind, names: Names) {
     let expected_d = (libc::S_IFDIR | 0o711, 0, 0, 1_400_000_000, 500_000_000);
     assert_eq!(stat_of(&m.join("f")), expected_f, "seen at once");
     assert_eq!(stat_of(&m.join("d")), expected_d);
+    // The ctime is the time of the last change (the touch above), not the mtime it set.
+    let ctime = |path: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(path).unwrap();
+        (md.ctime(), md.ctime_nsec())
+    };
+    let changed = ctime(&m.join("f"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (now - 60..=now).contains(&changed.0),
+        "ctime {changed:?} is the time of the change"
+    );
     assert_eq!(m.unmount(), Some(0));
 
     let m = v.mount(&[]);
+    assert_eq!(ctime(&m.join("f")), changed, "the ctime is recorded");
     assert_eq!(stat_of(&m.join("f")), expected_f, "after a remount");
     assert_eq!(stat_of(&m.join("d")), expected_d);
     assert_eq!(stat_of(&m.join("open")).0, libc::S_IFREG | 0o600);

@@ -328,13 +328,15 @@ pub fn put(args: PutArgs) -> i32 {
         let local = file.metadata().ok();
         let attrs = local.as_ref().map(|m| {
             use std::os::unix::fs::PermissionsExt;
+            let mtime = m
+                .modified()
+                .unwrap_or_else(|_| std::time::SystemTime::now());
             crate::crypto::PosixAttrs {
                 mode: libc::S_IFREG | (m.permissions().mode() & 0o7777),
                 uid: nix::unistd::getuid().as_raw(),
                 gid: nix::unistd::getgid().as_raw(),
-                mtime: m
-                    .modified()
-                    .unwrap_or_else(|_| std::time::SystemTime::now()),
+                mtime,
+                ctime: std::time::SystemTime::now(),
             }
         });
         let mut writer = ObjectWriter::new(ctx, key, attrs);

@@ -1,12 +1,12 @@
-//! POSIX attributes (type and permission bits, owner, group, mtime) sealed for S3 user
-//! metadata.
+//! POSIX attributes (type and permission bits, owner, group, mtime, ctime) sealed for S3
+//! user metadata.
 //!
 //! Listings never carry user metadata, so attributes cannot live in the object body without a
 //! GET per `stat`; they ride in the metadata, which the GET of an object's header returns too.
 //! They are encrypted and authenticated like everything else the provider holds: a blob of
 //!
 //! ```text
-//! version (1) | salt (16) | AES-256-CTR(attributes, 28 bytes) | HMAC-SHA256 tag (32)
+//! version (1) | salt (16) | AES-256-CTR(attributes, 40 bytes; 28 before version 3) | HMAC-SHA256 tag (32)
 //! ```
 //!
 //! base64url-encoded (no padding). A fresh random salt per blob means each key pair encrypts
@@ -14,7 +14,8 @@
 //! key. The tag covers the version byte (through the IV) and the ciphertext; the salt and the
 //! binding are bound through the keys.
 //!
-//! Version 2 (written now) binds the blob to its object: the keys are HKDF-SHA256(master key,
+//! Version 3 (written now) adds the ctime to the body of version 2; both bind the blob to
+//! its object: the keys are HKDF-SHA256(master key,
 //! salt, "s3cryptfs v2 attributes" || the object's header bytes 0..8 (kind and format, as in
 //! its keys) || the object's header salt). A provider that moves a blob to another object, or
 //! replays one recorded for an earlier version (every new version has a new salt), gets a
@@ -33,14 +34,27 @@ use super::keys::{MasterKey, ObjectKeys, os_random};
 /// The S3 user-metadata name (`x-amz-meta-<name>`) that holds the sealed attributes.
 pub const ATTRS_METADATA_NAME: &str = "s3cf-attrs";
 
-/// The blob version written now (bound to its object).
-const VERSION: u8 = 2;
+/// The blob version written now (bound to its object, with the ctime).
+const VERSION: u8 = 3;
+/// Blobs of the builds before ctime was recorded: bound, the ctime read as the mtime.
+const NO_CTIME_VERSION: u8 = 2;
 /// Blobs of older builds, bound to nothing.
 const UNBOUND_VERSION: u8 = 1;
 const SALT_LEN: usize = 16;
-const BODY_LEN: usize = 28;
+/// The body of a version-3 blob; versions 1 and 2 end before the ctime.
+const BODY_LEN: usize = 40;
+const OLD_BODY_LEN: usize = 28;
 const TAG_LEN: usize = 32;
 const BLOB_LEN: usize = 1 + SALT_LEN + BODY_LEN + TAG_LEN;
+
+/// The body length of a blob of `version`.
+fn body_len(version: u8) -> usize {
+    if version >= VERSION {
+        BODY_LEN
+    } else {
+        OLD_BODY_LEN
+    }
+}
 const INFO: &[u8] = b"s3cryptfs v2 attributes";
 const UNBOUND_INFO: &[u8] = b"s3cryptfs v1 attributes";
 
@@ -78,6 +92,8 @@ pub struct PosixAttrs {
     pub gid: u32,
     /// Modification time, nanosecond precision; may be before 1970.
     pub mtime: SystemTime,
+    /// Status change time: moves with every change of contents, mode, owner, times or name.
+    pub ctime: SystemTime,
 }
 
 impl PosixAttrs {
@@ -86,37 +102,49 @@ impl PosixAttrs {
         self.mode & libc::S_IFMT
     }
 
+    /// The contents changed at `now`: mtime and ctime move.
+    pub fn touch(&mut self, now: SystemTime) {
+        self.mtime = now;
+        self.ctime = now;
+    }
+
     /// Just the permission bits (including setuid/setgid/sticky).
     pub fn permissions(&self) -> u16 {
         (self.mode & 0o7777) as u16
     }
 
-    fn to_bytes(self) -> [u8; BODY_LEN] {
-        let (secs, nanos) = split_time(self.mtime);
-        let mut b = [0u8; BODY_LEN];
-        b[0..4].copy_from_slice(&self.mode.to_be_bytes());
-        b[4..8].copy_from_slice(&self.uid.to_be_bytes());
-        b[8..12].copy_from_slice(&self.gid.to_be_bytes());
-        b[12..20].copy_from_slice(&secs.to_be_bytes());
-        b[20..24].copy_from_slice(&nanos.to_be_bytes());
-        // b[24..28]: reserved, zero.
+    /// The body of a blob of `version`: mode, uid, gid, mtime, 4 reserved zero bytes, then
+    /// (version 3) the ctime.
+    fn to_bytes(self, version: u8) -> Vec<u8> {
+        let mut b = Vec::with_capacity(BODY_LEN);
+        b.extend_from_slice(&self.mode.to_be_bytes());
+        b.extend_from_slice(&self.uid.to_be_bytes());
+        b.extend_from_slice(&self.gid.to_be_bytes());
+        put_time(&mut b, self.mtime);
+        b.extend_from_slice(&[0; 4]); // reserved
+        if version >= VERSION {
+            put_time(&mut b, self.ctime);
+        }
         b
     }
 
-    fn from_bytes(b: &[u8; BODY_LEN]) -> Result<Self, CryptoError> {
+    fn from_bytes(b: &[u8]) -> Result<Self, CryptoError> {
         let u32_at = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().expect("4 bytes"));
-        let secs = i64::from_be_bytes(b[12..20].try_into().expect("8 bytes"));
-        let nanos = u32_at(20);
-        if nanos >= 1_000_000_000 || b[24..28] != [0; 4] {
-            return Err(CryptoError::CorruptHeader(
-                "invalid attribute fields".into(),
-            ));
+        let invalid = || CryptoError::CorruptHeader("invalid attribute fields".into());
+        if b[24..28] != [0; 4] {
+            return Err(invalid());
         }
+        let mtime = time_at(b, 12).ok_or_else(invalid)?;
+        let ctime = match b.len() {
+            BODY_LEN => time_at(b, 28).ok_or_else(invalid)?,
+            _ => mtime, // not recorded before version 3
+        };
         Ok(Self {
             mode: u32_at(0),
             uid: u32_at(4),
             gid: u32_at(8),
-            mtime: join_time(secs, nanos),
+            mtime,
+            ctime,
         })
     }
 }
@@ -127,8 +155,9 @@ pub fn seal_attrs(master: &MasterKey, attrs: &PosixAttrs, binding: &AttrsBinding
     seal_blob(VERSION, &salt, &binding.keys(master, &salt), attrs)
 }
 
-/// [`seal_attrs`] with a given salt, for the known-answer vector of docs/FORMAT.md §9a. Not
-/// in release builds: a salt used twice would encrypt two bodies under one key and IV.
+/// [`seal_attrs`] with a given salt and blob version (3, or 2 as the builds before ctime
+/// wrote), for the known-answer vectors of docs/FORMAT.md §9a. Not in release builds: a salt
+/// used twice would encrypt two bodies under one key and IV.
 #[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]
 pub fn seal_attrs_with_salt(
@@ -136,8 +165,10 @@ pub fn seal_attrs_with_salt(
     attrs: &PosixAttrs,
     binding: &AttrsBinding,
     salt: [u8; SALT_LEN],
+    version: u8,
 ) -> String {
-    seal_blob(VERSION, &salt, &binding.keys(master, &salt), attrs)
+    assert!(version == VERSION || version == NO_CTIME_VERSION);
+    seal_blob(version, &salt, &binding.keys(master, &salt), attrs)
 }
 
 fn fresh_salt() -> [u8; SALT_LEN] {
@@ -149,7 +180,7 @@ fn fresh_salt() -> [u8; SALT_LEN] {
 /// The encoded blob of `attrs` under `keys` (derived from `salt`), as version `version`.
 fn seal_blob(version: u8, salt: &[u8; SALT_LEN], keys: &ObjectKeys, attrs: &PosixAttrs) -> String {
     let iv = iv(version);
-    let mut body = attrs.to_bytes();
+    let mut body = attrs.to_bytes(version);
     keys.apply_keystream(&iv, &mut body);
     let tag = keys.tag(&iv, &body);
     let mut blob = Vec::with_capacity(BLOB_LEN);
@@ -169,7 +200,7 @@ pub fn open_attrs(
 ) -> Result<PosixAttrs, CryptoError> {
     let blob = decode(sealed)?;
     match blob[0] {
-        VERSION => open_blob(&blob, &binding.keys(master, salt_of(&blob))),
+        VERSION | NO_CTIME_VERSION => open_blob(&blob, &binding.keys(master, salt_of(&blob))),
         UNBOUND_VERSION => Err(CryptoError::UnboundAttributes),
         v => Err(CryptoError::UnsupportedVersion(v)),
     }
@@ -207,10 +238,10 @@ fn decode(sealed: &str) -> Result<Vec<u8>, CryptoError> {
     let blob = URL_SAFE_NO_PAD
         .decode(sealed.trim())
         .map_err(|_| CryptoError::CorruptHeader("attributes are not base64url".into()))?;
-    if blob.len() != BLOB_LEN {
-        return Err(CryptoError::Truncated);
+    match blob.first() {
+        Some(&version) if blob.len() == 1 + SALT_LEN + body_len(version) + TAG_LEN => Ok(blob),
+        _ => Err(CryptoError::Truncated),
     }
-    Ok(blob)
 }
 
 fn salt_of(blob: &[u8]) -> &[u8] {
@@ -219,10 +250,9 @@ fn salt_of(blob: &[u8]) -> &[u8] {
 
 fn open_blob(blob: &[u8], keys: &ObjectKeys) -> Result<PosixAttrs, CryptoError> {
     let body_at = 1 + SALT_LEN;
-    let mut body: [u8; BODY_LEN] = blob[body_at..body_at + BODY_LEN]
-        .try_into()
-        .expect("length checked");
-    let tag = &blob[body_at + BODY_LEN..];
+    let len = body_len(blob[0]);
+    let mut body = blob[body_at..body_at + len].to_vec();
+    let tag = &blob[body_at + len..];
     let iv = iv(blob[0]);
     if !keys.verify(&iv, &body, tag) {
         return Err(CryptoError::TagMismatch { segment: 0 });
@@ -236,6 +266,19 @@ fn iv(version: u8) -> [u8; 16] {
     let mut iv = [0u8; 16];
     iv[0] = version;
     iv
+}
+
+fn put_time(out: &mut Vec<u8>, t: SystemTime) {
+    let (secs, nanos) = split_time(t);
+    out.extend_from_slice(&secs.to_be_bytes());
+    out.extend_from_slice(&nanos.to_be_bytes());
+}
+
+/// The time at `at` (seconds i64, nanoseconds u32 below 10^9), if valid.
+fn time_at(b: &[u8], at: usize) -> Option<SystemTime> {
+    let secs = i64::from_be_bytes(b[at..at + 8].try_into().ok()?);
+    let nanos = u32::from_be_bytes(b[at + 8..at + 12].try_into().ok()?);
+    (nanos < 1_000_000_000).then(|| join_time(secs, nanos))
 }
 
 fn split_time(t: SystemTime) -> (i64, u32) {
@@ -272,6 +315,7 @@ mod tests {
             uid: 1000,
             gid: 100,
             mtime: UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789),
+            ctime: UNIX_EPOCH + Duration::new(1_700_000_100, 5),
         }
     }
 
@@ -291,10 +335,32 @@ mod tests {
             UNIX_EPOCH - Duration::new(86_400, 1),
             UNIX_EPOCH - Duration::from_secs(3),
         ] {
-            let attrs = PosixAttrs { mtime, ..sample() };
+            let attrs = PosixAttrs {
+                mtime,
+                ctime: mtime + Duration::from_nanos(1),
+                ..sample()
+            };
             let sealed = seal_attrs(&key, &attrs, &object);
             assert_eq!(open_attrs(&key, &sealed, &object).unwrap(), attrs);
         }
+    }
+
+    #[test]
+    fn version_2_blobs_read_with_the_mtime_as_ctime() {
+        let key = MasterKey::from_bytes([5; 32]);
+        let object = binding(&key, ObjectKind::File);
+        let sealed = seal_attrs_with_salt(&key, &sample(), &object, [9; 16], NO_CTIME_VERSION);
+        let got = open_attrs(&key, &sealed, &object).unwrap();
+        let want = PosixAttrs {
+            ctime: sample().mtime,
+            ..sample()
+        };
+        assert_eq!(got, want);
+        // A version byte changed to 3 (so the length no longer fits) does not open.
+        let mut blob = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
+        blob[0] = VERSION;
+        let relabelled = URL_SAFE_NO_PAD.encode(&blob);
+        assert!(open_attrs(&key, &relabelled, &object).is_err());
     }
 
     #[test]
@@ -334,7 +400,12 @@ mod tests {
             open_attrs(&key, &old, &object),
             Err(CryptoError::UnboundAttributes)
         ));
-        assert_eq!(open_unbound_attrs(&key, &old).unwrap(), sample());
+        // No ctime in version 1: the mtime stands in.
+        let want = PosixAttrs {
+            ctime: sample().mtime,
+            ..sample()
+        };
+        assert_eq!(open_unbound_attrs(&key, &old).unwrap(), want);
         let bound = seal_attrs(&key, &sample(), &object);
         assert!(
             open_unbound_attrs(&key, &bound).is_err(),

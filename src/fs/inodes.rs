@@ -358,6 +358,7 @@ mod tests {
                 uid: 0,
                 gid: 0,
                 mtime: std::time::SystemTime::UNIX_EPOCH,
+                ctime: std::time::SystemTime::UNIX_EPOCH,
             },
             attrs_dirty: false,
             valid_until: Instant::now(),

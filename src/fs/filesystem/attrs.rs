@@ -17,6 +17,7 @@ impl FsCore {
             uid: self.options.uid,
             gid: self.options.gid,
             mtime,
+            ctime: mtime,
         }
     }
 
@@ -33,6 +34,7 @@ impl FsCore {
             uid: 0,
             gid: 0,
             mtime,
+            ctime: mtime,
         }
     }
 
@@ -260,6 +262,8 @@ impl FsCore {
             attrs.uid = change.uid.unwrap_or(attrs.uid);
             attrs.gid = change.gid.unwrap_or(attrs.gid);
             attrs.mtime = change.mtime.unwrap_or(attrs.mtime);
+            // chmod, chown and utimes change the status, even to the same values.
+            attrs.ctime = SystemTime::now();
             if attrs != node.state.attrs {
                 node.state.attrs = attrs;
                 node.state.attrs_dirty = true;
@@ -356,11 +360,13 @@ impl FsCore {
     }
 
     pub(super) fn new_attrs(&self, kind: NodeKind, mode: u32, caller: Caller) -> PosixAttrs {
+        let now = SystemTime::now();
         PosixAttrs {
             mode: kind.type_bits() | (mode & 0o7777),
             uid: caller.uid,
             gid: caller.gid,
-            mtime: SystemTime::now(),
+            mtime: now,
+            ctime: now,
         }
     }
 

@@ -74,7 +74,7 @@ impl FsCore {
                         .await?;
                     if let Some(n) = self.inodes.lock().unwrap().get_mut(ino) {
                         n.state.size = 0;
-                        n.state.attrs.mtime = SystemTime::now();
+                        n.state.attrs.touch(SystemTime::now());
                     }
                 }
                 return Ok(fh);
@@ -137,7 +137,7 @@ impl FsCore {
                 // and the one closed last is the file (last writer wins).
                 node.writers += 1;
                 node.state.size = 0;
-                node.state.attrs.mtime = SystemTime::now();
+                node.state.attrs.touch(SystemTime::now());
                 node.open_handles += 1;
                 node.state.attrs
             };
@@ -240,7 +240,7 @@ impl FsCore {
         let size = h.writer.len();
         if let Some(node) = self.inodes.lock().unwrap().get_mut(h.ino) {
             node.state.size = size;
-            node.state.attrs.mtime = SystemTime::now();
+            node.state.attrs.touch(SystemTime::now());
         }
         Ok(data.len() as u32)
     }

@@ -125,7 +125,7 @@ impl FsCore {
     pub(super) fn changed_in_place(&self, ino: u64, size: u64) {
         if let Some(node) = self.inodes.lock().unwrap().get_mut(ino) {
             node.state.size = size;
-            node.state.attrs.mtime = SystemTime::now();
+            node.state.attrs.touch(SystemTime::now());
         }
     }
 

@@ -104,6 +104,12 @@ impl FsCore {
             let mut objects = vec![node.ino];
             objects.extend(replaced.as_ref().map(|r| r.ino));
             _moving = Some(self.object_locks.lock(&objects).await);
+            if !unsaved && let Some(n) = self.inodes.lock().unwrap().get_mut(node.ino) {
+                // A new name is a change of status: the ctime moves, recorded by the copy
+                // (which replaces the metadata anyway).
+                n.state.attrs.ctime = SystemTime::now();
+                n.state.attrs_dirty = true;
+            }
             let node = self.node(node.ino)?;
             if !unsaved {
                 let copied = self.rename_file(&node, &new_key).await?;
