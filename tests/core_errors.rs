@@ -268,3 +268,34 @@ async fn names_that_are_not_utf8_are_eilseq() {
     assert_eq!(looked_up.unwrap_err().errno(), libc::EILSEQ);
     assert!(core.memory.keys().iter().all(|k| !k.contains("caf")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallocate_modes_s3_cannot_do_are_eopnotsupp() {
+    let core = Core::new(false).await;
+    core.write_new(&path(&["f"]), &[vec![7u8; 10_000]])
+        .await
+        .unwrap();
+    let attr = core.resolve(&path(&["f"])).await.unwrap();
+    let fh = core
+        .fs
+        .open(attr.ino, libc::O_RDWR, std::process::id())
+        .await
+        .unwrap();
+    let collapse = core
+        .fs
+        .fallocate(attr.ino, fh, 0, 4096, libc::FALLOC_FL_COLLAPSE_RANGE)
+        .await;
+    assert_eq!(collapse.unwrap_err().errno(), libc::EOPNOTSUPP);
+    // What it can do: keep-size allocation is nothing, plain allocation grows the file.
+    core.fs
+        .fallocate(attr.ino, fh, 0, 50_000, libc::FALLOC_FL_KEEP_SIZE)
+        .await
+        .unwrap();
+    assert_eq!(core.fs.getattr(attr.ino).await.unwrap().size, 10_000);
+    core.fs.fallocate(attr.ino, fh, 0, 50_000, 0).await.unwrap();
+    assert_eq!(core.fs.getattr(attr.ino).await.unwrap().size, 50_000);
+    core.close(attr.ino, fh, Ok(())).await.unwrap();
+    let mut want = vec![7u8; 10_000];
+    want.resize(50_000, 0);
+    assert!(core.read_all(&path(&["f"]), 65536).await.unwrap() == want);
+}

@@ -1,9 +1,10 @@
 //! New files as ordinary programs make them, through a real mount (issue #15, first part):
 //! `truncate -s` and `dd seek=` on new files, a header patched after the body (as linkers
 //! and muxers do), a new file read back through its own descriptor and through a second
-//! one, `cp --sparse=always`, and a C program compiled and linked in the mount. Each result
-//! is compared with the same program's result on a local directory, before and after a
-//! remount; no pending version is left in the bucket.
+//! one, `cp --sparse=always`, `fallocate` (allocate, punch a hole, zero a range), and a C
+//! program compiled and linked in the mount. Each result is compared with the same
+//! program's result on a local directory, before and after a remount; no pending version is
+//! left in the bucket.
 
 mod common;
 
@@ -72,6 +73,18 @@ fn make_files(dir: &Path, sparse_source: &Path) {
         .arg("--sparse=always")
         .arg(sparse_source)
         .arg(dir.join("sparse_copy")));
+    // fallocate: plain allocation of a new file, a hole punched and a range zeroed (past
+    // the end: it grows) in a file with contents.
+    run(Command::new("fallocate")
+        .args(["-l", "1M"])
+        .arg(dir.join("allocated")));
+    std::fs::write(dir.join("punched"), common::random_bytes(100_000, 9)).unwrap();
+    run(Command::new("fallocate")
+        .args(["-p", "-o", "4096", "-l", "10000"])
+        .arg(dir.join("punched")));
+    run(Command::new("fallocate")
+        .args(["-z", "-o", "90000", "-l", "20000"])
+        .arg(dir.join("punched")));
     // A C program compiled and linked here (ld seeks back to patch what it wrote).
     std::fs::write(
         dir.join("hello.c"),
@@ -110,6 +123,8 @@ async fn new_files_behave_as_on_a_local_disk(kind: ServerKind) {
         "read_back",
         "sparse_copy",
         "hello.c",
+        "allocated",
+        "punched",
     ];
     // `seeked` and `patched` hold random bytes of their own run: compare their shape.
     let same_shape = |a: &[u8], b: &[u8], name: &str, when: &str| {

@@ -299,6 +299,58 @@ impl FsCore {
         });
     }
 
+    /// fallocate(2) on descriptor `fh`. S3 has no space to reserve, so what is asked comes down
+    /// to sizes and zeros: plain allocation grows the file to cover the range (holes read as
+    /// zeros), `FALLOC_FL_KEEP_SIZE` alone has nothing to do, punching a hole or zeroing a
+    /// range writes zeros there (within the file, unless a zeroed range may extend it).
+    /// Anything else (collapse, insert, unshare) is EOPNOTSUPP.
+    pub async fn fallocate(
+        self: &Arc<Self>,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> FsResult<()> {
+        const KEEP_SIZE: i32 = libc::FALLOC_FL_KEEP_SIZE;
+        const PUNCH_HOLE: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        const ZERO_RANGE: i32 = libc::FALLOC_FL_ZERO_RANGE;
+        self.writable()?;
+        let end = offset
+            .checked_add(length)
+            .ok_or(FsError::answer(libc::EFBIG))?;
+        let size = self.node(ino)?.state.size;
+        let zeros_to = match mode {
+            0 => None,
+            KEEP_SIZE => return Ok(()),
+            PUNCH_HOLE => Some(end.min(size)),
+            ZERO_RANGE => Some(end),
+            m if m == ZERO_RANGE | KEEP_SIZE => Some(end.min(size)),
+            _ => {
+                return Err(FsError::refused(
+                    libc::EOPNOTSUPP,
+                    format!("inode {ino}: fallocate mode {mode:#x} is not supported"),
+                ));
+            }
+        };
+        if let Some(to) = zeros_to {
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = offset;
+            while at < to {
+                let n = (to - at).min(zeros.len() as u64) as usize;
+                self.write(fh, at, &zeros[..n]).await?;
+                at += n as u64;
+            }
+        } else if end > size {
+            let grow = AttrChange {
+                size: Some(end),
+                ..Default::default()
+            };
+            self.setattr(ino, grow, Some(fh)).await?;
+        }
+        Ok(())
+    }
+
     /// Saves a node's changed attributes: a copy of the object onto itself with new metadata
     /// (for a directory, its marker is written).
     pub(super) async fn flush_attrs(&self, ino: u64) -> FsResult<()> {
