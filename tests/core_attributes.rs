@@ -296,3 +296,25 @@ async fn ctime_moves_with_every_change_and_survives_a_remount() {
         "recorded with the object"
     );
 }
+
+/// A file replaced by a rename while its own attribute change waits to be saved: the wait
+/// ends with nothing saved onto the object now under the name (its values would not verify
+/// there, and the file would show as root's, 0600).
+#[tokio::test(start_paused = true)]
+async fn a_replaced_file_saves_no_attributes_onto_its_replacement() {
+    let mut core = core(false).await;
+    core.write_new(&path("target"), &[b"old".to_vec()])
+        .await
+        .unwrap();
+    core.write_new(&path("new"), &[b"new".to_vec()])
+        .await
+        .unwrap();
+    core.chmod(&path("new"), 0o640).await.unwrap();
+    core.fs.flush_all_attrs().await;
+    core.chmod(&path("target"), 0o600).await.unwrap();
+    core.rename(&path("new"), &path("target")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await; // past the delayed save
+    let (mode, _) = shown(&mut core, "target").await;
+    assert_eq!(mode, 0o640, "the replacement keeps its own attributes");
+    assert_eq!(core.read_all(&path("target"), 4096).await.unwrap(), b"new");
+}

@@ -5,7 +5,9 @@
 //! what was saved is what the model holds.
 //!
 //! Each run prints its seed; `CORE_MODEL_SEED=<seed>` replays one, `CORE_MODEL_OPS=<n>` sets
-//! the operations per seed (bench: `CORE_MODEL_OPS=100000`).
+//! the operations per seed (bench: `CORE_MODEL_OPS=100000`), `CORE_MODEL_TRACE=<text>` prints
+//! every step whose description contains the text (and every remount) with both outcomes,
+//! `CORE_MODEL_CHECK_EVERY_STEP=1` compares the whole tree after every step.
 //!
 //! With injected store failures, an operation may fail with an errno; then the file it
 //! touched must hold either its contents from before or the ones the operation meant to
@@ -61,6 +63,9 @@ enum Step {
     WriteNew(Vec<String>, Vec<Vec<u8>>),
     /// A new file written out of order, resized and read back through its one descriptor.
     NewFileOps(Vec<String>, Vec<FileOp>),
+    /// An existing file opened, then unlinked (no target) or renamed while open, then
+    /// written, resized and read through that descriptor.
+    OpsAfterLosingName(Vec<String>, Option<Vec<String>>, Vec<FileOp>),
     WriteAt(Vec<String>, u64, Vec<u8>),
     Truncate(Vec<String>, u64),
     Read(Vec<String>, u32),
@@ -99,20 +104,10 @@ fn random_step(rng: &mut Rng, with_namespace: bool) -> Step {
             }
             Step::WriteNew(path, chunks)
         }
-        93..=99 => {
-            let mut ops = Vec::new();
-            for _ in 0..1 + rng.below(8) {
-                ops.push(match rng.below(4) {
-                    0 | 1 => {
-                        let offset = rng.below(150_000);
-                        let len = 1 + rng.below(70_000) as usize;
-                        FileOp::Write(offset, rng.bytes(len))
-                    }
-                    2 => FileOp::Truncate(rng.size() as u64),
-                    _ => FileOp::Read(rng.below(150_000), 1 + rng.below(131_072) as u32),
-                });
-            }
-            Step::NewFileOps(path, ops)
+        93..=96 => Step::NewFileOps(path, random_ops(rng)),
+        97..=99 => {
+            let to = (rng.below(2) == 0).then(|| random_path(rng));
+            Step::OpsAfterLosingName(path, to, random_ops(rng))
         }
         15..=24 => {
             let offset = rng.below(210_000);
@@ -131,6 +126,44 @@ fn random_step(rng: &mut Rng, with_namespace: bool) -> Step {
         92 => Step::List(path[..path.len() - 1].to_vec()),
         _ => Step::List(path[..path.len() - 1].to_vec()),
     }
+}
+
+/// Writes anywhere, resizes and reads through one descriptor.
+fn random_ops(rng: &mut Rng) -> Vec<FileOp> {
+    let mut ops = Vec::new();
+    for _ in 0..1 + rng.below(8) {
+        ops.push(match rng.below(4) {
+            0 | 1 => {
+                let offset = rng.below(150_000);
+                let len = 1 + rng.below(70_000) as usize;
+                FileOp::Write(offset, rng.bytes(len))
+            }
+            2 => FileOp::Truncate(rng.size() as u64),
+            _ => FileOp::Read(rng.below(150_000), 1 + rng.below(131_072) as u32),
+        });
+    }
+    ops
+}
+
+/// `ops` through the open file `f`: the bytes the reads returned, concatenated.
+fn local_ops(f: &mut std::fs::File, ops: &[FileOp]) -> Result<Vec<u8>, Errno> {
+    let mut reads = Vec::new();
+    for op in ops {
+        match op {
+            FileOp::Write(offset, data) => {
+                f.seek(SeekFrom::Start(*offset)).map_err(errno)?;
+                f.write_all(data).map_err(errno)?;
+            }
+            FileOp::Truncate(size) => f.set_len(*size).map_err(errno)?,
+            FileOp::Read(offset, len) => {
+                let mut buf = vec![0u8; *len as usize];
+                let n = std::os::unix::fs::FileExt::read_at(f, &mut buf, *offset).map_err(errno)?;
+                buf.truncate(n);
+                reads.push(buf);
+            }
+        }
+    }
+    Ok(reads.concat())
 }
 
 /// The same operations on a local directory.
@@ -169,24 +202,23 @@ impl Local {
                     .truncate(true)
                     .open(path)
                     .map_err(errno)?;
-                let mut reads = Vec::new();
-                for op in ops {
-                    match op {
-                        FileOp::Write(offset, data) => {
-                            f.seek(SeekFrom::Start(*offset)).map_err(errno)?;
-                            f.write_all(data).map_err(errno)?;
-                        }
-                        FileOp::Truncate(size) => f.set_len(*size).map_err(errno)?,
-                        FileOp::Read(offset, len) => {
-                            let mut buf = vec![0u8; *len as usize];
-                            let n = std::os::unix::fs::FileExt::read_at(&f, &mut buf, *offset)
-                                .map_err(errno)?;
-                            buf.truncate(n);
-                            reads.push(buf);
-                        }
-                    }
+                local_ops(&mut f, ops).map(Some)
+            }
+            Step::OpsAfterLosingName(p, to, ops) => {
+                let path = self.path(p);
+                if path.is_dir() {
+                    return Err(libc::EISDIR);
                 }
-                Ok(Some(reads.concat()))
+                let mut f = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(errno)?;
+                match to {
+                    None => fs::remove_file(&path).map_err(errno)?,
+                    Some(to) => fs::rename(&path, self.path(to)).map_err(errno)?,
+                }
+                local_ops(&mut f, ops).map(Some)
             }
             Step::WriteAt(p, offset, data) => {
                 let path = self.path(p);
@@ -276,6 +308,10 @@ async fn apply_core(core: &mut Core, step: &Step) -> Result<Option<Vec<u8>>, Err
     match step {
         Step::WriteNew(p, chunks) => core.write_new(p, chunks).await.map(|_| None),
         Step::NewFileOps(p, ops) => core.new_file_ops(p, ops).await.map(|r| Some(r.concat())),
+        Step::OpsAfterLosingName(p, to, ops) => core
+            .ops_after_losing_name(p, to.as_deref(), ops)
+            .await
+            .map(|r| Some(r.concat())),
         Step::WriteAt(p, offset, data) => core.write_at(p, *offset, data).await.map(|_| None),
         Step::Truncate(p, size) => core.truncate(p, *size).await.map(|_| None),
         Step::Read(p, chunk) => core.read_all(p, *chunk).await.map(Some),
@@ -299,7 +335,9 @@ fn outside_contract(step: &Step) -> bool {
         inner.len() > outer.len() && inner[..outer.len()] == outer[..]
     };
     match step {
-        Step::Rename(from, to) => within(to, from) || within(from, to),
+        Step::Rename(from, to) | Step::OpsAfterLosingName(from, Some(to), _) => {
+            within(to, from) || within(from, to)
+        }
         _ => false,
     }
 }
@@ -324,6 +362,15 @@ fn describe(step: &Step) -> String {
                 .collect();
             format!("new file {}: {}", p.join("/"), ops.join(", "))
         }
+        Step::OpsAfterLosingName(p, to, ops) => format!(
+            "open {}, {}, then {} operations through it",
+            p.join("/"),
+            to.as_ref().map_or("unlink it".to_string(), |t| format!(
+                "rename it to {}",
+                t.join("/")
+            )),
+            ops.len()
+        ),
         other => format!("{other:?}"),
     }
 }
@@ -406,6 +453,15 @@ async fn run_model(seed: u64, count: usize, encrypt_names: bool) {
         let context = format!("seed {seed}, step {i}: {}", describe(&step));
         let want = local.apply(&step);
         let got = apply_core(&mut core, &step).await;
+        if let Ok(t) = std::env::var("CORE_MODEL_TRACE")
+            && (context.contains(&t) || matches!(step, Step::Remount))
+        {
+            eprintln!(
+                "{context}: local {:?}, core {:?}",
+                want.as_ref().map(|_| ()),
+                got.as_ref().map(|_| ())
+            );
+        }
         match (&want, &got) {
             (Ok(Some(w)), Ok(Some(g))) => assert!(w == g, "{context}: read back other bytes"),
             (Ok(_), Ok(_)) => {}
@@ -415,10 +471,12 @@ async fn run_model(seed: u64, count: usize, encrypt_names: bool) {
                 "{context}: outcome (Err = errno)"
             ),
         }
+        let every_step = std::env::var("CORE_MODEL_CHECK_EVERY_STEP").is_ok();
         let checked = match &step {
             Step::List(p) if local.path(p).is_dir() => Some(p.clone()),
             Step::List(_) => None,
             Step::Remount => Some(Vec::new()),
+            _ if every_step => Some(Vec::new()),
             _ => None,
         };
         if let Some(dir) = checked {

@@ -316,8 +316,19 @@ impl Core {
             }
             Err(e) => return Err(e.errno()),
         };
+        let (reads, result) = self.run_ops(ino, fh, ops).await;
+        self.close(ino, fh, result).await.map(|_| reads)
+    }
+
+    /// `ops` through descriptor `fh` of `ino`, up to the first failure: the bytes each read
+    /// returned, and how it ended.
+    async fn run_ops(
+        &self,
+        ino: u64,
+        fh: u64,
+        ops: &[FileOp],
+    ) -> (Vec<Vec<u8>>, Result<(), Errno>) {
         let mut reads = Vec::new();
-        let mut result = Ok(());
         for op in ops {
             let done = match op {
                 FileOp::Write(offset, data) => self.fs.write(fh, *offset, data).await.map(|_| ()),
@@ -333,11 +344,39 @@ impl Core {
                 }),
             };
             if let Err(e) = done {
-                result = Err(e.errno());
-                break;
+                return (reads, Err(e.errno()));
             }
         }
-        self.close(ino, fh, result).await.map(|_| reads)
+        (reads, Ok(()))
+    }
+
+    /// An existing file opened for reading and writing, then unlinked (`to` = `None`) or
+    /// renamed to `to` while open, then `ops` through that descriptor, then close: the bytes
+    /// each read returned.
+    pub async fn ops_after_losing_name(
+        &self,
+        path: &[String],
+        to: Option<&[String]>,
+        ops: &[FileOp],
+    ) -> Result<Vec<Vec<u8>>, Errno> {
+        let attr = self.resolve(path).await?;
+        if attr.kind == NodeKind::Dir {
+            return Err(libc::EISDIR);
+        }
+        let fh = self
+            .fs
+            .open(attr.ino, libc::O_RDWR, std::process::id())
+            .await
+            .map_err(errno)?;
+        let moved = match to {
+            None => self.unlink(path).await,
+            Some(to) => self.rename(path, to).await,
+        };
+        let (reads, result) = match moved {
+            Ok(()) => self.run_ops(attr.ino, fh, ops).await,
+            Err(e) => (Vec::new(), Err(e)),
+        };
+        self.close(attr.ino, fh, result).await.map(|_| reads)
     }
 
     /// open(O_WRONLY) without O_TRUNC, a write at `offset`, close.

@@ -117,10 +117,10 @@ impl FsCore {
                 self.readers_follow_rename(&node, &new_key, copied).await?;
             }
         }
-        let replaced_open = replaced
+        let replaced_file = replaced
             .as_ref()
-            .filter(|r| r.open_handles > 0 || r.writers > 0)
-            .map(|r| r.ino);
+            .filter(|r| r.kind != NodeKind::Dir)
+            .map(|r| (r.ino, r.open_handles > 0 || r.writers > 0));
         if let Some(replaced) = replaced
             && replaced.kind == NodeKind::Dir
             && replaced.key != new_key
@@ -131,11 +131,14 @@ impl FsCore {
         {
             let mut inodes = self.inodes.lock().unwrap();
             inodes.rename(node.ino, new_parent, new_name, new_key.clone());
-            // The file replaced lost its name; its descriptors go on (nothing they write is
-            // saved).
-            if let Some(n) = replaced_open.and_then(|ino| inodes.get_mut(ino)) {
-                n.unlinked = true;
+            // The file replaced lost its name: nothing is left to save its attributes to (a
+            // delayed save would seal its values onto the object now under the name, where
+            // they do not verify); its open descriptors go on, and nothing they write is saved.
+            if let Some((n, open)) =
+                replaced_file.and_then(|(ino, open)| Some((inodes.get_mut(ino)?, open)))
+            {
                 n.state.attrs_dirty = false;
+                n.unlinked |= open;
             }
             if let Some(n) = inodes.get_mut(node.ino)
                 && n.writers == 0
