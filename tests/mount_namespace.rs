@@ -23,6 +23,16 @@ fn errno_of(r: std::io::Result<()>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
 }
 
+/// The names `ls` shows in `dir`, sorted.
+fn listed_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 async fn directory_operations_and_their_errors(kind: ServerKind, names: Names) {
     let v = TestVolume::with_names(kind, names, "dirs", "ns").await;
     let m = v.mount(&[]);
@@ -153,12 +163,7 @@ async fn rename_files(kind: ServerKind, names: Names) {
 
     drop(m);
     let m = v.mount(&[]);
-    let mut names: Vec<_> = std::fs::read_dir(m.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["dir2", "other", "victim"]);
+    assert_eq!(listed_names(m.path()), ["dir2", "other", "victim"]);
     assert!(std::fs::read(m.join("victim")).unwrap() == big);
 }
 
@@ -207,10 +212,7 @@ async fn odd_and_long_names(kind: ServerKind, names: Names) {
         errno_of(std::fs::write(m.path().join(latin1), b"x")),
         Some(libc::EILSEQ)
     );
-    let listed: Vec<String> = std::fs::read_dir(m.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let listed = listed_names(m.path());
     for name in names.iter().filter(|n| n.len() < 255) {
         assert!(listed.contains(&name.to_string()), "{name:?} listed");
     }
@@ -309,12 +311,7 @@ async fn open_files_outlive_their_names(kind: ServerKind) {
     drop(m);
 
     let m = v.mount(&[]);
-    let mut names: Vec<String> = std::fs::read_dir(m.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["b", "target"]);
+    assert_eq!(listed_names(m.path()), ["b", "target"]);
     let keys: Vec<String> = v
         .store
         .list_all("", None)
