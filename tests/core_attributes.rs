@@ -159,6 +159,7 @@ async fn deleted_and_older_values_follow_the_documented_rule(shared: bool) {
         gid: 0,
         mtime: std::time::SystemTime::UNIX_EPOCH,
         ctime: std::time::SystemTime::UNIX_EPOCH,
+        atime: std::time::SystemTime::UNIX_EPOCH,
     };
     let sealed = seal_unbound_attrs(&*core.master().await, &forged);
     let older = Metadata::from([(ATTRS_METADATA_NAME.to_string(), sealed)]);
@@ -198,6 +199,7 @@ async fn older_attributes_are_bound_in_place_on_request() {
             gid: 0,
             mtime: std::time::SystemTime::UNIX_EPOCH,
             ctime: std::time::SystemTime::UNIX_EPOCH,
+            atime: std::time::SystemTime::UNIX_EPOCH,
         };
         Metadata::from([(
             ATTRS_METADATA_NAME.to_string(),
@@ -249,7 +251,8 @@ async fn older_attributes_are_bound_in_place_on_request() {
 }
 
 /// ctime moves with every change of contents, mode, owner, times or name (never backwards),
-/// mtime only with the contents or an explicit utimes; both survive a remount.
+/// mtime only with the contents or an explicit utimes, atime only with utimes; all three
+/// survive a remount.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctime_moves_with_every_change_and_survives_a_remount() {
     use s3cryptfs::fs::AttrChange;
@@ -281,18 +284,22 @@ async fn ctime_moves_with_every_change_and_survives_a_remount() {
     check("truncate", core.resolve(&path("g")).await.unwrap(), true);
     let ino = core.resolve(&path("g")).await.unwrap().ino;
     let past = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let read_at = std::time::UNIX_EPOCH + Duration::new(1_100_000_000, 5);
     let change = AttrChange {
         mtime: Some(past),
+        atime: Some(read_at),
         ..Default::default()
     };
     let touched = core.fs.setattr(ino, change, None).await.unwrap();
-    assert_eq!(touched.mtime, past);
+    assert_eq!((touched.mtime, touched.atime), (past, read_at));
     assert!(touched.ctime > last.ctime, "utimes: ctime moves");
+    // Reads do not move the atime (noatime).
+    core.read_all(&path("g"), 4096).await.unwrap();
     core.remount().await;
     let after = core.resolve(&path("g")).await.unwrap();
     assert_eq!(
-        (after.mtime, after.ctime),
-        (touched.mtime, touched.ctime),
+        (after.mtime, after.ctime, after.atime),
+        (touched.mtime, touched.ctime, read_at),
         "recorded with the object"
     );
 }

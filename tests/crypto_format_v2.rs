@@ -259,7 +259,7 @@ fn known_answer_vector_with_three_epochs() {
 
 /// docs/FORMAT.md §9a: attributes sealed for the §15.5 object, salt 16 × `66`, as version 3
 /// (written now, with the ctime) and as version 2 (builds before ctime; still read).
-const ATTRS_VECTOR_V3: &str = "A2ZmZmZmZmZmZmZmZmZmZmYmXD3w4aM2DP4-OojLwqxC7z2eKZn3hlyb6PNS_KO2b4m10VZQayNO5KjF4BecLI3nWEnqr-1KdfY0dQPVUjXW52Zvzb-Hfk8";
+const ATTRS_VECTOR_V3: &str = "A2ZmZmZmZmZmZmZmZmZmZmYmXD3w4aM2DP4-OojLwqxC7z2eKZn3hlyb6PNS_KO2b4m10VZQayNOogp0Jk7zeo2x3KZuNndTALMv11o-yDNUMw-uw0P_-3fphd22jRuGtZuq_40";
 const ATTRS_VECTOR_V2: &str = "AmZmZmZmZmZmZmZmZmZmZmYqaIt4hjj_2ONaIJGnkR0f9xhs_vzmuAklrfsIh800cnZHDNheEJvEY9Q0nCx9AalhZ0Ua49VEnZ7Z-Bs";
 
 #[test]
@@ -284,6 +284,7 @@ fn attributes_known_answer_vectors() {
         gid: 100,
         mtime,
         ctime: std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_100, 987_654_321),
+        atime: std::time::UNIX_EPOCH + std::time::Duration::new(1_690_000_000, 42),
     };
     let binding = AttrsBinding::of(&header);
     let format_md = include_str!("../docs/FORMAT.md");
@@ -308,6 +309,8 @@ fn attributes_known_answer_vectors() {
         if version == 3 {
             body.extend_from_slice(&1_700_000_100i64.to_be_bytes());
             body.extend_from_slice(&987_654_321u32.to_be_bytes());
+            body.extend_from_slice(&1_690_000_000i64.to_be_bytes());
+            body.extend_from_slice(&42u32.to_be_bytes());
         }
         let mut iv = [0u8; 16];
         iv[0] = version;
@@ -328,11 +331,12 @@ fn attributes_known_answer_vectors() {
         let rebuilt = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob);
         assert_eq!(sealed, rebuilt, "version {version}");
         assert_eq!(sealed, vector, "version {version}");
-        // Version 2 recorded no ctime: it reads as the mtime.
+        // Version 2 recorded no ctime or atime: they read as the mtime.
         let want = match version {
             3 => attrs,
             _ => PosixAttrs {
                 ctime: mtime,
+                atime: mtime,
                 ..attrs
             },
         };

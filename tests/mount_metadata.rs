@@ -53,6 +53,9 @@ async fn attributes_persist_across_remount(kind: ServerKind, names: Names) {
     run(Command::new("touch")
         .args(["-m", "-d", "@1500000000.123456789"])
         .arg(m.join("f")));
+    run(Command::new("touch")
+        .args(["-a", "-d", "@1400000000.25"])
+        .arg(m.join("f")));
     std::fs::set_permissions(m.join("d"), std::fs::Permissions::from_mode(0o711)).unwrap();
     run(Command::new("touch")
         .args(["-m", "-d", "@1400000000.5"])
@@ -94,6 +97,15 @@ async fn attributes_persist_across_remount(kind: ServerKind, names: Names) {
 
     let m = v.mount(&[]);
     assert_eq!(ctime(&m.join("f")), changed, "the ctime is recorded");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(m.join("f")).unwrap();
+        assert_eq!(
+            (md.atime(), md.atime_nsec()),
+            (1_400_000_000, 250_000_000),
+            "atime"
+        );
+    }
     assert_eq!(stat_of(&m.join("f")), expected_f, "after a remount");
     assert_eq!(stat_of(&m.join("d")), expected_d);
     assert_eq!(stat_of(&m.join("open")).0, libc::S_IFREG | 0o600);

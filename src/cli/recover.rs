@@ -337,6 +337,7 @@ pub fn put(args: PutArgs) -> i32 {
                 gid: nix::unistd::getgid().as_raw(),
                 mtime,
                 ctime: std::time::SystemTime::now(),
+                atime: m.accessed().unwrap_or(mtime),
             }
         });
         let mut writer = ObjectWriter::new(ctx, key, attrs);

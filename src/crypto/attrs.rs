@@ -1,12 +1,12 @@
-//! POSIX attributes (type and permission bits, owner, group, mtime, ctime) sealed for S3
-//! user metadata.
+//! POSIX attributes (type and permission bits, owner, group, mtime, ctime, atime) sealed for
+//! S3 user metadata.
 //!
 //! Listings never carry user metadata, so attributes cannot live in the object body without a
 //! GET per `stat`; they ride in the metadata, which the GET of an object's header returns too.
 //! They are encrypted and authenticated like everything else the provider holds: a blob of
 //!
 //! ```text
-//! version (1) | salt (16) | AES-256-CTR(attributes, 40 bytes; 28 before version 3) | HMAC-SHA256 tag (32)
+//! version (1) | salt (16) | AES-256-CTR(attributes, 52 bytes; 28 before version 3) | HMAC-SHA256 tag (32)
 //! ```
 //!
 //! base64url-encoded (no padding). A fresh random salt per blob means each key pair encrypts
@@ -14,7 +14,7 @@
 //! key. The tag covers the version byte (through the IV) and the ciphertext; the salt and the
 //! binding are bound through the keys.
 //!
-//! Version 3 (written now) adds the ctime to the body of version 2; both bind the blob to
+//! Version 3 (written now) adds the ctime and atime to the body of version 2; both bind the blob to
 //! its object: the keys are HKDF-SHA256(master key,
 //! salt, "s3cryptfs v2 attributes" || the object's header bytes 0..8 (kind and format, as in
 //! its keys) || the object's header salt). A provider that moves a blob to another object, or
@@ -34,15 +34,15 @@ use super::keys::{MasterKey, ObjectKeys, os_random};
 /// The S3 user-metadata name (`x-amz-meta-<name>`) that holds the sealed attributes.
 pub const ATTRS_METADATA_NAME: &str = "s3cf-attrs";
 
-/// The blob version written now (bound to its object, with the ctime).
+/// The blob version written now (bound to its object, with the ctime and atime).
 const VERSION: u8 = 3;
-/// Blobs of the builds before ctime was recorded: bound, the ctime read as the mtime.
+/// Blobs of the builds before ctime and atime were recorded: bound, both read as the mtime.
 const NO_CTIME_VERSION: u8 = 2;
 /// Blobs of older builds, bound to nothing.
 const UNBOUND_VERSION: u8 = 1;
 const SALT_LEN: usize = 16;
 /// The body of a version-3 blob; versions 1 and 2 end before the ctime.
-const BODY_LEN: usize = 40;
+const BODY_LEN: usize = 52;
 const OLD_BODY_LEN: usize = 28;
 const TAG_LEN: usize = 32;
 const BLOB_LEN: usize = 1 + SALT_LEN + BODY_LEN + TAG_LEN;
@@ -94,6 +94,8 @@ pub struct PosixAttrs {
     pub mtime: SystemTime,
     /// Status change time: moves with every change of contents, mode, owner, times or name.
     pub ctime: SystemTime,
+    /// Access time: only what `utimes` sets (the mount is `noatime`: reads do not move it).
+    pub atime: SystemTime,
 }
 
 impl PosixAttrs {
@@ -114,7 +116,7 @@ impl PosixAttrs {
     }
 
     /// The body of a blob of `version`: mode, uid, gid, mtime, 4 reserved zero bytes, then
-    /// (version 3) the ctime.
+    /// (version 3) the ctime and the atime.
     fn to_bytes(self, version: u8) -> Vec<u8> {
         let mut b = Vec::with_capacity(BODY_LEN);
         b.extend_from_slice(&self.mode.to_be_bytes());
@@ -124,6 +126,7 @@ impl PosixAttrs {
         b.extend_from_slice(&[0; 4]); // reserved
         if version >= VERSION {
             put_time(&mut b, self.ctime);
+            put_time(&mut b, self.atime);
         }
         b
     }
@@ -135,9 +138,12 @@ impl PosixAttrs {
             return Err(invalid());
         }
         let mtime = time_at(b, 12).ok_or_else(invalid)?;
-        let ctime = match b.len() {
-            BODY_LEN => time_at(b, 28).ok_or_else(invalid)?,
-            _ => mtime, // not recorded before version 3
+        let (ctime, atime) = match b.len() {
+            BODY_LEN => (
+                time_at(b, 28).ok_or_else(invalid)?,
+                time_at(b, 40).ok_or_else(invalid)?,
+            ),
+            _ => (mtime, mtime), // not recorded before version 3
         };
         Ok(Self {
             mode: u32_at(0),
@@ -145,6 +151,7 @@ impl PosixAttrs {
             gid: u32_at(8),
             mtime,
             ctime,
+            atime,
         })
     }
 }
@@ -316,6 +323,7 @@ mod tests {
             gid: 100,
             mtime: UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789),
             ctime: UNIX_EPOCH + Duration::new(1_700_000_100, 5),
+            atime: UNIX_EPOCH + Duration::new(1_600_000_000, 7),
         }
     }
 
@@ -338,6 +346,7 @@ mod tests {
             let attrs = PosixAttrs {
                 mtime,
                 ctime: mtime + Duration::from_nanos(1),
+                atime: mtime,
                 ..sample()
             };
             let sealed = seal_attrs(&key, &attrs, &object);
@@ -353,6 +362,7 @@ mod tests {
         let got = open_attrs(&key, &sealed, &object).unwrap();
         let want = PosixAttrs {
             ctime: sample().mtime,
+            atime: sample().mtime,
             ..sample()
         };
         assert_eq!(got, want);
@@ -400,9 +410,10 @@ mod tests {
             open_attrs(&key, &old, &object),
             Err(CryptoError::UnboundAttributes)
         ));
-        // No ctime in version 1: the mtime stands in.
+        // No ctime or atime in version 1: the mtime stands in.
         let want = PosixAttrs {
             ctime: sample().mtime,
+            atime: sample().mtime,
             ..sample()
         };
         assert_eq!(open_unbound_attrs(&key, &old).unwrap(), want);

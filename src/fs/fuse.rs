@@ -59,7 +59,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.size.div_ceil(512),
-        atime: a.mtime,
+        atime: a.atime,
         mtime: a.mtime,
         ctime: a.ctime,
         crtime: a.mtime,
@@ -148,7 +148,7 @@ impl fuser::Filesystem for FuseAdapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -158,13 +158,14 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        // atime is not kept (the mount is noatime).
+        // The atime is what utimes sets: reads do not move it (the mount is noatime).
         let change = AttrChange {
             mode,
             uid,
             gid,
             size,
             mtime: mtime.map(system_time),
+            atime: atime.map(system_time),
         };
         let (fs, ttl) = (self.fs.clone(), self.ttl);
         self.spawn(async move {

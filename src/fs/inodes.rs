@@ -359,6 +359,7 @@ mod tests {
                 gid: 0,
                 mtime: std::time::SystemTime::UNIX_EPOCH,
                 ctime: std::time::SystemTime::UNIX_EPOCH,
+                atime: std::time::SystemTime::UNIX_EPOCH,
             },
             attrs_dirty: false,
             valid_until: Instant::now(),

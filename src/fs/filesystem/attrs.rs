@@ -18,6 +18,7 @@ impl FsCore {
             gid: self.options.gid,
             mtime,
             ctime: mtime,
+            atime: mtime,
         }
     }
 
@@ -35,6 +36,7 @@ impl FsCore {
             gid: 0,
             mtime,
             ctime: mtime,
+            atime: mtime,
         }
     }
 
@@ -246,6 +248,7 @@ impl FsCore {
             && change.uid.is_none()
             && change.gid.is_none()
             && change.mtime.is_none()
+            && change.atime.is_none()
         {
             return self.getattr(ino).await;
         }
@@ -262,6 +265,7 @@ impl FsCore {
             attrs.uid = change.uid.unwrap_or(attrs.uid);
             attrs.gid = change.gid.unwrap_or(attrs.gid);
             attrs.mtime = change.mtime.unwrap_or(attrs.mtime);
+            attrs.atime = change.atime.unwrap_or(attrs.atime);
             // chmod, chown and utimes change the status, even to the same values.
             attrs.ctime = SystemTime::now();
             if attrs != node.state.attrs {
@@ -419,6 +423,7 @@ impl FsCore {
             gid: caller.gid,
             mtime: now,
             ctime: now,
+            atime: now,
         }
     }
 

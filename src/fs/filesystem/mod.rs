@@ -87,6 +87,7 @@ pub struct Attr {
     pub size: u64,
     pub mtime: SystemTime,
     pub ctime: SystemTime,
+    pub atime: SystemTime,
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
@@ -110,6 +111,7 @@ pub struct AttrChange {
     pub gid: Option<u32>,
     pub size: Option<u64>,
     pub mtime: Option<SystemTime>,
+    pub atime: Option<SystemTime>,
 }
 
 /// One entry of a directory listing.
@@ -191,6 +193,7 @@ impl FsCore {
                 gid: options.gid,
                 mtime: mounted_at,
                 ctime: mounted_at,
+                atime: mounted_at,
             },
             attrs_dirty: false,
             valid_until: far_future(),
@@ -234,6 +237,7 @@ impl FsCore {
             },
             mtime: node.state.attrs.mtime,
             ctime: node.state.attrs.ctime,
+            atime: node.state.attrs.atime,
             perm: node.state.attrs.permissions(),
             uid: node.state.attrs.uid,
             gid: node.state.attrs.gid,
