@@ -299,3 +299,26 @@ async fn fallocate_modes_s3_cannot_do_are_eopnotsupp() {
     want.resize(50_000, 0);
     assert!(core.read_all(&path(&["f"]), 65536).await.unwrap() == want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sizes_past_s3s_object_limit_are_efbig() {
+    let core = Core::new(false).await;
+    core.write_new(&path(&["f"]), &[b"small".to_vec()])
+        .await
+        .unwrap();
+    let huge = 999_999_999_999_999; // pjdfstest's truncate/12
+    assert_eq!(
+        core.truncate(&path(&["f"]), huge).await.unwrap_err(),
+        libc::EFBIG
+    );
+    let attr = core.resolve(&path(&["f"])).await.unwrap();
+    let fh = core
+        .fs
+        .open(attr.ino, libc::O_WRONLY, std::process::id())
+        .await
+        .unwrap();
+    let written = core.fs.write(fh, 6 << 40, b"past 5 TiB").await;
+    assert_eq!(written.unwrap_err().errno(), libc::EFBIG);
+    core.close(attr.ino, fh, Ok(())).await.unwrap();
+    assert_eq!(core.read_all(&path(&["f"]), 4096).await.unwrap(), b"small");
+}

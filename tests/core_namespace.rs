@@ -376,6 +376,7 @@ async fn open_files_outlive_their_names(encrypt_names: bool) {
     assert_eq!(read_through(&core, fh, 65536, 300_000).await, r[65536..]);
     let stat = core.fs.getattr(ino).await.unwrap();
     assert_eq!(stat.size, r.len() as u64, "fstat of the unlinked file");
+    assert_eq!(stat.nlink, 0, "no name links to it any more");
     assert_eq!(
         leftovers(&core).await.0.len(),
         1,

@@ -53,7 +53,6 @@ fn errno(request: &str, e: FsError) -> Errno {
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
-    let nlink = if a.kind == NodeKind::Dir { 2 } else { 1 };
     let kind = file_type(a.kind);
     FileAttr {
         ino: INodeNo(a.ino),
@@ -65,7 +64,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         crtime: a.mtime,
         kind,
         perm: a.perm,
-        nlink,
+        nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
         rdev: a.rdev,

@@ -36,6 +36,8 @@ pub type Metadata = HashMap<String, String>;
 
 /// S3's hard limit on a single PutObject / CopyObject.
 pub const MAX_SINGLE_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's limit on one object (5 TiB).
+pub const MAX_OBJECT: u64 = 5 << 40;
 /// S3's limit on the number of parts of a multipart upload.
 pub const MAX_PARTS: u32 = 10_000;
 /// Keys per ListObjectsV2 page and per DeleteObjects call.

@@ -192,6 +192,7 @@ impl FsCore {
         fh: Option<u64>,
     ) -> FsResult<Attr> {
         if let Some(size) = change.size {
+            self.within_object_limit(size)?;
             // A file changed in place (through this descriptor or another), or a new file's
             // descriptor written again after its fsync: resized in its staged contents.
             // A new file's stream that is resized goes on in place (see `divert_stream`).

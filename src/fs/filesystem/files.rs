@@ -216,6 +216,7 @@ impl FsCore {
     }
 
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        self.within_object_limit(offset.saturating_add(data.len() as u64))?;
         if let Some(m) = self.modify_handle(fh) {
             return self.write_in_place(&m, offset, data).await;
         }

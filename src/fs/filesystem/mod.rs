@@ -88,6 +88,8 @@ pub struct Attr {
     pub mtime: SystemTime,
     pub ctime: SystemTime,
     pub atime: SystemTime,
+    /// Links: 2 for a directory, 1 for anything else, 0 for an open file whose name is gone.
+    pub nlink: u32,
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
@@ -238,6 +240,11 @@ impl FsCore {
             mtime: node.state.attrs.mtime,
             ctime: node.state.attrs.ctime,
             atime: node.state.attrs.atime,
+            nlink: match node.kind {
+                NodeKind::Dir => 2,
+                _ if node.unlinked => 0,
+                _ => 1,
+            },
             perm: node.state.attrs.permissions(),
             uid: node.state.attrs.uid,
             gid: node.state.attrs.gid,
@@ -272,6 +279,17 @@ impl FsCore {
 
     fn volume_prefix_len(&self) -> usize {
         self.options.key_prefix_len
+    }
+
+    /// EFBIG for a file size whose object would pass S3's limit on one object.
+    fn within_object_limit(&self, size: u64) -> FsResult<()> {
+        if self.volume.layout.ciphertext_size(size) > crate::store::MAX_OBJECT {
+            return Err(FsError::refused(
+                libc::EFBIG,
+                format!("a file of {size} bytes would pass S3's 5 TiB limit on one object"),
+            ));
+        }
+        Ok(())
     }
 
     fn dir_node(&self, ino: u64) -> FsResult<Node> {
