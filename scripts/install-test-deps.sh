@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, skipping whatever is already there:
-#   fuse3 (fusermount3, /etc/fuse.conf), rsync, curl, systemd-analyze and python3 (with
-#   sqlite3) from apt;
+#   fuse3 (fusermount3, /etc/fuse.conf), rsync, curl, systemd-analyze, python3 (with
+#   sqlite3), and the programs the mount tests run (gcc, make, autoconf, automake, zip,
+#   unzip, vim) from apt;
 #   moto server (PyPI) in a venv under $S3TEST_ROOT/venv, linked into $S3TEST_ROOT/bin;
 #   Garage (crates.io) under $S3TEST_ROOT/bin (about 10 minutes to build on 2 cores);
 #   cargo-deb (crates.io) under $S3TEST_ROOT/bin, for the test that builds the .deb.
@@ -56,9 +57,12 @@ apt_install() {
 
 apt_packages() {
   # tool → Debian package; one apt-get run installs all that are missing.
-  local -A package=([fusermount3]=fuse3 [rsync]=rsync [curl]=curl [systemd-analyze]=systemd [python3]=python3)
+  local -A package=([fusermount3]=fuse3 [rsync]=rsync [curl]=curl [systemd-analyze]=systemd
+    [python3]=python3 [gcc]=gcc [make]=make [autoreconf]=autoconf [automake]=automake
+    [zip]=zip [unzip]=unzip [vim]=vim)
+  local tools=(fusermount3 rsync curl systemd-analyze python3 gcc make autoreconf automake zip unzip vim)
   local missing=() tool
-  for tool in fusermount3 rsync curl systemd-analyze python3; do
+  for tool in "${tools[@]}"; do
     type -P "$tool" >/dev/null || missing+=("${package[$tool]}")
   done
   # The SQLite test drives the database through Python's sqlite3 module.
@@ -69,7 +73,7 @@ apt_packages() {
     echo "[install] missing apt packages: ${missing[*]}" >&2
     apt_install "${missing[@]}" || fail "apt-get install ${missing[*]} failed"
   fi
-  for tool in fusermount3 rsync curl systemd-analyze python3; do
+  for tool in "${tools[@]}"; do
     type -P "$tool" >/dev/null || fail "$tool is still missing after apt-get; run: apt-get install ${package[$tool]}"
   done
   python3 -c 'import sqlite3' 2>/dev/null || fail "python3 has no sqlite3 module; run: apt-get install python3"

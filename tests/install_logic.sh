@@ -39,6 +39,9 @@ standin() {
   chmod +x "$1/$2"
 }
 
+# What apt installs (python3 aside, which the stand-in python provides).
+APT_TOOLS="fusermount3 rsync curl systemd-analyze gcc make autoreconf automake zip unzip vim"
+
 # new_world: a scrubbed PATH with the stand-in installers and an empty S3TEST_ROOT.
 new_world() {
   world=$work/world$((++worlds))
@@ -53,7 +56,8 @@ new_world() {
     for pkg in "$@"; do
       case $pkg in
         fuse3) fake "$STANDIN_TOOLS" fusermount3;;
-        rsync|curl) fake "$STANDIN_TOOLS" "$pkg";;
+        rsync|curl|gcc|make|automake|zip|unzip|vim) fake "$STANDIN_TOOLS" "$pkg";;
+        autoconf) fake "$STANDIN_TOOLS" autoreconf;;
         systemd) fake "$STANDIN_TOOLS" systemd-analyze;;
         python3) ln -sf "$STANDIN_PYTHON" "$STANDIN_TOOLS/python3";;
       esac
@@ -96,7 +100,7 @@ fresh_installs_each_once() {
   new_world
   run_script || return 1
   [ "$(count '^apt-get install')" = 1 ] || return 1
-  grep -q '^apt-get install -y -qq fuse3 rsync curl systemd python3$' "$STANDIN_LOG" || return 1
+  grep -q '^apt-get install -y -qq fuse3 rsync curl systemd python3 gcc make autoconf automake zip unzip vim$' "$STANDIN_LOG" || return 1
   [ "$(count '^pip install -q moto\[server\]$')" = 1 ] || return 1
   [ "$(count '^cargo install garage ')" = 1 ] || return 1
   [ "$(count '^cargo install cargo-deb ')" = 1 ] || return 1
@@ -120,7 +124,7 @@ second_run_installs_nothing() {
 # --- Tools already on PATH (outside S3TEST_ROOT) are used, not reinstalled. ---
 present_tools_are_skipped() {
   new_world
-  for t in fusermount3 rsync curl systemd-analyze moto_server garage cargo-deb; do fake "$tools" "$t"; done
+  for t in $APT_TOOLS moto_server garage cargo-deb; do fake "$tools" "$t"; done
   ln -s "$STANDIN_PYTHON" "$tools/python3"
   run_script || return 1
   nothing_installed
@@ -129,7 +133,7 @@ present_tools_are_skipped() {
 # --- A shell function named like the tool must not count as the tool (the old bug). ---
 function_does_not_shadow_tool() {
   new_world
-  for t in fusermount3 rsync curl systemd-analyze moto_server cargo-deb; do fake "$tools" "$t"; done
+  for t in $APT_TOOLS moto_server cargo-deb; do fake "$tools" "$t"; done
   ln -s "$STANDIN_PYTHON" "$tools/python3"
   garage() { :; }
   export -f garage
@@ -141,7 +145,7 @@ function_does_not_shadow_tool() {
 # --- A tool that is there but does not answer is installed anew. ---
 broken_tool_is_reinstalled() {
   new_world
-  for t in fusermount3 rsync curl systemd-analyze moto_server cargo-deb; do fake "$tools" "$t"; done
+  for t in $APT_TOOLS moto_server cargo-deb; do fake "$tools" "$t"; done
   ln -s "$STANDIN_PYTHON" "$tools/python3"
   printf '#!%s\nexit 1\n' "$BASH_BIN" > "$tools/garage"; chmod +x "$tools/garage"
   run_script && [ "$(count '^cargo install garage ')" = 1 ]

@@ -4,7 +4,8 @@
 //! one, `cp --sparse=always`, `fallocate` (allocate, punch a hole, zero a range), and a C
 //! program compiled and linked in the mount. Each result is compared with the same
 //! program's result on a local directory, before and after a remount; no pending version is
-//! left in the bucket.
+//! left in the bucket. Then the programs users run there: autotools' configure and make, zip
+//! and unzip, vim.
 
 mod common;
 
@@ -16,7 +17,10 @@ use common::ServerKind;
 use common::mount::TestVolume;
 use s3cryptfs::store::ObjectStore;
 
-on_both_servers!(new_files_behave_as_on_a_local_disk);
+on_both_servers!(
+    new_files_behave_as_on_a_local_disk,
+    programs_build_archive_and_edit_in_the_mount,
+);
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap();
@@ -173,5 +177,88 @@ async fn new_files_behave_as_on_a_local_disk(kind: ServerKind) {
     assert!(
         left.is_empty(),
         "pending versions left in the bucket: {left:?}"
+    );
+}
+
+/// Programs that seek, rename over open files and rewrite what they wrote: an autotools
+/// project configured and built, a zip archive made and checked, a file edited with vim
+/// (which writes a swap file beside it and replaces the file). Each must succeed as on a
+/// local disk, and what they left must read back after a remount.
+async fn programs_build_archive_and_edit_in_the_mount(kind: ServerKind) {
+    let v = TestVolume::new(kind, "programs", "").await;
+    let m = v.mount(&[]);
+    let project = m.join("hello");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(
+        project.join("configure.ac"),
+        "AC_INIT([hello],[1.0])\nAM_INIT_AUTOMAKE([foreign])\nAC_PROG_CC\n\
+         AC_CONFIG_FILES([Makefile])\nAC_OUTPUT\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("Makefile.am"),
+        "bin_PROGRAMS = hello\nhello_SOURCES = hello.c\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("hello.c"),
+        "#include <stdio.h>\nint main(void) { puts(\"built in the mount\"); return 0; }\n",
+    )
+    .unwrap();
+    run(Command::new("autoreconf").arg("-i").current_dir(&project));
+    run(Command::new("./configure").current_dir(&project));
+    run(Command::new("make").current_dir(&project));
+    let out = Command::new(project.join("hello")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "built in the mount\n");
+
+    let files = m.join("files");
+    std::fs::create_dir(&files).unwrap();
+    for i in 0..3u64 {
+        let body = common::random_bytes(300_000, 60 + i);
+        std::fs::write(files.join(format!("f{i}")), body).unwrap();
+    }
+    run(Command::new("zip")
+        .args(["-qr", "files.zip", "files"])
+        .current_dir(m.path()));
+    run(Command::new("unzip")
+        .args(["-qt", "files.zip"])
+        .current_dir(m.path()));
+
+    std::fs::write(m.join("notes.txt"), "one\ntwo\n").unwrap();
+    run(Command::new("vim")
+        .args([
+            "-es",
+            "-u",
+            "NONE",
+            "-c",
+            "%s/two/three/",
+            "-c",
+            "wq",
+            "notes.txt",
+        ])
+        .current_dir(m.path()));
+    assert_eq!(
+        std::fs::read_to_string(m.join("notes.txt")).unwrap(),
+        "one\nthree\n"
+    );
+    drop(m);
+
+    let m = v.mount(&[]);
+    let out = Command::new(m.join("hello/hello")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "built in the mount\n");
+    run(Command::new("unzip")
+        .args(["-qt", "files.zip"])
+        .current_dir(m.path()));
+    assert_eq!(
+        std::fs::read_to_string(m.join("notes.txt")).unwrap(),
+        "one\nthree\n"
+    );
+    let names: Vec<String> = std::fs::read_dir(m.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.ends_with(".swp")),
+        "vim's swap file is gone: {names:?}"
     );
 }
