@@ -472,3 +472,30 @@ async fn open_files_outlive_their_names(encrypt_names: bool) {
     assert_eq!(names, ["d", "target"], "after a remount");
     assert_eq!(core.read_all(&path("d/b"), 4096).await.unwrap(), a);
 }
+
+/// An empty file closed a moment ago is saved by its release, after close() returned (vim's
+/// swap file); an unlink that comes meanwhile waits for that save, or the file would come
+/// back after its removal (and vim would find a stale swap file next time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlink_during_the_release_of_a_closed_file_is_not_undone() {
+    use s3cryptfs::store::fault::{Action, Op};
+    let core = Core::new(false).await;
+    let (attr, fh) = core
+        .fs
+        .create(ROOT_INO, OsStr::new("swap"), 0o600, Core::caller())
+        .await
+        .unwrap();
+    core.fs.flush(fh, std::process::id()).await.unwrap();
+    core.faults
+        .on(Op::Put, 0, Action::Delay(Duration::from_millis(300)));
+    let release = tokio::spawn(core.fs.release(attr.ino, fh));
+    tokio::time::sleep(Duration::from_millis(50)).await; // the release's PUT is on its way
+    core.unlink(&path("swap")).await.unwrap();
+    release.await.unwrap();
+    assert_eq!(core.resolve(&path("swap")).await.unwrap_err(), libc::ENOENT);
+    let key = core.key("swap").await;
+    assert!(
+        core.memory.object(&key).is_none(),
+        "the save did not land after the unlink"
+    );
+}

@@ -150,6 +150,13 @@ impl FsCore {
         if let Some(state) = self.modify_state(ino) {
             drop(state.lock().await);
         }
+        // A release takes its handle out of the table before it saves the version: a writer
+        // counted with no handle left is such a save, and is waited for (up to 10 s), or it
+        // would land under the name after the removal.
+        let writing = self.node(ino).is_ok_and(|n| n.writers > 0);
+        if writing && self.writer_of(ino).is_none() && self.modify_state(ino).is_none() {
+            self.wait_for_commit(ino).await;
+        }
         self.node(ino).ok()
     }
 
