@@ -105,8 +105,9 @@ pub struct Node {
     /// Its name is gone (unlink, or a rename over it) while descriptors were open: they go
     /// on, nothing they write is saved, and its `orphans` are deleted at the last close.
     pub unlinked: bool,
-    /// Hidden objects (under the pending prefix) kept for the descriptors of an unlinked
-    /// file: the copy its readers read, a version a new file went on in place from.
+    /// Hidden objects (under the pending prefix) kept for the descriptors of a file losing its
+    /// name: the copy its readers read, a version a new file went on in place from. Deleted
+    /// at its last close.
     pub orphans: Vec<String>,
 }
 
@@ -285,13 +286,14 @@ impl InodeTable {
         self.maybe_drop(ino);
     }
 
-    /// A file's descriptor closed: when it was the last one of an unlinked file, the hidden
-    /// objects kept for it, now to be deleted.
+    /// A file's descriptor closed: when it was the last one, the hidden objects kept for its
+    /// descriptors, now to be deleted. (Also when its name stayed after all: a copy made for
+    /// an unlink or a rename over it that then failed is needed by nobody else.)
     pub fn close_file(&mut self, ino: u64) -> Vec<String> {
         let orphans = match self.nodes.get_mut(&ino) {
             Some(n) => {
                 n.open_handles = n.open_handles.saturating_sub(1);
-                if n.unlinked && n.open_handles == 0 {
+                if n.open_handles == 0 {
                     std::mem::take(&mut n.orphans)
                 } else {
                     Vec::new()
@@ -409,6 +411,19 @@ mod tests {
             t.get(b).is_none(),
             "the replaced inode goes on its final forget"
         );
+    }
+
+    #[test]
+    fn the_last_close_hands_over_what_was_kept_for_the_descriptors() {
+        let mut t = InodeTable::new(state());
+        let a = t.upsert(ROOT_INO, "a", NodeKind::File, "a".into(), state(), true);
+        t.open(a);
+        t.open(a);
+        // Kept for an unlink that then failed: the name stays, the copy must still go.
+        t.get_mut(a).unwrap().orphans.push("copy".into());
+        assert!(t.close_file(a).is_empty(), "a descriptor is still open");
+        assert_eq!(t.close_file(a), ["copy"]);
+        assert!(t.get(a).unwrap().orphans.is_empty());
     }
 
     #[test]
