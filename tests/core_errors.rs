@@ -119,8 +119,12 @@ async fn upload_memory_exhausted_for_a_new_writer_is_enomem() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_order_write_to_a_stream_whose_parts_are_out_is_einval() {
-    let core = Core::new(false).await;
+async fn out_of_order_write_to_a_stream_whose_parts_are_out_and_not_kept_is_einval() {
+    let core = Core::with(Settings {
+        keep_sent_parts: 0,
+        ..Settings::default()
+    })
+    .await;
     let (_, fh, errno) = create_and_write(&core.fs, "f", 0, &vec![1u8; 9 << 20]).await;
     assert_eq!(errno, 0);
     let behind = core.fs.write(fh, 10, b"late").await;
@@ -141,8 +145,12 @@ async fn staging_over_max_cache_size_is_enospc() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reading_a_version_whose_parts_are_being_sent_is_ebusy() {
-    let core = Core::new(false).await;
+async fn reading_a_version_whose_parts_are_being_sent_and_not_kept_is_ebusy() {
+    let core = Core::with(Settings {
+        keep_sent_parts: 0,
+        ..Settings::default()
+    })
+    .await;
     // Past one part (8 MiB): its multipart upload, under the file's name, has begun.
     let (ino, fh, errno) = create_and_write(&core.fs, "f", 0, &vec![1u8; 9 << 20]).await;
     assert_eq!(errno, 0);

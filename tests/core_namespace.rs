@@ -46,7 +46,135 @@ with_both_name_modes!(
     odd_and_long_names_survive_a_remount,
     another_mount_sees_changes_after_the_metadata_ttl,
     open_files_outlive_their_names,
+    listings_give_every_kind_before_a_lookup,
+    directory_times_move_with_their_entries,
 );
+
+/// A fresh mount's listing shows symlinks and special files with their kinds before any of
+/// them was looked up (a listing alone cannot tell them from small regular files).
+async fn listings_give_every_kind_before_a_lookup(encrypt_names: bool) {
+    use s3cryptfs::fs::NodeKind;
+    let mut core = Core::new(encrypt_names).await;
+    core.mkdir(&path("d"), 0o755).await.unwrap();
+    let d = core.resolve(&path("d")).await.unwrap().ino;
+    let fs = core.fs.clone();
+    fs.symlink(
+        d,
+        OsStr::new("link"),
+        std::path::Path::new("target"),
+        Core::caller(),
+    )
+    .await
+    .unwrap();
+    fs.mknod(
+        d,
+        OsStr::new("fifo"),
+        libc::S_IFIFO | 0o644,
+        0,
+        Core::caller(),
+    )
+    .await
+    .unwrap();
+    fs.mknod(
+        d,
+        OsStr::new("sock"),
+        libc::S_IFSOCK | 0o644,
+        0,
+        Core::caller(),
+    )
+    .await
+    .unwrap();
+    fs.mknod(
+        d,
+        OsStr::new("chr"),
+        libc::S_IFCHR | 0o644,
+        0x0103,
+        Core::caller(),
+    )
+    .await
+    .unwrap();
+    core.write_new(&path("d/small"), &[b"tiny".to_vec()])
+        .await
+        .unwrap();
+    core.write_new(&path("d/large"), &[vec![7u8; 20_000]])
+        .await
+        .unwrap();
+    core.mkdir(&path("d/sub"), 0o755).await.unwrap();
+    core.remount().await;
+    // Listed without looking anything up in d (its listing is the first request there).
+    let d = core.resolve(&path("d")).await.unwrap().ino;
+    let dh = core.fs.opendir(d).await.unwrap();
+    let listed = core.fs.readdir(dh).unwrap();
+    core.fs.releasedir(d, dh);
+    let mut kinds: Vec<(String, NodeKind)> = listed
+        .iter()
+        .filter(|e| e.name != "." && e.name != "..")
+        .map(|e| (e.name.clone(), e.kind))
+        .collect();
+    kinds.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        kinds,
+        [
+            ("chr".to_string(), NodeKind::CharDevice),
+            ("fifo".to_string(), NodeKind::Fifo),
+            ("large".to_string(), NodeKind::File),
+            ("link".to_string(), NodeKind::Symlink),
+            ("small".to_string(), NodeKind::File),
+            ("sock".to_string(), NodeKind::Socket),
+            ("sub".to_string(), NodeKind::Dir),
+        ]
+    );
+}
+
+/// Adding, removing or renaming an entry moves the directory's mtime and ctime, as on a
+/// local disk; a renamed directory's ctime moves too.
+async fn directory_times_move_with_their_entries(encrypt_names: bool) {
+    let core = Core::new(encrypt_names).await;
+    core.mkdir(&path("a"), 0o755).await.unwrap();
+    core.mkdir(&path("b"), 0o755).await.unwrap();
+    let times = |attr: s3cryptfs::fs::Attr| (attr.mtime, attr.ctime);
+    let mut last = times(core.resolve(&path("a")).await.unwrap());
+    let mut moved = |what: &str, now: (std::time::SystemTime, std::time::SystemTime)| {
+        assert!(
+            now.0 > last.0 && now.1 > last.1,
+            "{what}: {last:?} -> {now:?}"
+        );
+        last = now;
+    };
+    let pause = || std::thread::sleep(Duration::from_millis(2));
+    pause();
+    core.write_new(&path("a/f"), &[b"x".to_vec()])
+        .await
+        .unwrap();
+    moved("create", times(core.resolve(&path("a")).await.unwrap()));
+    pause();
+    core.mkdir(&path("a/sub"), 0o755).await.unwrap();
+    moved("mkdir", times(core.resolve(&path("a")).await.unwrap()));
+    pause();
+    core.rename(&path("a/f"), &path("a/g")).await.unwrap();
+    moved(
+        "rename within",
+        times(core.resolve(&path("a")).await.unwrap()),
+    );
+    pause();
+    let b_before = times(core.resolve(&path("b")).await.unwrap());
+    let sub_before = core.resolve(&path("a/sub")).await.unwrap().ctime;
+    core.rename(&path("a/sub"), &path("b/sub")).await.unwrap();
+    moved("rename out", times(core.resolve(&path("a")).await.unwrap()));
+    let b_after = times(core.resolve(&path("b")).await.unwrap());
+    assert!(
+        b_after.0 > b_before.0 && b_after.1 > b_before.1,
+        "rename in"
+    );
+    assert!(core.resolve(&path("b/sub")).await.unwrap().ctime > sub_before);
+    pause();
+    core.unlink(&path("a/g")).await.unwrap();
+    moved("unlink", times(core.resolve(&path("a")).await.unwrap()));
+    pause();
+    core.rmdir(&path("b/sub")).await.unwrap();
+    let b_rmdir = times(core.resolve(&path("b")).await.unwrap());
+    assert!(b_rmdir.0 > b_after.0, "rmdir");
+}
 
 async fn directory_operations_and_their_errors(encrypt_names: bool) {
     let mut core = Core::new(encrypt_names).await;

@@ -1,6 +1,6 @@
 //! New files as ordinary programs make them, through a real mount (issue #15, first part):
 //! `truncate -s` and `dd seek=` on new files, a header patched after the body (as linkers
-//! and muxers do), a new file read back through its own descriptor and through a second
+//! and muxers do; also after its first parts were uploaded), a new file read back through its own descriptor and through a second
 //! one, `cp --sparse=always`, `fallocate` (allocate, punch a hole, zero a range), and a C
 //! program compiled and linked in the mount. Each result is compared with the same
 //! program's result on a local directory, before and after a remount; no pending version is
@@ -55,6 +55,15 @@ fn make_files(dir: &Path, sparse_source: &Path) {
     f.write_all(b"HEADER").unwrap();
     f.seek(SeekFrom::Start(149_990)).unwrap();
     f.write_all(b"past the end of the body").unwrap();
+    drop(f);
+    // The same past one part (8 MiB): its first parts are uploaded when it goes back.
+    let mut f = std::fs::File::create(dir.join("patched_large")).unwrap();
+    f.write_all(&common::random_bytes(20 << 20, 6)).unwrap();
+    f.seek(SeekFrom::Start(12 << 20)).unwrap();
+    f.write_all(b"an index patched in the second part").unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.write_all(b"HEADER").unwrap();
+    f.set_len(19 << 20).unwrap();
     drop(f);
     // A new file read back through its own descriptor, and through a second one.
     let mut f = std::fs::OpenOptions::new()
@@ -124,6 +133,7 @@ async fn new_files_behave_as_on_a_local_disk(kind: ServerKind) {
         "truncated",
         "seeked",
         "patched",
+        "patched_large",
         "read_back",
         "sparse_copy",
         "hello.c",
@@ -213,8 +223,10 @@ async fn programs_build_archive_and_edit_in_the_mount(kind: ServerKind) {
 
     let files = m.join("files");
     std::fs::create_dir(&files).unwrap();
-    for i in 0..3u64 {
-        let body = common::random_bytes(300_000, 60 + i);
+    // Incompressible entries past one part (8 MiB) in all: zip goes back to patch the
+    // header of each entry it wrote, also in parts already uploaded.
+    for i in 0..4u64 {
+        let body = common::random_bytes(3 << 20, 60 + i);
         std::fs::write(files.join(format!("f{i}")), body).unwrap();
     }
     run(Command::new("zip")

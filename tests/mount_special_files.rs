@@ -1,7 +1,8 @@
 //! Special files through a real mount (issue #15): FIFOs, unix sockets, character and block
 //! devices are made, stat'ed with their type, mode and device number, changed (chmod,
 //! utimes, rename) and removed, and all of it survives a remount; a FIFO carries data
-//! between two processes.
+//! between two processes; a fresh mount lists them (and symlinks) with their types before
+//! they were looked up.
 
 mod common;
 
@@ -82,6 +83,8 @@ async fn special_files_are_made_listed_and_kept(kind: ServerKind) {
     // for the call.
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), 0) };
     assert_eq!(rc, 0, "utimensat: {}", std::io::Error::last_os_error());
+    std::os::unix::fs::symlink("fifo", m.join("link")).unwrap();
+    std::fs::write(m.join("plain"), b"a regular file").unwrap();
     std::fs::rename(m.join("other"), m.join("renamed-fifo")).unwrap();
     std::fs::remove_file(m.join("gone")).unwrap();
     check(m.path(), "as made");
@@ -98,9 +101,57 @@ async fn special_files_are_made_listed_and_kept(kind: ServerKind) {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["blk", "chr", "fifo", "renamed-fifo", "sock"]);
+    assert_eq!(
+        names,
+        [
+            "blk",
+            "chr",
+            "fifo",
+            "link",
+            "plain",
+            "renamed-fifo",
+            "sock"
+        ]
+    );
     drop(m);
 
+    // A fresh mount lists every entry with its real type before anything was looked up
+    // (`find -type l`, `ls --color` and `fts` trust the type readdir gives).
     let m = v.mount(&[]);
+    let mut types: Vec<(String, &str)> = std::fs::read_dir(m.path())
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            let kind = if t.is_symlink() {
+                "symlink"
+            } else if t.is_fifo() {
+                "fifo"
+            } else if t.is_socket() {
+                "socket"
+            } else if t.is_char_device() {
+                "char"
+            } else if t.is_block_device() {
+                "block"
+            } else if t.is_dir() {
+                "dir"
+            } else {
+                "file"
+            };
+            (e.file_name().into_string().unwrap(), kind)
+        })
+        .collect();
+    types.sort();
+    let want = [
+        ("blk", "block"),
+        ("chr", "char"),
+        ("fifo", "fifo"),
+        ("link", "symlink"),
+        ("plain", "file"),
+        ("renamed-fifo", "fifo"),
+        ("sock", "socket"),
+    ];
+    let want: Vec<(String, &str)> = want.iter().map(|(n, k)| (n.to_string(), *k)).collect();
+    assert_eq!(types, want, "types listed before any lookup");
     check(m.path(), "after a remount");
 }

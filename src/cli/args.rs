@@ -397,6 +397,13 @@ pub struct MountArgs {
     /// together (K, M, G suffixes); a change beyond it fails with ENOSPC
     #[arg(long, default_value = "10G", value_parser = parse_size)]
     pub max_cache_size: u64,
+    /// Largest new file that programs can still change behind its end after its first parts
+    /// were uploaded (zip, linkers, muxers and databases go back to patch what they wrote):
+    /// up to this size the parts sent are also kept, encrypted, under --cache-dir (within
+    /// --max-cache-size) until the file is saved. Past it such a write fails with EINVAL.
+    /// 0 keeps nothing (K, M, G suffixes)
+    #[arg(long, default_value = "1G", value_parser = parse_size_or_zero, value_name = "SIZE")]
+    pub keep_sent_parts: u64,
     /// Memory for cached decrypted segments (K, M, G suffixes)
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub cache_size: u64,
@@ -487,6 +494,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         ));
     }
     Ok(bytes)
+}
+
+/// A size as [`parse_size`] reads it, or `0` for none.
+pub fn parse_size_or_zero(s: &str) -> Result<u64, String> {
+    if s.trim() == "0" {
+        return Ok(0);
+    }
+    parse_size(s)
 }
 
 /// A size for the startup log: `64 MiB`, `10 GiB`, `1536 KiB`.

@@ -209,6 +209,7 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
         dir_mode: args.dir_mode,
         cache_dir: staging_dir(args.cache_dir.as_deref()),
         max_cache_size: args.max_cache_size,
+        keep_sent_parts: args.keep_sent_parts,
         shared: args.allow_other,
         metadata_ttl: Duration::from_secs_f64(args.metadata_ttl.max(0.0)),
         read_only: args.read_only,
@@ -302,6 +303,7 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
         max_prefetch = %super::args::show_size(args.max_prefetch),
         max_upload_memory = %super::args::show_size(args.max_upload_memory),
         max_cache_size = %super::args::show_size(args.max_cache_size),
+        keep_sent_parts = %super::args::show_size(args.keep_sent_parts),
         "mounted {location}"
     );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -109,6 +109,9 @@ pub struct Node {
     /// name: the copy its readers read, a version a new file went on in place from. Deleted
     /// at its last close.
     pub orphans: Vec<String>,
+    /// A directory: when this mount last added, removed or renamed one of its entries. Its
+    /// mtime and ctime show at least this (kept in memory, not recorded in the bucket).
+    pub entries_changed: Option<std::time::SystemTime>,
 }
 
 #[derive(Debug)]
@@ -132,6 +135,7 @@ impl InodeTable {
             writers: 0,
             unlinked: false,
             orphans: Vec::new(),
+            entries_changed: None,
         };
         Self {
             nodes: HashMap::from([(ROOT_INO, root)]),
@@ -198,6 +202,7 @@ impl InodeTable {
                 writers: 0,
                 unlinked: false,
                 orphans: Vec::new(),
+                entries_changed: None,
             },
         );
         self.by_name.insert(slot, ino);

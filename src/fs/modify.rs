@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use crate::crypto::PosixAttrs;
 use crate::read::ObjectReader;
 use crate::upload::append::{AppendBase, Appender, worthwhile};
-use crate::upload::staging::{StagingBudget, StagingFile};
+use crate::upload::staging::{StagingBudget, StagingFile, local_io};
 use crate::upload::{Committed, ObjectWriter, UploadContext, WriteError};
 
 /// Bytes copied per step between the object, the staging file and the upload.
@@ -41,7 +41,9 @@ enum Contents {
 
 pub struct ModifyHandle {
     pub ino: u64,
-    base: Arc<ObjectReader>,
+    /// The saved version the contents start from; `None` for a new file whose stream went on
+    /// in place after its first parts were sent (all of it is staged, nothing saved yet).
+    base: Option<Arc<ObjectReader>>,
     base_len: u64,
     contents: Contents,
     /// Changed since the last commit.
@@ -52,16 +54,34 @@ impl ModifyHandle {
     pub fn new(ino: u64, base: Arc<ObjectReader>, base_len: u64) -> Self {
         Self {
             ino,
-            base,
+            base: Some(base),
             base_len,
             contents: Contents::Base,
             dirty: false,
         }
     }
 
-    /// The key of the version the contents start from.
-    pub fn base_key(&self) -> &str {
-        &self.base.version().key
+    /// A file with no saved version: all of it is in `staging`, to be saved.
+    pub fn unsaved(ino: u64, staging: StagingFile) -> Self {
+        Self {
+            ino,
+            base: None,
+            base_len: 0,
+            contents: Contents::Staged(staging),
+            dirty: true,
+        }
+    }
+
+    /// The key of the version the contents start from (`None`: no saved version).
+    pub fn base_key(&self) -> Option<&str> {
+        self.base.as_ref().map(|b| b.version().key.as_str())
+    }
+
+    /// The saved version; only the staged contents have none.
+    fn base(&self) -> FsResult<&ObjectReader> {
+        self.base.as_deref().ok_or_else(|| {
+            FsError::failed(libc::EIO, "a file with no saved version read its version")
+        })
     }
 
     pub fn len(&self) -> u64 {
@@ -82,28 +102,29 @@ impl ModifyHandle {
 
     /// Whether the contents still read the version `etag` of `key` (nothing staged yet).
     pub fn reads_version(&self, key: &str, etag: &str) -> bool {
-        let v = self.base.version();
-        v.key == key && v.etag == etag && !matches!(self.contents, Contents::Staged(_))
+        self.base.as_ref().is_some_and(|b| {
+            let v = b.version();
+            v.key == key && v.etag == etag && !matches!(self.contents, Contents::Staged(_))
+        })
     }
 
     /// The object under `key` goes: the contents read `copy` (the same bytes under another
     /// key) instead.
     pub fn move_base(&mut self, key: &str, copy: Arc<ObjectReader>) {
-        if self.base.version().key == key {
-            self.base = copy;
+        if self.base_key() == Some(key) {
+            self.base = Some(copy);
         }
     }
 
     /// After a save: the new version is the base, and only later changes are pending.
     pub fn rebase(&mut self, base: Arc<ObjectReader>, len: u64) {
-        if matches!(self.contents, Contents::Staged(_)) {
-            // Staged contents stay where they are (they are the file); only the tail mode
-            // reads through the version.
-            return;
-        }
-        self.base = base;
+        self.base = Some(base);
         self.base_len = len;
-        self.contents = Contents::Base;
+        // Staged contents stay where they are (they are the file); only the tail mode reads
+        // through the version.
+        if !matches!(self.contents, Contents::Staged(_)) {
+            self.contents = Contents::Base;
+        }
     }
 
     pub async fn read(&self, offset: u64, size: u32) -> FsResult<Bytes> {
@@ -112,13 +133,17 @@ impl ModifyHandle {
             return Ok(Bytes::new());
         }
         match &self.contents {
-            Contents::Base => self.base.read(offset, size).await.map_err(FsError::from),
+            Contents::Base => self.base()?.read(offset, size).await.map_err(FsError::from),
             Contents::Staged(staging) => read_staged(staging, offset, end - offset),
             Contents::Appended(tail) => {
                 let mut out = BytesMut::with_capacity((end - offset) as usize);
                 if offset < self.base_len {
                     let want = (self.base_len.min(end) - offset) as u32;
-                    let head = self.base.read(offset, want).await.map_err(FsError::from)?;
+                    let head = self
+                        .base()?
+                        .read(offset, want)
+                        .await
+                        .map_err(FsError::from)?;
                     if head.len() as u32 != want {
                         return Err(FsError::answer(libc::EIO));
                     }
@@ -169,7 +194,7 @@ impl ModifyHandle {
         let mut offset = 0;
         while offset < len {
             let chunk = self
-                .base
+                .base()?
                 .read(offset, CHUNK.min(len - offset) as u32)
                 .await
                 .map_err(FsError::from)?;
@@ -251,7 +276,8 @@ impl ModifyHandle {
         let (Some(tail), Some(plan)) = (self.appended(), layout.append_plan(self.base_len)) else {
             return Ok(None);
         };
-        let base = self.base.version().clone();
+        let base_reader = self.base()?;
+        let base = base_reader.version().clone();
         if base.key != key || !worthwhile(&plan) {
             return Ok(None);
         }
@@ -260,8 +286,7 @@ impl ModifyHandle {
             FsError::from(e).context(format!("{key}: file not saved: {what}"))
         };
         let want = (plan.resealed.end - plan.resealed.start) as u32;
-        let last_segment = self
-            .base
+        let last_segment = base_reader
             .read(plan.resealed.start, want)
             .await
             .map_err(|e| {
@@ -275,7 +300,7 @@ impl ModifyHandle {
         }
         // The header the base's segments were verified under, not a second copy fetched
         // now: the server cannot slip in another one between the two.
-        let header = self.base.verified_header().ok_or_else(|| {
+        let header = base_reader.verified_header().ok_or_else(|| {
             FsError::failed(
                 libc::EIO,
                 format!("{key}: file not saved: its header was not verified"),
@@ -342,7 +367,7 @@ impl ModifyHandle {
     }
 }
 
-fn new_staging(dir: &Path, budget: &Arc<StagingBudget>) -> FsResult<StagingFile> {
+pub fn new_staging(dir: &Path, budget: &Arc<StagingBudget>) -> FsResult<StagingFile> {
     StagingFile::new(dir, budget.clone()).map_err(|e| {
         staging_error(
             e,
@@ -363,17 +388,6 @@ pub fn read_staged(staging: &StagingFile, offset: u64, len: u64) -> FsResult<Byt
         .map_err(|e| FsError::failed(libc::EIO, format!("staged read failed: {e}")))?;
     buf.truncate(n);
     Ok(Bytes::from(buf))
-}
-
-/// Runs local file I/O from a runtime task. On the mount's multi-threaded runtime the worker
-/// hands its other tasks to the rest first; a single-threaded runtime (the in-process tests
-/// with paused time) has no one to hand them to, and a local read or write just runs.
-fn local_io<T>(io: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(io),
-        _ => io(),
-    }
 }
 
 /// A staging file's I/O error: a full `--max-cache-size` is ENOSPC, the rest keeps its errno.

@@ -5,6 +5,7 @@
 pub mod append;
 mod budget;
 mod parts;
+mod sent_copy;
 pub mod staging;
 
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use tracing::{debug, info, warn};
 
 pub use budget::{MemoryBudget, Reservation};
 pub use parts::part_size;
+use sent_copy::{CopyTarget, SentCopy};
+pub use sent_copy::{KeepSent, LocalObject};
 
 use crate::crypto::{
     ATTRS_METADATA_NAME, AttrsBinding, Layout, MasterKey, ObjectKind, PosixAttrs, StreamEncryptor,
@@ -124,6 +127,9 @@ pub struct ObjectWriter {
     /// Where the object goes once complete, when the file was renamed after its multipart
     /// upload had started under `key` (the upload's key cannot change).
     final_key: Option<String>,
+    /// Whether (and where) the sent parts are kept locally; `None` once given up.
+    keep_sent: Option<KeepSent>,
+    sent_copy: Option<SentCopy>,
     ciphertext_bytes: u64,
     started: Instant,
     result: Option<Result<Committed, WriteError>>,
@@ -145,6 +151,8 @@ impl ObjectWriter {
             part_number: 1,
             multipart: None,
             final_key: None,
+            keep_sent: None,
+            sent_copy: None,
             ciphertext_bytes: 0,
             started: Instant::now(),
             result: None,
@@ -171,6 +179,70 @@ impl ObjectWriter {
         } else {
             self.final_key = Some(key);
             Retarget::AtCommit
+        }
+    }
+
+    /// Keeps a local copy of the parts as they are sent (see `sent_copy`), so that the
+    /// stream can still turn into a change in place after its first part is out.
+    pub fn keep_sent_parts(&mut self, keep: KeepSent) {
+        self.keep_sent = Some(keep);
+    }
+
+    /// Stops the stream and hands over the whole file so far as a local encrypted object:
+    /// the parts' copy and the rest, sealed as the last part. The multipart upload is
+    /// aborted, so nothing of it appears under the key. `None` (and the stream goes on)
+    /// when no parts were sent or the copy was not kept.
+    pub async fn into_local_object(&mut self) -> Result<Option<LocalObject>, WriteError> {
+        if self.result.is_some() || self.multipart.is_none() {
+            return Ok(None);
+        }
+        let Some(copy) = self.sent_copy.take() else {
+            return Ok(None);
+        };
+        let mp = self.multipart.as_mut().expect("checked");
+        // A part's copy is written before its task ends; whether the part itself arrived
+        // does not matter any more.
+        for part in std::mem::take(&mut mp.in_flight) {
+            let _ = part.await;
+        }
+        if !copy.intact() {
+            return Ok(None);
+        }
+        let encryptor = self.encryptor.take().expect("not committed");
+        encryptor.finish(&mut self.buffer);
+        let local = copy.complete(&self.buffer);
+        self.abort().await;
+        self.buffer = Vec::new();
+        self.reservation = None;
+        local
+            .map(Some)
+            .map_err(|e| WriteError::Upload(StoreError::fatal(format!("local copy: {e}"))))
+    }
+
+    /// Where the copy of the next `bytes` sent goes, while the copy is kept.
+    fn copy_target(&mut self, bytes: u64) -> Option<CopyTarget> {
+        let keep = self.keep_sent.as_ref()?;
+        let within = self.ciphertext_bytes + bytes <= keep.limit;
+        let copy = match self.sent_copy.take() {
+            Some(copy) => Ok(copy),
+            None if within => SentCopy::create(keep),
+            None => Err(std::io::Error::other("larger than --keep-sent-parts")),
+        };
+        let target = match copy {
+            Ok(mut copy) if within => copy.next(bytes).map(|t| (copy, t)),
+            Ok(_) => Err(std::io::Error::other("larger than --keep-sent-parts")),
+            Err(e) => Err(e),
+        };
+        match target {
+            Ok((copy, target)) => {
+                self.sent_copy = Some(copy);
+                Some(target)
+            }
+            Err(e) => {
+                debug!(key = %self.key, "sent parts no longer kept locally: {e}");
+                self.keep_sent = None;
+                None
+            }
         }
     }
 
@@ -271,6 +343,9 @@ impl ObjectWriter {
             return result.clone();
         }
         let result = self.commit_inner().await;
+        // Saved (or given up): the local copy of its parts has no use any more.
+        self.sent_copy = None;
+        self.keep_sent = None;
         if result.is_err() {
             self.ctx.stats.failures.fetch_add(1, Ordering::Relaxed);
             crate::metrics::file_failed();
@@ -374,6 +449,8 @@ impl ObjectWriter {
             self.result = Some(Err(WriteError::Upload(StoreError::fatal("aborted"))));
         }
         self.encryptor = None;
+        self.sent_copy = None;
+        self.keep_sent = None;
     }
 
     fn part_limit(&self) -> usize {
@@ -423,10 +500,11 @@ impl ObjectWriter {
             });
         }
         let body = Bytes::from(std::mem::take(&mut self.buffer));
+        let copy = self.copy_target(body.len() as u64);
         self.ciphertext_bytes += body.len() as u64;
         let reservation = self.reservation.take().expect("buffer held");
         let upload_id = self.multipart.as_ref().expect("created").upload_id.clone();
-        let handle = self.spawn_part_with(&upload_id, body, Some(reservation));
+        let handle = self.spawn_part_with(&upload_id, body, Some(reservation), copy);
         let max = self.ctx.config.parts_in_flight.max(1);
         let mp = self.multipart.as_mut().expect("created");
         mp.in_flight.push(handle);
@@ -443,7 +521,7 @@ impl ObjectWriter {
         body: Bytes,
     ) -> JoinHandle<Result<CompletedPart, StoreError>> {
         let reservation = self.reservation.take();
-        self.spawn_part_with(upload_id, body, reservation)
+        self.spawn_part_with(upload_id, body, reservation, None)
     }
 
     fn spawn_part_with(
@@ -451,6 +529,7 @@ impl ObjectWriter {
         upload_id: &str,
         body: Bytes,
         reservation: Option<Reservation>,
+        copy: Option<CopyTarget>,
     ) -> JoinHandle<Result<CompletedPart, StoreError>> {
         let ctx = self.ctx.clone();
         let key = self.key.clone();
@@ -460,10 +539,18 @@ impl ObjectWriter {
         ctx.stats.parts.fetch_add(1, Ordering::Relaxed);
         crate::metrics::parts_in_flight(1.0);
         tokio::spawn(async move {
+            let kept = copy.map(|target| {
+                let body = body.clone();
+                tokio::task::spawn_blocking(move || target.write(&body))
+            });
             let result = ctx
                 .store
                 .upload_part(&key, &upload_id, number, body.clone())
                 .await;
+            if let Some(kept) = kept {
+                // Waited for also when the upload failed: the copy may still be needed.
+                let _ = kept.await;
+            }
             crate::metrics::parts_in_flight(-1.0);
             if let Err(e) = &result {
                 warn!(key = %key, part = number, "part upload failed: {e}");

@@ -49,7 +49,7 @@ impl StagingBudget {
         self.used.load(Ordering::Relaxed)
     }
 
-    fn reserve(&self, bytes: u64) -> io::Result<()> {
+    pub(super) fn reserve(&self, bytes: u64) -> io::Result<()> {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(bytes).filter(|total| *total <= self.limit)
@@ -67,8 +67,19 @@ impl StagingBudget {
             })
     }
 
-    fn release(&self, bytes: u64) {
+    pub(super) fn release(&self, bytes: u64) {
         self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// Runs local file I/O from a runtime task. On the mount's multi-threaded runtime the worker
+/// hands its other tasks to the rest first; a single-threaded runtime (the in-process tests
+/// with paused time) has no one to hand them to, and a local read or write just runs.
+pub fn local_io<T>(io: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(io),
+        _ => io(),
     }
 }
 

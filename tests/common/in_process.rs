@@ -39,6 +39,8 @@ pub struct Settings {
     pub read_only: bool,
     /// `--max-cache-size`
     pub max_cache_size: u64,
+    /// `--keep-sent-parts`
+    pub keep_sent_parts: u64,
     /// `--max-upload-memory`, and how long a new writer waits for its first buffer.
     pub upload_memory: u64,
     pub first_buffer_wait: Duration,
@@ -54,6 +56,7 @@ impl Default for Settings {
             encrypt_names: false,
             read_only: false,
             max_cache_size: 1 << 30,
+            keep_sent_parts: 1 << 30,
             upload_memory: 64 << 20,
             first_buffer_wait: Duration::from_secs(30),
             metadata_ttl: Duration::from_secs(5),
@@ -136,6 +139,7 @@ impl Core {
             key_prefix_len: 0,
             cache_dir: staging.to_path_buf(),
             max_cache_size: settings.max_cache_size,
+            keep_sent_parts: settings.keep_sent_parts,
             shared: settings.shared,
         };
         let read = Arc::new(ReadContext {

@@ -23,6 +23,9 @@ pub(super) struct ListedEntry {
     pub(super) kind: NodeKind,
     /// The key component the name is stored under (the name itself on plain volumes).
     pub(super) component: String,
+    /// A listed object small enough to be a symlink or a special file: a listing cannot tell
+    /// them from a regular file, its HEAD can.
+    pub(super) small: bool,
 }
 
 pub(super) type Entries = Arc<BTreeMap<String, ListedEntry>>;
@@ -184,6 +187,7 @@ mod tests {
         ListedEntry {
             kind: NodeKind::File,
             component: "x".into(),
+            small: false,
         }
     }
 

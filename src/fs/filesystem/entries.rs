@@ -129,6 +129,7 @@ impl FsCore {
         };
         self.forget_head(&key);
         self.update_listing(parent, name, Some((kind, child.component.clone())));
+        self.entries_changed(parent);
         let mut inodes = self.inodes.lock().unwrap();
         let ino = inodes.upsert(parent, name, kind, key, state, true);
         self.attr_of(inodes.get(ino).expect("just inserted"))
@@ -399,6 +400,7 @@ impl FsCore {
         self.read.cache.invalidate(&node.key);
         self.forget_head(&node.key);
         self.update_listing(parent, &node.name, None);
+        self.entries_changed(parent);
         let child = self.child_keys(&self.node(parent)?, &node.name)?;
         self.delete_side_object(&child).await;
         let mut inodes = self.inodes.lock().unwrap();

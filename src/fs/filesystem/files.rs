@@ -41,6 +41,7 @@ impl FsCore {
             ino
         };
         self.dirs.lock().unwrap().forget_negative(parent, name);
+        self.entries_changed(parent);
         let fh = self.add_writer(ino, key, process_of(caller.pid), &attrs);
         let attr = self.attr_of(&self.node(ino)?);
         Ok((attr, fh))

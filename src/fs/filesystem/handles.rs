@@ -143,7 +143,14 @@ impl FsCore {
     }
 
     pub(super) fn add_writer(&self, ino: u64, key: String, pid: u32, attrs: &PosixAttrs) -> u64 {
-        let writer = ObjectWriter::new(self.upload.clone(), key, Some(*attrs));
+        let mut writer = ObjectWriter::new(self.upload.clone(), key, Some(*attrs));
+        if self.options.keep_sent_parts > 0 {
+            writer.keep_sent_parts(KeepSent {
+                dir: self.options.cache_dir.clone(),
+                budget: self.staging_budget.clone(),
+                limit: self.options.keep_sent_parts,
+            });
+        }
         self.add_handle(Handle::Write(
             ino,
             Arc::new(tokio::sync::Mutex::new(WriteHandle {

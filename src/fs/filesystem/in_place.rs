@@ -2,6 +2,8 @@
 //! that all descriptors of the file share, and its save as a new version.
 
 use super::*;
+use crate::fs::modify::new_staging;
+use crate::upload::staging::local_io;
 
 impl FsCore {
     /// A new file's descriptor whose version was already saved (by fsync) and that is
@@ -47,8 +49,10 @@ impl FsCore {
     /// past its end, a resize, a read, a second descriptor): while no part has been sent,
     /// its version so far is finished under a hidden pending key (never under the file's
     /// name), and the descriptor goes on as a change in place of that version, saved under
-    /// the file's name at close or fsync. `None` when the descriptor is not such a stream,
-    /// or its parts are already out (their key is the file's name).
+    /// the file's name at close or fsync. Once parts are out (their upload is under the
+    /// file's name), the stream stops and its local copy of them becomes the staged file
+    /// (see [`Self::stage_sent_stream`]). `None` when the descriptor is not such a stream,
+    /// or its sent parts were not kept.
     pub(super) async fn divert_stream(&self, fh: u64) -> FsResult<Option<SharedModify>> {
         let Some(handle) = self.write_handle(fh) else {
             return Ok(None);
@@ -56,7 +60,7 @@ impl FsCore {
         {
             let mut h = handle.lock().await;
             if h.writer.has_sent_parts() {
-                return Ok(None);
+                return self.stage_sent_stream(fh, &mut h).await;
             }
             if !h.writer.is_committed() {
                 let pending = names::pending_key();
@@ -70,11 +74,67 @@ impl FsCore {
         };
         {
             let mut m = state.lock().await;
-            if m.base_key().starts_with(names::PENDING_PREFIX) {
+            if m.base_key()
+                .is_some_and(|k| k.starts_with(names::PENDING_PREFIX))
+            {
                 // Not under its name yet: the next close or fsync must save it there.
                 m.dirty = true;
             }
         }
+        Ok(Some(state))
+    }
+
+    /// A stream whose parts are out goes on in place: its multipart upload is aborted and
+    /// the file so far (the local copy of the sent parts and the rest) is decrypted into a
+    /// staging file, saved under the file's name at close or fsync. Nothing is downloaded,
+    /// and nothing partial ever shows under the name. `None` when the copy was not kept
+    /// (the file outgrew `--keep-sent-parts`, or the local disk failed): the stream goes on.
+    async fn stage_sent_stream(
+        &self,
+        fh: u64,
+        h: &mut WriteHandle,
+    ) -> FsResult<Option<SharedModify>> {
+        let key = h.writer.key().to_string();
+        let local = match h.writer.into_local_object().await {
+            Ok(Some(local)) => local,
+            Ok(None) => {
+                info!(
+                    key = %key,
+                    "a write behind the parts already sent of a new file cannot be served: \
+                     they were not kept locally (see --keep-sent-parts)"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(FsError::from(e).context(format!("{key}: write failed"))),
+        };
+        let mut staging = new_staging(&self.options.cache_dir, &self.staging_budget)?;
+        let upload = &self.upload;
+        let size = local_io(|| local.decrypt_into(&upload.master, upload.layout, &mut staging))
+            .map_err(|e| {
+                FsError::failed(
+                    libc::EIO,
+                    format!("{key}: write failed: the local copy of its sent parts: {e}"),
+                )
+            })?;
+        drop(local);
+        debug!(key = %key, size, "new file goes on in place from its sent parts");
+        // The descriptor keeps counting as a writer, now of the contents in place.
+        h.settled = true;
+        let state = Arc::new(tokio::sync::Mutex::new(ModifyHandle::unsaved(
+            h.ino, staging,
+        )));
+        self.modifying
+            .lock()
+            .unwrap()
+            .insert(h.ino, (state.clone(), 1));
+        self.handles.lock().unwrap().insert(
+            fh,
+            Handle::Modify(ModifyOpen {
+                opener_pid: h.opener_pid,
+                writes: true,
+                state: state.clone(),
+            }),
+        );
         Ok(Some(state))
     }
 
@@ -161,9 +221,12 @@ impl FsCore {
             }
         };
         h.dirty = false;
-        if h.base_key().starts_with(names::PENDING_PREFIX) {
+        if let Some(pending) = h
+            .base_key()
+            .filter(|k| k.starts_with(names::PENDING_PREFIX))
+        {
             // The file is under its name now: its pending version is not needed any more.
-            let pending = h.base_key().to_string();
+            let pending = pending.to_string();
             if let Err(e) = self.volume.store.delete(&pending).await {
                 warn!(key = %pending, "could not remove a pending version (fsck lists it): {e}");
             }

@@ -31,17 +31,19 @@ impl FsCore {
         let dir_path = self.dir_path(ino)?;
         let mut entries = BTreeMap::new();
         let mut long_names = Vec::new();
+        // Symlink targets and special files' records are under PATH_MAX bytes.
+        let small_limit = self.volume.layout.ciphertext_size(libc::PATH_MAX as u64);
         let listed = listing
             .common_prefixes
             .iter()
-            .map(|p| (p.as_str(), NodeKind::Dir))
+            .map(|p| (p.as_str(), NodeKind::Dir, false))
             .chain(
                 listing
                     .objects
                     .iter()
-                    .map(|o| (o.key.as_str(), NodeKind::File)),
+                    .map(|o| (o.key.as_str(), NodeKind::File, o.size <= small_limit)),
             );
-        for (key, kind) in listed {
+        for (key, kind, small) in listed {
             let component = key[node.key.len()..].trim_end_matches('/');
             if kind == NodeKind::File && key.len() == node.key.len() {
                 continue; // this directory's own marker
@@ -49,7 +51,7 @@ impl FsCore {
             let name = match self.volume.names.classify(&dir_path, component, is_root) {
                 names::Listed::Name(name) => name,
                 names::Listed::LongName => {
-                    long_names.push((component.to_string(), kind));
+                    long_names.push((component.to_string(), kind, small));
                     continue;
                 }
                 names::Listed::SideObject => continue,
@@ -61,18 +63,30 @@ impl FsCore {
                     continue;
                 }
             };
-            self.add_listed(&mut entries, name, kind, component, key);
+            let entry = ListedEntry {
+                kind,
+                component: component.to_string(),
+                small,
+            };
+            self.add_listed(&mut entries, name, entry, key);
         }
         // Long encrypted names: each one's side object holds the name.
-        let side_bodies = futures::future::join_all(long_names.iter().map(|(stand_in, _)| {
+        let side_bodies = futures::future::join_all(long_names.iter().map(|(stand_in, ..)| {
             let key = names::side_object_key(&node.key, stand_in);
             async move { self.volume.read_side_object(&key).await }
         }))
         .await;
-        for ((stand_in, kind), body) in long_names.into_iter().zip(side_bodies) {
+        for ((stand_in, kind, small), body) in long_names.into_iter().zip(side_bodies) {
             let key = format!("{}{stand_in}", node.key);
             match body.and_then(|b| self.volume.names.decode_long(&dir_path, &stand_in, &b)) {
-                Some(name) => self.add_listed(&mut entries, name, kind, &stand_in, &key),
+                Some(name) => {
+                    let entry = ListedEntry {
+                        kind,
+                        component: stand_in,
+                        small,
+                    };
+                    self.add_listed(&mut entries, name, entry, &key)
+                }
                 None => self.note_hidden(&key, false),
             }
         }
@@ -91,21 +105,48 @@ impl FsCore {
         &self,
         entries: &mut BTreeMap<String, ListedEntry>,
         name: String,
-        kind: NodeKind,
-        component: &str,
+        entry: ListedEntry,
         key: &str,
     ) {
         if entries.get(&name).is_some_and(|e| e.kind == NodeKind::Dir) {
             debug!(key = %key, "a directory of the same name hides this object");
             return;
         }
-        entries.insert(
-            name,
-            ListedEntry {
-                kind,
-                component: component.to_string(),
-            },
-        );
+        entries.insert(name, entry);
+    }
+
+    /// The kinds of the listed objects of `dir` that may be symlinks or special files and
+    /// were not looked up yet, from their HEADs (shared with later lookups, and bounded like
+    /// them). Only small objects are asked about: anything larger is a regular file.
+    async fn kinds_of_small_entries(
+        &self,
+        dir: &Node,
+        listed: &BTreeMap<String, ListedEntry>,
+    ) -> HashMap<String, NodeKind> {
+        use futures::StreamExt;
+        let unknown: Vec<(String, String)> = {
+            let inodes = self.inodes.lock().unwrap();
+            listed
+                .iter()
+                .filter(|(name, e)| {
+                    e.small && e.kind == NodeKind::File && inodes.child(dir.ino, name).is_none()
+                })
+                .filter_map(|(name, e)| {
+                    let key = names::file_key(&dir.key, &e.component, 0).ok()?;
+                    Some((name.clone(), key))
+                })
+                .collect()
+        };
+        futures::stream::iter(unknown)
+            .map(|(name, key)| async move {
+                // Unanswered: shown as a regular file, as before; its lookup will tell.
+                let headed = self.head(&key).await.ok().flatten()?;
+                Some((name, self.file_state(&key, &headed).0))
+            })
+            .buffer_unordered(MAX_CONCURRENT_HEADS)
+            .filter_map(|kind| async move { kind })
+            .collect()
+            .await
     }
 
     /// A listed key that cannot be shown: hidden, and logged once (on name-encrypted volumes
@@ -133,6 +174,7 @@ impl FsCore {
             return Err(FsError::answer(libc::ENOTDIR));
         }
         let listed = self.listing(ino).await?;
+        let small_kinds = self.kinds_of_small_entries(&node, &listed).await;
         let mut entries = vec![
             DirEntry {
                 ino,
@@ -159,9 +201,12 @@ impl FsCore {
             // No inode is made for a listed name: the kernel looks a name up before it uses
             // it, and `find` over millions of keys must not grow the table. Names not looked
             // up yet get a stable synthetic number for d_ino.
-            // A looked-up name's kind is known exactly (a listing cannot tell a symlink).
+            // A looked-up name's kind is known exactly; a small object's from its HEAD.
             let (child, kind) = inodes.child(ino, name).map_or_else(
-                || (synthetic_ino(&node.key, name), e.kind),
+                || {
+                    let kind = small_kinds.get(name).copied().unwrap_or(e.kind);
+                    (synthetic_ino(&node.key, name), kind)
+                },
                 |n| (n.ino, n.kind),
             );
             entries.push(DirEntry {
@@ -190,7 +235,11 @@ impl FsCore {
     /// Records in the cached listing of `dir` (if any) that this mount made `name` exist as
     /// `kind`, or removed it (`None`), so that the next lookups there need no request.
     pub(super) fn update_listing(&self, dir: u64, name: &str, kind: Option<(NodeKind, String)>) {
-        let entry = kind.map(|(kind, component)| ListedEntry { kind, component });
+        let entry = kind.map(|(kind, component)| ListedEntry {
+            kind,
+            component,
+            small: false,
+        });
         self.dirs.lock().unwrap().record(dir, name, entry);
     }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -23,7 +23,7 @@ use crate::object_keys as names;
 use crate::read::{ObjectReader, ObjectVersion, ReadContext};
 use crate::store::{Metadata, StoreErrorKind};
 use crate::upload::staging::StagingBudget;
-use crate::upload::{ObjectWriter, UploadContext};
+use crate::upload::{KeepSent, ObjectWriter, UploadContext};
 use crate::volume::Volume;
 
 pub use super::error::{FsError, FsResult};
@@ -74,6 +74,9 @@ pub struct FsOptions {
     pub cache_dir: std::path::PathBuf,
     /// Largest file that can be staged.
     pub max_cache_size: u64,
+    /// Largest new file whose parts already sent are kept locally, so that it can still be
+    /// changed behind its end (`--keep-sent-parts`; 0: never).
+    pub keep_sent_parts: u64,
     /// Other users can reach the mount (`allow_other`): attributes not verified as their
     /// object's own are not believed (docs/SEMANTICS.md, "Attributes").
     pub shared: bool,
@@ -237,8 +240,16 @@ impl FsCore {
                 NodeKind::File | NodeKind::Symlink => node.state.size,
                 _ => 0,
             },
-            mtime: node.state.attrs.mtime,
-            ctime: node.state.attrs.ctime,
+            mtime: node
+                .state
+                .attrs
+                .mtime
+                .max(node.entries_changed.unwrap_or(UNIX_EPOCH)),
+            ctime: node
+                .state
+                .attrs
+                .ctime
+                .max(node.entries_changed.unwrap_or(UNIX_EPOCH)),
             atime: node.state.attrs.atime,
             nlink: match node.kind {
                 NodeKind::Dir => 2,
@@ -249,6 +260,15 @@ impl FsCore {
             uid: node.state.attrs.uid,
             gid: node.state.attrs.gid,
             rdev: node.state.rdev,
+        }
+    }
+
+    /// An entry of directory `dir` was added, removed or renamed by this mount: its mtime
+    /// and ctime move, as on a local disk. Kept in memory only: recording it would cost a
+    /// write of the directory's marker per change (docs/SEMANTICS.md).
+    fn entries_changed(&self, dir: u64) {
+        if let Some(n) = self.inodes.lock().unwrap().get_mut(dir) {
+            n.entries_changed = Some(SystemTime::now());
         }
     }
 

@@ -186,10 +186,12 @@ impl FsCore {
     /// (a new file read back or written out of order) is kept for its descriptors and
     /// deleted at the last close.
     pub(super) fn keep_pending_base(&self, h: &ModifyHandle) {
-        let base = h.base_key();
-        if !base.starts_with(names::PENDING_PREFIX) {
+        let Some(base) = h
+            .base_key()
+            .filter(|k| k.starts_with(names::PENDING_PREFIX))
+        else {
             return;
-        }
+        };
         if let Some(n) = self.inodes.lock().unwrap().get_mut(h.ino)
             && !n.orphans.iter().any(|k| k == base)
         {

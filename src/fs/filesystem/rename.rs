@@ -69,7 +69,9 @@ impl FsCore {
         let mut unsaved = false;
         if let Some(state) = self.modify_state(node.ino) {
             let mut h = state.lock().await;
-            unsaved = h.base_key().starts_with(names::PENDING_PREFIX);
+            unsaved = h
+                .base_key()
+                .is_none_or(|k| k.starts_with(names::PENDING_PREFIX));
             // Its contents must not depend on the object under the old name any more.
             h.detach(&self.options.cache_dir, &self.staging_budget)
                 .await?;
@@ -155,6 +157,12 @@ impl FsCore {
         }
         self.forget_head(&node.key);
         self.forget_head(&new_key);
+        self.entries_changed(parent);
+        self.entries_changed(new_parent);
+        if node.kind == NodeKind::Dir {
+            // Its `..` changed (a local disk moves its mtime and ctime too).
+            self.entries_changed(node.ino);
+        }
         self.update_listing(parent, &node.name, None);
         self.update_listing(
             new_parent,
