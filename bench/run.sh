@@ -40,6 +40,8 @@
 #   BENCH_NODELAY    1 (default): Garage runs with bench/nodelay.c preloaded (TCP_NODELAY on
 #                    its sockets; without it every small request waits ~40 ms for a delayed
 #                    ACK, which measures the server, not the clients); 0: Garage as it is
+#   BENCH_MOUNT_ARGS extra `s3cryptfs mount` options for every s3cryptfs mount of the run
+#                    (word-split), e.g. "--keep-sent-parts 0" to compare a setting's cost
 #   CARGO_TARGET_DIR honoured for the binaries
 #
 # Needs root (FUSE mount, umount, /proc/sys/vm/drop_caches). Starts its own Garage (single
@@ -237,7 +239,7 @@ DAEMON_LOG=""
 mount_fs() { # logname [extra mount options]
   DAEMON_LOG=$LOGS/$1
   "$FS" mount "$VOL" "$MNT" --key-file "$KEYF" --endpoint-url "$EP" --force-path-style \
-    --foreground "${@:2}" > "$DAEMON_LOG" 2>&1 < /dev/null &
+    --foreground ${BENCH_MOUNT_ARGS:-} "${@:2}" > "$DAEMON_LOG" 2>&1 < /dev/null &
   DPID=$!
   for i in $(seq 300); do
     mountpoint -q "$MNT" && return 0
@@ -1012,7 +1014,7 @@ ${W1_REPORT}
 ${PEER_REPORT}
 ${EXTRA_REPORT}
 
-Command: \`${BENCH_PEERS:+BENCH_PEERS=$BENCH_PEERS }BENCH_WORKLOADS=${WORKLOADS} BENCH_SMALL_FILES=${SMALL_N} BENCH_LS_FILES=${LS_N} BENCH_SIZE_MIB=${SIZE_MIB} BENCH_RUNS=${RUNS} bench/run.sh\`
+Command: \`${BENCH_MOUNT_ARGS:+BENCH_MOUNT_ARGS='$BENCH_MOUNT_ARGS' }${BENCH_PEERS:+BENCH_PEERS=$BENCH_PEERS }BENCH_WORKLOADS=${WORKLOADS} BENCH_SMALL_FILES=${SMALL_N} BENCH_LS_FILES=${LS_N} BENCH_SIZE_MIB=${SIZE_MIB} BENCH_RUNS=${RUNS} bench/run.sh\`
 EOF
 )
 echo "$report"

@@ -1,6 +1,11 @@
 //! Throughput of the object format's crypto core (single thread, default
 //! 64 KiB segments): encrypt+MAC through `StreamEncryptor`, and
 //! verify+decrypt through `ObjectDecryptor::open_segment`.
+//!
+//! The `segment_aead` group weighs a format with AES-256-GCM segments against today's
+//! AES-256-CTR + HMAC-SHA256 (issue #17): the same 64 KiB segments sealed and opened one by
+//! one, with a Tink-style nonce (7-byte prefix, segment index, last flag), next to AES-CTR
+//! and HMAC-SHA256 alone, so the cost of each part shows. docs/FORMAT.md §13 has the figures.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -63,5 +68,81 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// 64 KiB segments of 8 MiB: GCM seal and open, and CTR and HMAC on their own.
+fn segment_aead(c: &mut Criterion) {
+    use aes::cipher::{KeyIvInit, StreamCipher};
+    use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit, Nonce, Tag};
+    use hmac::Mac;
+
+    const SEGMENT: usize = 64 * 1024;
+    let key = [7u8; 32];
+    let mut data: Vec<u8> = (0..PLAINTEXT_LEN).map(|i| (i % 251) as u8).collect();
+    let nonce_of = |index: usize| {
+        let mut n = [0u8; 12];
+        n[..7].copy_from_slice(b"prefix!");
+        n[7..11].copy_from_slice(&(index as u32).to_be_bytes());
+        n[11] = u8::from(index + 1 == PLAINTEXT_LEN / SEGMENT);
+        n
+    };
+    let gcm = Aes256Gcm::new(&key.into());
+
+    let mut group = c.benchmark_group("segment_aead");
+    group.throughput(Throughput::Bytes(PLAINTEXT_LEN as u64));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+
+    let mut tags = Vec::new();
+    group.bench_function("gcm_seal_8MiB", |b| {
+        b.iter(|| {
+            tags.clear();
+            for (i, seg) in data.chunks_mut(SEGMENT).enumerate() {
+                let nonce = Nonce::from(nonce_of(i));
+                tags.push(gcm.encrypt_inout_detached(&nonce, b"", seg.into()).unwrap());
+            }
+            black_box(tags.len())
+        })
+    });
+    let sealed = data.clone();
+    let sealed_tags: Vec<Tag> = tags.clone();
+    group.bench_function("gcm_open_8MiB", |b| {
+        b.iter_batched_ref(
+            || sealed.clone(),
+            |buf| {
+                for (i, seg) in buf.chunks_mut(SEGMENT).enumerate() {
+                    let nonce = Nonce::from(nonce_of(i));
+                    gcm.decrypt_inout_detached(&nonce, b"", seg.into(), &sealed_tags[i])
+                        .unwrap();
+                }
+                black_box(buf[100])
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("ctr_only_8MiB", |b| {
+        b.iter(|| {
+            for (i, seg) in data.chunks_mut(SEGMENT).enumerate() {
+                let mut iv = [0u8; 16];
+                iv[..12].copy_from_slice(&nonce_of(i));
+                let mut ctr = ctr::Ctr32BE::<aes::Aes256>::new(&key.into(), &iv.into());
+                ctr.apply_keystream(seg);
+            }
+            black_box(data[100])
+        })
+    });
+    group.bench_function("hmac_sha256_only_8MiB", |b| {
+        b.iter(|| {
+            let mut last = 0u8;
+            for seg in data.chunks(SEGMENT) {
+                let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+                mac.update(seg);
+                last ^= mac.finalize().into_bytes()[0];
+            }
+            black_box(last)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, segment_aead);
 criterion_main!(benches);

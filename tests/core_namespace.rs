@@ -174,6 +174,15 @@ async fn directory_times_move_with_their_entries(encrypt_names: bool) {
     core.rmdir(&path("b/sub")).await.unwrap();
     let b_rmdir = times(core.resolve(&path("b")).await.unwrap());
     assert!(b_rmdir.0 > b_after.0, "rmdir");
+    // A time set afterwards (`cp -a`, `rsync -t` on a directory they filled) is kept.
+    let old = std::time::UNIX_EPOCH + Duration::from_secs(1_300_000_000);
+    let a = core.resolve(&path("a")).await.unwrap().ino;
+    let change = s3cryptfs::fs::AttrChange {
+        mtime: Some(old),
+        ..Default::default()
+    };
+    core.fs.setattr(a, change, None).await.unwrap();
+    assert_eq!(core.resolve(&path("a")).await.unwrap().mtime, old);
 }
 
 async fn directory_operations_and_their_errors(encrypt_names: bool) {

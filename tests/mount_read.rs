@@ -198,7 +198,9 @@ async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {
         let (store, volume) = (store.clone(), volume.clone());
         tasks.spawn(async move {
             for i in (t..n).step_by(32) {
-                let data = format!("file {i}");
+                // Just past the size of the largest symlink (4,095 bytes): listed objects
+                // that small are looked up to give readdir their type (tested below).
+                let data = format!("file {i:<4095}");
                 let object = encrypt_to_vec(
                     &volume.master,
                     volume.layout,
@@ -257,7 +259,7 @@ async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {
     let listing = String::from_utf8_lossy(&out.stdout);
     assert_eq!(listing.lines().filter(|l| l.starts_with('-')).count(), n);
     assert!(
-        listing.lines().any(|l| l.contains(" 9 ")),
+        listing.lines().any(|l| l.contains(" 4100 ")),
         "plaintext sizes shown:\n{}",
         &listing[..500]
     );
@@ -274,6 +276,42 @@ async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {
     );
     assert!(heads <= n + 1, "{heads} lookups: at most one per file");
     assert_eq!(gets, 0, "no GET to list a directory");
+
+    // Objects small enough to be symlinks or special files are looked up once when listed
+    // (a listing cannot tell their type), and those lookups serve the `ls -l` after.
+    let small = 40;
+    for i in 0..small {
+        let object = encrypt_to_vec(&volume.master, volume.layout, ObjectKind::File, b"tiny");
+        store
+            .put(&format!("s/t{i:02}"), Bytes::from(object), &Metadata::new())
+            .await
+            .unwrap();
+    }
+    let before = count(&m);
+    let out = std::process::Command::new("ls")
+        .arg("-U")
+        .arg(m.join("s"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let middle = count(&m);
+    let out = std::process::Command::new("ls")
+        .arg("-l")
+        .arg(m.join("s"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = count(&m);
+    let listed = middle.1 - before.1;
+    assert!(
+        (small..=small + 2).contains(&listed),
+        "{listed} lookups to list {small} small files"
+    );
+    assert!(
+        after.1 - middle.1 <= 1,
+        "ls -l after ls looked {} names up again",
+        after.1 - middle.1
+    );
 }
 
 async fn tampered_truncated_and_foreign_objects_give_eio(kind: ServerKind, names: Names) {

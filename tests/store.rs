@@ -20,6 +20,7 @@ on_both_servers!(
     multipart_copy_above_threshold,
     delete_many_and_missing_keys,
     missing_bucket_and_key_errors,
+    conditional_writes_as_each_server_handles_them,
 );
 
 async fn put_head_get_delete(kind: ServerKind) {
@@ -356,4 +357,26 @@ async fn missing_bucket_and_key_errors(kind: ServerKind) {
     assert_eq!(err.kind, StoreErrorKind::NoSuchBucket, "{err}");
     assert!(err.to_string().contains("no-such-bucket-here"), "{err}");
     store.check_bucket().await.unwrap();
+}
+
+/// What each test server does with conditional writes (docs/STORE.md writes it down): moto
+/// enforces `If-None-Match` on PutObject and CompleteMultipartUpload and `If-Match` on
+/// PutObject, but completes a multipart upload whatever its `If-Match`; Garage ignores every
+/// condition. AWS S3 enforces all four. The probe leaves nothing behind.
+async fn conditional_writes_as_each_server_handles_them(kind: ServerKind) {
+    use s3cryptfs::store::conditions::{ConditionSupport, probe};
+    let (store, _) = fresh_store(kind, "conditions", "vol/").await;
+    let found = probe(&store, ".s3cryptfs/probe/test").await.unwrap();
+    let expected = match kind {
+        ServerKind::Moto => ConditionSupport {
+            put_absent: true,
+            put_matches: true,
+            complete_absent: true,
+            complete_matches: false,
+        },
+        ServerKind::Garage => ConditionSupport::default(),
+    };
+    assert_eq!(found, expected, "{found}");
+    assert!(store.list_all("", None).await.unwrap().objects.is_empty());
+    assert!(store.list_uploads("").await.unwrap().is_empty());
 }

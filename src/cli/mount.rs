@@ -201,6 +201,18 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
         }
     };
     drop(secret);
+    if !args.read_only {
+        // Which conditional writes the server enforces (docs/STORE.md): asked once, on a
+        // hidden scratch key that fsck would list if a crash left it.
+        let scratch = crate::object_keys::pending_key();
+        match rt.block_on(crate::store::conditions::probe(
+            volume.store.as_ref(),
+            &scratch,
+        )) {
+            Ok(found) => info!("conditional writes on {location}: {found}"),
+            Err(e) => warn!("could not find out which conditional writes {location} enforces: {e}"),
+        }
+    }
 
     let fs_options = FsOptions {
         uid: args.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw()),

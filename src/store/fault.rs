@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{
     CompletedPart, GetResponse, ListPage, Metadata, ObjectInfo, ObjectStore, PutResult, StoreError,
-    StoreErrorKind, UploadInfo,
+    StoreErrorKind, UploadInfo, WriteCondition,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -138,14 +138,15 @@ impl ObjectStore for FaultStore {
         self.enter(Op::Get).await?;
         self.inner.get_range(key, range, if_match).await
     }
-    async fn put(
+    async fn put_if(
         &self,
         key: &str,
         body: Bytes,
         metadata: &Metadata,
+        condition: Option<&WriteCondition>,
     ) -> Result<PutResult, StoreError> {
         self.enter(Op::Put).await?;
-        self.inner.put(key, body, metadata).await
+        self.inner.put_if(key, body, metadata, condition).await
     }
     async fn create_multipart(&self, key: &str, metadata: &Metadata) -> Result<String, StoreError> {
         self.enter(Op::CreateMultipart).await?;
@@ -177,14 +178,17 @@ impl ObjectStore for FaultStore {
             .upload_part_copy(key, upload_id, part_number, src, range, src_etag)
             .await
     }
-    async fn complete_multipart(
+    async fn complete_multipart_if(
         &self,
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
+        condition: Option<&WriteCondition>,
     ) -> Result<PutResult, StoreError> {
         self.enter(Op::CompleteMultipart).await?;
-        self.inner.complete_multipart(key, upload_id, parts).await
+        self.inner
+            .complete_multipart_if(key, upload_id, parts, condition)
+            .await
     }
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
         self.enter(Op::AbortMultipart).await?;

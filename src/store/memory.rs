@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     CompletedPart, GetResponse, ListPage, MAX_KEYS_PER_REQUEST, Metadata, ObjectBody, ObjectInfo,
-    ObjectStore, PutResult, StoreError, StoreErrorKind, UploadInfo,
+    ObjectStore, PutResult, StoreError, StoreErrorKind, UploadInfo, WriteCondition,
 };
 
 /// S3's smallest size for every part of a multipart upload but the last.
@@ -75,6 +75,8 @@ pub struct MemoryStore {
     next_upload: AtomicU64,
     /// Requests served, for tests that count them.
     requests: AtomicU64,
+    /// Writes ignore their conditions, as some servers' do (Garage).
+    ignores_conditions: std::sync::atomic::AtomicBool,
 }
 
 fn etag_of(body: &[u8]) -> String {
@@ -120,6 +122,38 @@ impl MemoryStore {
         }
     }
 
+    /// From now on conditional writes write regardless, as a server without conditional
+    /// writes does.
+    pub fn ignore_conditions(&self) {
+        self.ignores_conditions.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether `condition` holds for `key` now (always, when conditions are ignored).
+    fn check_condition(
+        &self,
+        state: &State,
+        key: &str,
+        condition: Option<&WriteCondition>,
+    ) -> Result<(), StoreError> {
+        if self.ignores_conditions.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let current = state.objects.get(key).map(|o| o.etag.as_str());
+        let holds = match condition {
+            None => true,
+            Some(WriteCondition::Absent) => current.is_none(),
+            Some(WriteCondition::Matches(etag)) => current == Some(etag.as_str()),
+        };
+        if holds {
+            Ok(())
+        } else {
+            Err(StoreError::new(
+                StoreErrorKind::PreconditionFailed,
+                format!("{key} is at {current:?}, the write wanted {condition:?}"),
+            ))
+        }
+    }
+
     /// How many requests the store has served.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -130,19 +164,31 @@ impl MemoryStore {
     }
 
     fn store(&self, key: &str, body: Bytes, metadata: Metadata) -> PutResult {
-        let etag = etag_of(&body);
+        self.store_if(key, body, metadata, None, None)
+            .expect("unconditional")
+    }
+
+    /// Stores `body` under `key` if `condition` holds, checked and written under one lock;
+    /// `etag` overrides the content hash (multipart ETags).
+    fn store_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: Metadata,
+        condition: Option<&WriteCondition>,
+        etag: Option<String>,
+    ) -> Result<PutResult, StoreError> {
+        let etag = etag.unwrap_or_else(|| etag_of(&body));
         let object = StoredObject {
             body,
             etag: etag.clone(),
             metadata,
             last_modified: SystemTime::now(),
         };
-        self.state
-            .lock()
-            .unwrap()
-            .objects
-            .insert(key.to_string(), object);
-        PutResult { etag: Some(etag) }
+        let mut state = self.state.lock().unwrap();
+        self.check_condition(&state, key, condition)?;
+        state.objects.insert(key.to_string(), object);
+        Ok(PutResult { etag: Some(etag) })
     }
 }
 
@@ -219,14 +265,15 @@ impl ObjectStore for MemoryStore {
         })
     }
 
-    async fn put(
+    async fn put_if(
         &self,
         key: &str,
         body: Bytes,
         metadata: &Metadata,
+        condition: Option<&WriteCondition>,
     ) -> Result<PutResult, StoreError> {
         self.count();
-        Ok(self.store(key, body, metadata.clone()))
+        self.store_if(key, body, metadata.clone(), condition, None)
     }
 
     async fn create_multipart(&self, key: &str, metadata: &Metadata) -> Result<String, StoreError> {
@@ -288,11 +335,12 @@ impl ObjectStore for MemoryStore {
         state.add_part("UploadPartCopy", key, upload_id, part_number, body)
     }
 
-    async fn complete_multipart(
+    async fn complete_multipart_if(
         &self,
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
+        condition: Option<&WriteCondition>,
     ) -> Result<PutResult, StoreError> {
         self.count();
         let upload = {
@@ -301,6 +349,8 @@ impl ObjectStore for MemoryStore {
                 Some(u) if u.key == key => {}
                 _ => return Err(not_found("CompleteMultipartUpload", key)),
             }
+            // A failed condition leaves the upload open, as S3 does.
+            self.check_condition(&state, key, condition)?;
             state.uploads.remove(upload_id).expect("checked above")
         };
         let invalid =
@@ -334,18 +384,15 @@ impl ObjectStore for MemoryStore {
             }
             body.extend_from_slice(bytes);
         }
-        let mut result = self.store(key, Bytes::from(body), upload.metadata);
         // A multipart ETag is not the content's hash, as in S3: "<hash>-<parts>".
-        let etag = format!(
-            "\"{}-{}\"",
-            result.etag.as_deref().unwrap_or_default().trim_matches('"'),
-            parts.len()
-        );
-        if let Some(o) = self.state.lock().unwrap().objects.get_mut(key) {
-            o.etag = etag.clone();
-        }
-        result.etag = Some(etag);
-        Ok(result)
+        let etag = format!("\"{}-{}\"", etag_of(&body).trim_matches('"'), parts.len());
+        self.store_if(
+            key,
+            Bytes::from(body),
+            upload.metadata,
+            condition,
+            Some(etag),
+        )
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {

@@ -6,6 +6,7 @@
 //! [`fault::FaultStore`] wraps any store to inject failures and delays. Keys passed to a
 //! store are relative to the volume's prefix: the store adds and strips it.
 
+pub mod conditions;
 mod config;
 mod error;
 #[cfg(any(test, feature = "test-support"))]
@@ -177,6 +178,15 @@ pub struct GetResponse {
     pub etag: Option<String>,
 }
 
+/// What a conditional write may replace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// Nothing: the key must be free (`If-None-Match: *`).
+    Absent,
+    /// Exactly this version (`If-Match: ETag`).
+    Matches(String),
+}
+
 /// The S3 operations s3cryptfs uses. Keys are relative to the store's prefix.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
@@ -208,6 +218,19 @@ pub trait ObjectStore: Send + Sync + 'static {
         key: &str,
         body: Bytes,
         metadata: &Metadata,
+    ) -> Result<PutResult, StoreError> {
+        self.put_if(key, body, metadata, None).await
+    }
+
+    /// PutObject that replaces only what `condition` allows (If-None-Match / If-Match), or
+    /// fails with [`StoreErrorKind::PreconditionFailed`]. Servers that ignore conditions
+    /// write anyway: see [`conditions::probe`].
+    async fn put_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: &Metadata,
+        condition: Option<&WriteCondition>,
     ) -> Result<PutResult, StoreError>;
 
     /// CreateMultipartUpload; returns the upload id.
@@ -239,6 +262,19 @@ pub trait ObjectStore: Send + Sync + 'static {
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
+    ) -> Result<PutResult, StoreError> {
+        self.complete_multipart_if(key, upload_id, parts, None)
+            .await
+    }
+
+    /// CompleteMultipartUpload under `condition` (see [`ObjectStore::put_if`]). When the
+    /// condition fails the upload stays open: the caller completes it otherwise or aborts it.
+    async fn complete_multipart_if(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+        condition: Option<&WriteCondition>,
     ) -> Result<PutResult, StoreError>;
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError>;

@@ -188,64 +188,6 @@ impl ObjectWriter {
         self.keep_sent = Some(keep);
     }
 
-    /// Stops the stream and hands over the whole file so far as a local encrypted object:
-    /// the parts' copy and the rest, sealed as the last part. The multipart upload is
-    /// aborted, so nothing of it appears under the key. `None` (and the stream goes on)
-    /// when no parts were sent or the copy was not kept.
-    pub async fn into_local_object(&mut self) -> Result<Option<LocalObject>, WriteError> {
-        if self.result.is_some() || self.multipart.is_none() {
-            return Ok(None);
-        }
-        let Some(copy) = self.sent_copy.take() else {
-            return Ok(None);
-        };
-        let mp = self.multipart.as_mut().expect("checked");
-        // A part's copy is written before its task ends; whether the part itself arrived
-        // does not matter any more.
-        for part in std::mem::take(&mut mp.in_flight) {
-            let _ = part.await;
-        }
-        if !copy.intact() {
-            return Ok(None);
-        }
-        let encryptor = self.encryptor.take().expect("not committed");
-        encryptor.finish(&mut self.buffer);
-        let local = copy.complete(&self.buffer);
-        self.abort().await;
-        self.buffer = Vec::new();
-        self.reservation = None;
-        local
-            .map(Some)
-            .map_err(|e| WriteError::Upload(StoreError::fatal(format!("local copy: {e}"))))
-    }
-
-    /// Where the copy of the next `bytes` sent goes, while the copy is kept.
-    fn copy_target(&mut self, bytes: u64) -> Option<CopyTarget> {
-        let keep = self.keep_sent.as_ref()?;
-        let within = self.ciphertext_bytes + bytes <= keep.limit;
-        let copy = match self.sent_copy.take() {
-            Some(copy) => Ok(copy),
-            None if within => SentCopy::create(keep),
-            None => Err(std::io::Error::other("larger than --keep-sent-parts")),
-        };
-        let target = match copy {
-            Ok(mut copy) if within => copy.next(bytes).map(|t| (copy, t)),
-            Ok(_) => Err(std::io::Error::other("larger than --keep-sent-parts")),
-            Err(e) => Err(e),
-        };
-        match target {
-            Ok((copy, target)) => {
-                self.sent_copy = Some(copy);
-                Some(target)
-            }
-            Err(e) => {
-                debug!(key = %self.key, "sent parts no longer kept locally: {e}");
-                self.keep_sent = None;
-                None
-            }
-        }
-    }
-
     /// Replaces the attributes the object will record. Returns whether it will: not once the
     /// multipart upload has been created (its metadata is fixed then) or after commit.
     pub fn set_attrs(&mut self, attrs: PosixAttrs) -> bool {

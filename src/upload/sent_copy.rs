@@ -7,8 +7,9 @@
 //!
 //! The copy is the ciphertext exactly as it was sent, so nothing reaches the local disk in
 //! the clear. Its file is created already unlinked under `--cache-dir` (gone on every exit
-//! path), counts against `--max-cache-size` with the staging files, and is kept only while
-//! the file is within `--keep-sent-parts`: a stream that grows past that drops its copy, and
+//! path), counts against `--max-cache-size` with the staging files (copies together take at
+//! most half of it), and is kept only while the file is within `--keep-sent-parts`: a
+//! stream that grows past that drops its copy, and
 //! from then on a write behind its sent parts fails with EINVAL (docs/SEMANTICS.md).
 
 use std::fs::File;
@@ -18,8 +19,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tracing::debug;
+
 use super::staging::{StagingBudget, StagingFile, local_io};
-use crate::crypto::{Layout, MasterKey, ObjectDecryptor};
+use super::{ObjectWriter, WriteError, join_part};
+use crate::crypto::{Layout, MasterKey, ObjectDecryptor, TAG_LEN};
+use crate::store::StoreError;
 
 /// Where and how much of a new file's sent parts are kept.
 #[derive(Clone)]
@@ -30,11 +35,92 @@ pub struct KeepSent {
     pub limit: u64,
 }
 
+impl ObjectWriter {
+    /// Stops the stream and hands over the whole file so far as a local encrypted object:
+    /// the parts' copy and the rest, sealed as the last part. The multipart upload is
+    /// aborted, so nothing of it appears under the key. `None` (and the stream goes on)
+    /// when no parts were sent or the copy was not kept.
+    pub async fn into_local_object(&mut self) -> Result<Option<LocalObject>, WriteError> {
+        if self.result.is_some() || self.multipart.is_none() {
+            return Ok(None);
+        }
+        let Some(mut copy) = self.sent_copy.take() else {
+            return Ok(None);
+        };
+        // Room for the rest and its last tag, while the stream could still go on.
+        let rest = (self.buffer.len() + TAG_LEN) as u64;
+        if let Err(e) = copy.reserve_rest(rest) {
+            debug!(key = %self.key, "no room for the rest of the local copy: {e}");
+            self.keep_sent = None;
+            return Ok(None);
+        }
+        // A part's copy is written before its task ends. Whether the part itself arrived
+        // only matters if the stream has to go on after all.
+        let mp = self.multipart.as_mut().expect("checked");
+        let mut failed = None;
+        for part in std::mem::take(&mut mp.in_flight) {
+            match join_part(part).await {
+                Ok(done) => mp.done.push(done),
+                Err(e) => failed = Some(e),
+            }
+        }
+        if !copy.intact() {
+            self.keep_sent = None;
+            if let Some(e) = failed {
+                // Neither the copy nor the upload has every part: the version is lost.
+                self.result = Some(Err(e.clone()));
+                self.abort().await;
+                return Err(e);
+            }
+            return Ok(None);
+        }
+        let encryptor = self.encryptor.take().expect("not committed");
+        encryptor.finish(&mut self.buffer);
+        let local = copy.complete(&self.buffer);
+        self.abort().await;
+        self.buffer = Vec::new();
+        self.reservation = None;
+        local
+            .map(Some)
+            .map_err(|e| WriteError::Upload(StoreError::fatal(format!("local copy: {e}"))))
+    }
+
+    /// Where the copy of the next `bytes` sent goes, while the copy is kept.
+    pub(super) fn copy_target(&mut self, bytes: u64) -> Option<CopyTarget> {
+        let keep = self.keep_sent.as_ref()?;
+        let within = self.ciphertext_bytes + bytes <= keep.limit;
+        let copy = match self.sent_copy.take() {
+            Some(copy) => Ok(copy),
+            // A copy starts with the first part, or never.
+            None if within && self.ciphertext_bytes == 0 => SentCopy::create(keep),
+            None => Err(std::io::Error::other("larger than --keep-sent-parts")),
+        };
+        let target = match copy {
+            Ok(mut copy) if within => copy.next(bytes).map(|t| (copy, t)),
+            Ok(_) => Err(std::io::Error::other("larger than --keep-sent-parts")),
+            Err(e) => Err(e),
+        };
+        match target {
+            Ok((copy, target)) => {
+                self.sent_copy = Some(copy);
+                Some(target)
+            }
+            Err(e) => {
+                debug!(key = %self.key, "sent parts no longer kept locally: {e}");
+                self.keep_sent = None;
+                None
+            }
+        }
+    }
+}
+
 /// The copy being written as parts are sent.
 pub(super) struct SentCopy {
     file: Arc<File>,
-    /// Bytes handed out to writers so far (and reserved in the budget).
+    /// Bytes handed out to writers so far.
     len: u64,
+    /// What this copy holds of the budget: `len`, and room reserved for the last part.
+    held: u64,
     budget: Arc<StagingBudget>,
     /// Set by a part whose copy could not be written: the copy is useless then.
     failed: Arc<AtomicBool>,
@@ -62,15 +148,18 @@ impl SentCopy {
         Ok(Self {
             file: Arc::new(tempfile::tempfile_in(&keep.dir)?),
             len: 0,
+            held: 0,
             budget: keep.budget.clone(),
             failed: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// Room for the next `bytes` of the stream, at the copy's end. Fails when the local
-    /// disk budget is used up.
+    /// disk budget is half used: copies can be given up, staged changes cannot, so copies
+    /// never take the room that changes in place need.
     pub(super) fn next(&mut self, bytes: u64) -> io::Result<CopyTarget> {
-        self.budget.reserve(bytes)?;
+        self.budget.reserve_within(bytes, self.budget.limit() / 2)?;
+        self.held += bytes;
         let offset = self.len;
         self.len += bytes;
         Ok(CopyTarget {
@@ -85,9 +174,27 @@ impl SentCopy {
         !self.failed.load(Ordering::Acquire)
     }
 
-    /// The whole object: the copy of the sent parts and `rest` (the last part, finished).
+    /// Makes sure `bytes` more can be written by [`Self::complete`], before the stream is
+    /// finished (from then on it cannot go back to streaming).
+    pub(super) fn reserve_rest(&mut self, bytes: u64) -> io::Result<()> {
+        self.budget.reserve(bytes)?;
+        self.held += bytes;
+        Ok(())
+    }
+
+    /// The whole object: the copy of the sent parts and `rest` (the last part, finished),
+    /// within what [`Self::reserve_rest`] reserved.
     pub(super) fn complete(mut self, rest: &[u8]) -> io::Result<LocalObject> {
-        let target = self.next(rest.len() as u64)?;
+        let end = self.len + rest.len() as u64;
+        if end > self.held {
+            return Err(io::Error::other("the last part is larger than reserved"));
+        }
+        let target = CopyTarget {
+            file: self.file.clone(),
+            offset: self.len,
+            failed: self.failed.clone(),
+        };
+        self.len = end;
         local_io(|| target.write(rest));
         if !self.intact() {
             return Err(io::Error::other("a part's local copy could not be written"));
@@ -98,7 +205,7 @@ impl SentCopy {
 
 impl Drop for SentCopy {
     fn drop(&mut self) {
-        self.budget.release(self.len);
+        self.budget.release(self.held);
     }
 }
 

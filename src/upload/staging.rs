@@ -44,15 +44,26 @@ impl StagingBudget {
         })
     }
 
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// Bytes held by staging files now.
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 
     pub(super) fn reserve(&self, bytes: u64) -> io::Result<()> {
+        self.reserve_within(bytes, self.limit)
+    }
+
+    /// Reserves `bytes` only while everything held stays within `cap` (at most the limit):
+    /// what may be given up (the copies of sent parts) leaves room for what may not.
+    pub(super) fn reserve_within(&self, bytes: u64, cap: u64) -> io::Result<()> {
+        let cap = cap.min(self.limit);
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|total| *total <= self.limit)
+                used.checked_add(bytes).filter(|total| *total <= cap)
             })
             .map(|_| ())
             .map_err(|used| {

@@ -265,7 +265,11 @@ impl FsCore {
             }
             attrs.uid = change.uid.unwrap_or(attrs.uid);
             attrs.gid = change.gid.unwrap_or(attrs.gid);
-            attrs.mtime = change.mtime.unwrap_or(attrs.mtime);
+            // A directory's entries changed since its times were recorded: that time goes
+            // into what is saved now, unless the caller sets the mtime itself (`cp -a`,
+            // `rsync -t` set a copied directory's time after filling it).
+            let entries_changed = node.entries_changed.take().unwrap_or(UNIX_EPOCH);
+            attrs.mtime = change.mtime.unwrap_or(attrs.mtime.max(entries_changed));
             attrs.atime = change.atime.unwrap_or(attrs.atime);
             // chmod, chown and utimes change the status, even to the same values.
             attrs.ctime = SystemTime::now();

@@ -21,7 +21,7 @@ mod multipart;
 use super::{
     CompletedPart, GetResponse, ListPage, MAX_KEYS_PER_REQUEST, MAX_SINGLE_OBJECT, Metadata,
     ObjectBody, ObjectInfo, ObjectStore, PutResult, StoreConfig, StoreError, StoreErrorKind,
-    UploadInfo,
+    UploadInfo, WriteCondition,
 };
 use errors::{completed_despite_parse_error, map_err};
 
@@ -293,14 +293,16 @@ impl ObjectStore for S3Store {
         })
     }
 
-    async fn put(
+    async fn put_if(
         &self,
         key: &str,
         body: Bytes,
         metadata: &Metadata,
+        condition: Option<&WriteCondition>,
     ) -> Result<PutResult, StoreError> {
         trace_request("PutObject", key);
         crate::metrics::bytes_uploaded(body.len() as u64);
+        let (if_none_match, if_match) = condition_headers(condition);
         let out = self
             .client
             .put_object()
@@ -309,6 +311,8 @@ impl ObjectStore for S3Store {
             .content_length(body.len() as i64)
             .body(ByteStream::from(body))
             .set_metadata(non_empty(metadata))
+            .set_if_none_match(if_none_match)
+            .set_if_match(if_match)
             .customize()
             // The body's integrity is guaranteed by our own tags, not by SigV4 (docs/STORE.md).
             .disable_payload_signing()
@@ -346,13 +350,14 @@ impl ObjectStore for S3Store {
         multipart::upload_part_copy(self, key, upload_id, part_number, src, range, src_etag).await
     }
 
-    async fn complete_multipart(
+    async fn complete_multipart_if(
         &self,
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
+        condition: Option<&WriteCondition>,
     ) -> Result<PutResult, StoreError> {
-        multipart::complete_multipart(self, key, upload_id, parts).await
+        multipart::complete_multipart(self, key, upload_id, parts, condition).await
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
@@ -569,6 +574,15 @@ fn parse_content_range(header: &str) -> Option<(Range<u64>, u64)> {
     let (first, last) = span.split_once('-')?;
     let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
     Some((first..last + 1, total.parse().ok()?))
+}
+
+/// The `If-None-Match` and `If-Match` headers of a conditional write.
+fn condition_headers(condition: Option<&WriteCondition>) -> (Option<String>, Option<String>) {
+    match condition {
+        None => (None, None),
+        Some(WriteCondition::Absent) => (Some("*".to_string()), None),
+        Some(WriteCondition::Matches(etag)) => (None, Some(etag.clone())),
+    }
 }
 
 #[cfg(test)]

@@ -93,8 +93,10 @@ pub(super) async fn complete_multipart(
     key: &str,
     upload_id: &str,
     parts: &[CompletedPart],
+    condition: Option<&WriteCondition>,
 ) -> Result<PutResult, StoreError> {
     trace_request("CompleteMultipartUpload", key);
+    let (if_none_match, if_match) = super::condition_headers(condition);
     let parts = parts
         .iter()
         .map(|p| {
@@ -115,6 +117,8 @@ pub(super) async fn complete_multipart(
                 .set_parts(Some(parts))
                 .build(),
         )
+        .set_if_none_match(if_none_match)
+        .set_if_match(if_match)
         .send()
         .await;
     match result {
