@@ -401,8 +401,9 @@ pub struct MountArgs {
     /// were uploaded (zip, linkers, muxers and databases go back to patch what they wrote):
     /// up to this size the parts sent are also kept, encrypted, under --cache-dir (within
     /// --max-cache-size) until the file is saved. Past it such a write fails with EINVAL.
-    /// 0 keeps nothing (K, M, G suffixes)
-    #[arg(long, default_value = "1G", value_parser = parse_size_or_zero, value_name = "SIZE")]
+    /// The copy costs CPU (page cache writes), not speed or memory; 0 keeps nothing (K, M,
+    /// G suffixes)
+    #[arg(long, default_value = "256M", value_parser = parse_size_or_zero, value_name = "SIZE")]
     pub keep_sent_parts: u64,
     /// Memory for cached decrypted segments (K, M, G suffixes)
     #[arg(long, default_value = "64M", value_parser = parse_size)]
@@ -538,6 +539,10 @@ mod tests {
         assert!(parse_size("12X").is_err());
         assert!(parse_size("M").is_err());
         assert!(parse_size("99999999999T").is_err());
+        // `--keep-sent-parts 0` turns the copy off; other bare numbers keep parse_size's rule.
+        assert_eq!(parse_size_or_zero("0"), Ok(0));
+        assert_eq!(parse_size_or_zero("256M"), Ok(256 << 20));
+        assert!(parse_size_or_zero("100").is_err());
         assert_eq!(show_size(64 << 20), "64 MiB");
         assert_eq!(show_size(10 << 30), "10 GiB");
         assert_eq!(show_size(1536 << 10), "1536 KiB");
