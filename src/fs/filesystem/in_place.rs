@@ -34,14 +34,7 @@ impl FsCore {
             // The saved writer stopped counting at its commit; the descriptor writes again.
             n.writers += 1;
         }
-        self.handles.lock().unwrap().insert(
-            fh,
-            Handle::Modify(ModifyOpen {
-                opener_pid: h.opener_pid,
-                writes: true,
-                state: state.clone(),
-            }),
-        );
+        self.writes_in_place(fh, h.opener_pid, &state);
         Some(state)
     }
 
@@ -127,15 +120,20 @@ impl FsCore {
             .lock()
             .unwrap()
             .insert(h.ino, (state.clone(), 1));
+        self.writes_in_place(fh, h.opener_pid, &state);
+        Ok(Some(state))
+    }
+
+    /// Descriptor `fh` (a new file's) goes on writing the contents in place `state`.
+    fn writes_in_place(&self, fh: u64, opener_pid: u32, state: &SharedModify) {
         self.handles.lock().unwrap().insert(
             fh,
             Handle::Modify(ModifyOpen {
-                opener_pid: h.opener_pid,
+                opener_pid,
                 writes: true,
                 state: state.clone(),
             }),
         );
-        Ok(Some(state))
     }
 
     /// A new descriptor on a file being streamed by one other descriptor: the stream goes on
