@@ -40,6 +40,8 @@
 #   BENCH_NODELAY    1 (default): Garage runs with bench/nodelay.c preloaded (TCP_NODELAY on
 #                    its sockets; without it every small request waits ~40 ms for a delayed
 #                    ACK, which measures the server, not the clients); 0: Garage as it is
+#   BENCH_FS_BINARY  the s3cryptfs binary measured (default: the release build of this tree;
+#                    the results name the tree's commit either way, so say which in notes)
 #   BENCH_MOUNT_ARGS extra `s3cryptfs mount` options for every s3cryptfs mount of the run
 #                    (word-split), e.g. "--keep-sent-parts 0" to compare a setting's cost
 #   CARGO_TARGET_DIR honoured for the binaries
@@ -79,7 +81,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SIZE_MIB=${BENCH_SIZE_MIB:-1024}
 RUNS=${BENCH_RUNS:-3}
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
-FS=$TARGET/release/s3cryptfs
+# BENCH_FS_BINARY: another s3cryptfs binary to measure (an A/B run against an older build)
+FS=${BENCH_FS_BINARY:-$TARGET/release/s3cryptfs}
 BASE=$TARGET/release/examples/s3_baseline
 RESULTS=$REPO/bench/results.md
 SIZE=$((SIZE_MIB * 1024 * 1024))
@@ -144,6 +147,8 @@ log "building release binaries"
 # the tree the binaries were built from (recorded now: the checkout may change during the run)
 commit=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(cd "$REPO" && { git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ", src modified"; })
+[ -n "${BENCH_FS_BINARY:-}" ] && dirty="$dirty, s3cryptfs binary $FS"
+[ -x "$FS" ] || die "no s3cryptfs binary at $FS"
 
 # ---------------------------------------------------------------------------------------------
 # work directory and cleanup

@@ -50,6 +50,13 @@ pub fn file_committed(how: &'static str) {
     metrics::counter!("s3cryptfs_files_committed_total", "upload" => how).increment(1);
 }
 
+/// A save that found another mount's save (or removal) under its name: `kept_both`,
+/// `refused` (--on-conflict=error) or `unguarded` (seen only after the fact, on a server
+/// that ignores conditional writes).
+pub fn save_conflict(outcome: &'static str) {
+    metrics::counter!("s3cryptfs_save_conflicts_total", "outcome" => outcome).increment(1);
+}
+
 pub fn file_failed() {
     metrics::counter!("s3cryptfs_files_failed_total").increment(1);
 }

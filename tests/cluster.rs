@@ -122,3 +122,62 @@ async fn the_server_restarting_mid_copy_leaves_only_whole_objects() {
     );
     assert!(v.store.list_uploads("").await.unwrap().is_empty());
 }
+
+/// Two mounts of one volume through two nodes of the cluster, saving one file and creating
+/// one name while the third node is stopped: Garage ignores conditional writes, so the
+/// mounts' checks by HEAD keep both sides, and nothing is lost or left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_mounts_on_two_nodes_keep_both_saves_with_a_node_down() {
+    use std::io::Write;
+    let mut cluster = Cluster::start().expect("three-node cluster");
+    let server: &'static Server = Box::leak(Box::new(Server::external(
+        cluster.endpoint(0),
+        ACCESS_KEY,
+        SECRET_KEY,
+    )));
+    let v = TestVolume::new_on(server, "shared", "vol").await;
+    let a = v.mount(&["--metadata-ttl", "0"]);
+    let b = v.mount_via(&cluster.endpoint(1), &["--metadata-ttl", "0"]);
+    std::fs::write(a.join("log"), b"line 1\n").unwrap();
+    let mut on_a = std::fs::OpenOptions::new()
+        .append(true)
+        .open(a.join("log"))
+        .unwrap();
+    let mut on_b = std::fs::OpenOptions::new()
+        .append(true)
+        .open(b.join("log"))
+        .unwrap();
+    on_a.write_all(b"from A\n").unwrap();
+    on_b.write_all(b"from B\n").unwrap();
+    let mut new_a = std::fs::File::create(a.join("new")).unwrap();
+    let mut new_b = std::fs::File::create(b.join("new")).unwrap();
+    new_a.write_all(b"new on A").unwrap();
+    new_b.write_all(b"new on B").unwrap();
+    // One replica goes away: the saves go on with a quorum of two.
+    cluster.stop(2);
+    for f in [on_a, on_b, new_a, new_b] {
+        f.sync_all().unwrap();
+    }
+    cluster.restart(2).expect("node comes back");
+    drop((a, b));
+    let fresh = v.mount(&[]);
+    let mut names: Vec<String> = std::fs::read_dir(fresh.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 4, "{names:?}");
+    let read = |n: &str| std::fs::read(fresh.join(n)).unwrap();
+    let conflict = |stem: &str| {
+        names
+            .iter()
+            .find(|n| n.starts_with(&format!("{stem}.conflict-")))
+            .unwrap_or_else(|| panic!("a conflict copy of {stem}: {names:?}"))
+            .clone()
+    };
+    assert_eq!(read("log"), b"line 1\nfrom A\n");
+    assert_eq!(read(&conflict("log")), b"line 1\nfrom B\n");
+    assert_eq!(read("new"), b"new on A");
+    assert_eq!(read(&conflict("new")), b"new on B");
+    assert!(v.store.list_uploads("").await.unwrap().is_empty());
+}

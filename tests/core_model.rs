@@ -272,6 +272,27 @@ impl Local {
         }
     }
 
+    /// Whether rename(2) of `from` to `to` would succeed here (and so be judged only by the
+    /// key limit): the source exists, the target's parent is a directory, and the target is
+    /// absent, a file replaced by a file, or an empty directory replaced by a directory.
+    fn rename_succeeds(&self, from: &[String], to: &[String]) -> bool {
+        let (source, target) = (self.path(from), self.path(to));
+        let Ok(source_meta) = std::fs::symlink_metadata(&source) else {
+            return false;
+        };
+        if from == to || !target.parent().is_some_and(|p| p.is_dir()) {
+            return false;
+        }
+        match std::fs::symlink_metadata(&target) {
+            Err(_) => true,
+            Ok(t) if t.is_dir() => {
+                source_meta.is_dir()
+                    && std::fs::read_dir(&target).is_ok_and(|mut d| d.next().is_none())
+            }
+            Ok(_) => !source_meta.is_dir(),
+        }
+    }
+
     /// (name, is_dir) of a directory's entries, sorted.
     fn list(&self, p: &[String]) -> Result<Vec<(String, bool)>, Errno> {
         let mut out: Vec<(String, bool)> = std::fs::read_dir(self.path(p))
@@ -326,6 +347,46 @@ async fn apply_core(core: &mut Core, step: &Step) -> Result<Option<Vec<u8>>, Err
             Ok(None)
         }
     }
+}
+
+/// Whether renaming `from` to `to` would give an object of the moved tree a key past S3's
+/// 1,024 bytes: the core refuses such a rename with ENAMETOOLONG, where a local directory has
+/// no limit. (Random renames of directories into each other grow deep trees, and encrypted
+/// names are about 40 bytes a level.)
+async fn rename_passes_key_limit(
+    core: &Core,
+    local: &Local,
+    from: &[String],
+    to: &[String],
+) -> bool {
+    fn walk(dir: &std::path::Path, rel: &str, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = format!("{rel}/{name}");
+            if entry.path().is_dir() {
+                out.push(format!("{path}/"));
+                walk(&entry.path(), &path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let source = local.path(from);
+    let target = to.join("/");
+    let mut moved = Vec::new();
+    if source.is_dir() {
+        moved.push(format!("{target}/"));
+        walk(&source, &target, &mut moved);
+    } else if source.exists() {
+        moved.push(target);
+    }
+    core.keys(&moved)
+        .await
+        .iter()
+        .any(|key| key.len() > s3cryptfs::object_keys::MAX_KEY_BYTES)
 }
 
 /// Steps the kernel answers itself, before asking the filesystem: skipped. (A rename into
@@ -451,7 +512,15 @@ async fn run_model(seed: u64, count: usize, encrypt_names: bool) {
             continue;
         }
         let context = format!("seed {seed}, step {i}: {}", describe(&step));
-        let want = local.apply(&step);
+        let want = match &step {
+            Step::Rename(from, to)
+                if local.rename_succeeds(from, to)
+                    && rename_passes_key_limit(&core, &local, from, to).await =>
+            {
+                Err(libc::ENAMETOOLONG)
+            }
+            _ => local.apply(&step),
+        };
         let got = apply_core(&mut core, &step).await;
         if let Ok(t) = std::env::var("CORE_MODEL_TRACE")
             && (context.contains(&t) || matches!(step, Step::Remount))

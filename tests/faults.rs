@@ -161,6 +161,29 @@ async fn a_failed_overwrite_keeps_the_old_version(kind: ServerKind) {
         std::fs::read(m.join("f")).unwrap(),
         b"version one, appended"
     );
+    // Emptying it (`: > f`, an O_TRUNC open closed with nothing written) that cannot be
+    // saved fails close(), rather than returning 0 and leaving the old contents.
+    proxy.inject(put_object, Fault::Status(500, "InternalError"), None);
+    let err = write_and_close(&m.join("f"), b"").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    proxy.clear();
+    assert_eq!(
+        std::fs::read(m.join("f")).unwrap(),
+        b"version one, appended"
+    );
+    // A shell redirection closes the opened descriptor before its dup'd copy writes: that
+    // early close saves the empty file, and what is written after it is saved at the end.
+    let script = format!("echo replaced > '{}'", m.join("f").display());
+    assert!(
+        Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(std::fs::read(m.join("f")).unwrap(), b"replaced\n");
+    write_and_close(&m.join("f"), b"").unwrap();
+    assert_eq!(std::fs::metadata(m.join("f")).unwrap().len(), 0);
 }
 
 async fn close_from_another_thread_reports_the_upload_error(kind: ServerKind) {

@@ -362,7 +362,8 @@ async fn missing_bucket_and_key_errors(kind: ServerKind) {
 /// What each test server does with conditional writes (docs/STORE.md writes it down): moto
 /// enforces `If-None-Match` on PutObject and CompleteMultipartUpload and `If-Match` on
 /// PutObject, but completes a multipart upload whatever its `If-Match`; Garage ignores every
-/// condition. AWS S3 enforces all four. The probe leaves nothing behind.
+/// condition and ends a key's multipart uploads when the key is written. AWS S3 enforces all
+/// four and keeps the uploads. The probe leaves nothing behind.
 async fn conditional_writes_as_each_server_handles_them(kind: ServerKind) {
     use s3cryptfs::store::conditions::{ConditionSupport, probe};
     let (store, _) = fresh_store(kind, "conditions", "vol/").await;
@@ -373,7 +374,9 @@ async fn conditional_writes_as_each_server_handles_them(kind: ServerKind) {
             put_matches: true,
             complete_absent: true,
             complete_matches: false,
+            uploads_survive_overwrite: true,
         },
+        // Garage also ends a multipart upload when its key is written.
         ServerKind::Garage => ConditionSupport::default(),
     };
     assert_eq!(found, expected, "{found}");

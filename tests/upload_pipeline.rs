@@ -41,6 +41,7 @@ async fn setup(kind: ServerKind, tag: &str) -> (Arc<FaultStore>, S3Store, Arc<Up
         budget: MemoryBudget::new(64 << 20, Duration::from_secs(5)),
         config: UploadConfig { parts_in_flight: 2 },
         stats: UploadStats::default(),
+        conditions: s3cryptfs::store::ConditionSupport::ALL,
     });
     (faults, raw, ctx)
 }

@@ -3,9 +3,26 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::store::StoreConfig;
+use crate::upload::OnConflict;
+
+/// `--on-conflict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConflictPolicy {
+    KeepBoth,
+    Error,
+}
+
+impl From<ConflictPolicy> for OnConflict {
+    fn from(policy: ConflictPolicy) -> Self {
+        match policy {
+            ConflictPolicy::KeepBoth => OnConflict::KeepBoth,
+            ConflictPolicy::Error => OnConflict::Error,
+        }
+    }
+}
 
 pub use super::key_args::{KeyArgs, PASSPHRASE_ENV, Secret};
 
@@ -405,6 +422,13 @@ pub struct MountArgs {
     /// G suffixes)
     #[arg(long, default_value = "256M", value_parser = parse_size_or_zero, value_name = "SIZE")]
     pub keep_sent_parts: u64,
+    /// What a save does when another mount saved (or removed) the file since this mount
+    /// last read it (docs/SEMANTICS.md, "Several mounts on one volume"): `keep-both` keeps
+    /// both versions, one under NAME.conflict-HOST-TIME beside the file, and close()
+    /// succeeds with a warning in the log; `error` fails close()/fsync() with EIO and
+    /// leaves the other mount's version in place
+    #[arg(long, value_enum, default_value = "keep-both", value_name = "POLICY")]
+    pub on_conflict: ConflictPolicy,
     /// Memory for cached decrypted segments (K, M, G suffixes)
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub cache_size: u64,

@@ -21,6 +21,7 @@ use super::args::{MountArgs, PASSPHRASE_ENV, Secret};
 use super::{EXIT_FAILURE, EXIT_STORE, EXIT_USAGE, fail, runtime};
 use crate::fs::{FsCore, FsOptions, FuseAdapter, raise_read_ahead};
 use crate::read::{PrefetchConfig, ReadContext, SegmentCache};
+use crate::store::ConditionSupport;
 use crate::upload::{MemoryBudget, UploadConfig, UploadContext, UploadStats};
 
 /// The background child reports readiness on this inherited descriptor.
@@ -201,16 +202,23 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
         }
     };
     drop(secret);
+    // Which conditional writes the server enforces (docs/STORE.md): asked once, on a hidden
+    // scratch key that fsck would list if a crash left it. Saves check the others with HEADs.
+    let mut conditions = ConditionSupport::default();
     if !args.read_only {
-        // Which conditional writes the server enforces (docs/STORE.md): asked once, on a
-        // hidden scratch key that fsck would list if a crash left it.
         let scratch = crate::object_keys::pending_key();
         match rt.block_on(crate::store::conditions::probe(
             volume.store.as_ref(),
             &scratch,
         )) {
-            Ok(found) => info!("conditional writes on {location}: {found}"),
-            Err(e) => warn!("could not find out which conditional writes {location} enforces: {e}"),
+            Ok(found) => {
+                info!("conditional writes on {location}: {found}");
+                conditions = found;
+            }
+            Err(e) => warn!(
+                "could not find out which conditional writes {location} enforces (saves check \
+                 with HEAD requests instead): {e}"
+            ),
         }
     }
 
@@ -226,6 +234,11 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
         metadata_ttl: Duration::from_secs_f64(args.metadata_ttl.max(0.0)),
         read_only: args.read_only,
         key_prefix_len,
+        host: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "unknown-host".to_string()),
+        on_conflict: args.on_conflict.into(),
     };
     let read = Arc::new(ReadContext {
         store: volume.store.clone(),
@@ -246,6 +259,7 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
             parts_in_flight: args.parts_in_flight.max(1),
         },
         stats: UploadStats::default(),
+        conditions,
     });
     let fs = Arc::new(FsCore::new(volume, fs_options, read, upload.clone()));
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());

@@ -310,6 +310,8 @@ pub fn put(args: PutArgs) -> i32 {
             budget: MemoryBudget::new(64 << 20, Duration::from_secs(30)),
             config: UploadConfig::default(),
             stats: UploadStats::default(),
+            // Recovery writes under names nothing else is saving.
+            conditions: Default::default(),
         });
         let path = clean_path(&args.path);
         let (key, sides) = key_of(&volume, &path, false);

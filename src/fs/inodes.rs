@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use tokio::time::Instant;
 
 use crate::crypto::{AttrsBinding, PosixAttrs};
+use crate::store::WriteCondition;
 
 pub const ROOT_INO: u64 = 1;
 
@@ -112,6 +113,10 @@ pub struct Node {
     /// A directory: when this mount last added, removed or renamed one of its entries. Its
     /// mtime and ctime show at least this (kept in memory, not recorded in the bucket).
     pub entries_changed: Option<std::time::SystemTime>,
+    /// This mount's latest saves of the file: the state each expected under the name, and
+    /// the version it left there. Another descriptor's save that expected the earlier
+    /// state expects the later one instead: saves of one mount are never conflicts.
+    pub saved_here: Vec<(WriteCondition, String)>,
 }
 
 #[derive(Debug)]
@@ -136,6 +141,7 @@ impl InodeTable {
             unlinked: false,
             orphans: Vec::new(),
             entries_changed: None,
+            saved_here: Vec::new(),
         };
         Self {
             nodes: HashMap::from([(ROOT_INO, root)]),
@@ -203,6 +209,7 @@ impl InodeTable {
                 unlinked: false,
                 orphans: Vec::new(),
                 entries_changed: None,
+                saved_here: Vec::new(),
             },
         );
         self.by_name.insert(slot, ino);

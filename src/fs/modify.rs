@@ -22,9 +22,10 @@ use bytes::{Bytes, BytesMut};
 
 use crate::crypto::PosixAttrs;
 use crate::read::ObjectReader;
-use crate::upload::append::{AppendBase, Appender, worthwhile};
+use crate::store::WriteCondition;
+use crate::upload::append::{AppendBase, Appender, MIN_KEPT, worthwhile};
 use crate::upload::staging::{StagingBudget, StagingFile, local_io};
-use crate::upload::{Committed, ObjectWriter, UploadContext, WriteError};
+use crate::upload::{Committed, ObjectWriter, SaveGuard, UploadContext, WriteError};
 
 /// Bytes copied per step between the object, the staging file and the upload.
 const CHUNK: u64 = 1024 * 1024;
@@ -48,12 +49,16 @@ pub struct ModifyHandle {
     contents: Contents,
     /// Changed since the last commit.
     pub dirty: bool,
+    /// What the next save expects under the file's name: the version it started from, or
+    /// no file at all for one this mount created (see `upload::conflict`).
+    pub expect: Option<WriteCondition>,
 }
 
 impl ModifyHandle {
     pub fn new(ino: u64, base: Arc<ObjectReader>, base_len: u64) -> Self {
         Self {
             ino,
+            expect: Some(WriteCondition::Matches(base.version().etag.clone())),
             base: Some(base),
             base_len,
             contents: Contents::Base,
@@ -69,6 +74,7 @@ impl ModifyHandle {
             base_len: 0,
             contents: Contents::Staged(staging),
             dirty: true,
+            expect: None,
         }
     }
 
@@ -112,6 +118,7 @@ impl ModifyHandle {
     /// key) instead.
     pub fn move_base(&mut self, key: &str, copy: Arc<ObjectReader>) {
         if self.base_key() == Some(key) {
+            self.expect = Some(WriteCondition::Matches(copy.version().etag.clone()));
             self.base = Some(copy);
         }
     }
@@ -207,6 +214,19 @@ impl ModifyHandle {
         Ok(())
     }
 
+    /// Whether bytes added past the version go to a tail of their own, the version being
+    /// kept as it is in the bucket. Only where the save can keep it (a large version): a
+    /// smaller one is copied in at the first change, so that the change never depends on
+    /// the version still being in the bucket when it is saved (another mount may replace
+    /// it, and its save must not make this one's contents unreadable).
+    fn keeps_base(&self) -> bool {
+        match self.contents {
+            Contents::Staged(_) => false,
+            Contents::Appended(_) => true,
+            Contents::Base => self.base_len >= MIN_KEPT,
+        }
+    }
+
     /// The tail, made on the first append.
     fn tail(&mut self, dir: &Path, budget: &Arc<StagingBudget>) -> FsResult<&mut StagingFile> {
         if matches!(self.contents, Contents::Base) {
@@ -231,7 +251,7 @@ impl ModifyHandle {
         offset: u64,
         data: &[u8],
     ) -> FsResult<()> {
-        if offset >= self.base_len && !matches!(self.contents, Contents::Staged(_)) {
+        if offset >= self.base_len && self.keeps_base() {
             let base_len = self.base_len;
             stage(self.tail(dir, budget)?, offset - base_len, data)?;
         } else {
@@ -250,7 +270,7 @@ impl ModifyHandle {
         if len == self.len() {
             return Ok(());
         }
-        let target = if len >= self.base_len && !matches!(self.contents, Contents::Staged(_)) {
+        let target = if len >= self.base_len && self.keeps_base() {
             let base_len = self.base_len;
             (self.tail(dir, budget)?, len - base_len)
         } else {
@@ -271,6 +291,7 @@ impl ModifyHandle {
         upload: &Arc<UploadContext>,
         key: &str,
         attrs: &PosixAttrs,
+        guard: Option<&SaveGuard>,
     ) -> FsResult<Option<Committed>> {
         let layout = upload.layout;
         let (Some(tail), Some(plan)) = (self.appended(), layout.append_plan(self.base_len)) else {
@@ -345,7 +366,7 @@ impl ModifyHandle {
             }
         }
         appender
-            .finish()
+            .finish(guard)
             .await
             .map(Some)
             .map_err(|e| fail("appending", e))

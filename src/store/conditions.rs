@@ -22,9 +22,21 @@ pub struct ConditionSupport {
     pub complete_absent: bool,
     /// CompleteMultipartUpload, likewise for `If-Match`.
     pub complete_matches: bool,
+    /// A multipart upload goes on when its key is written meanwhile (Garage ends it: a save
+    /// by another mount would make this one's upload fail).
+    pub uploads_survive_overwrite: bool,
 }
 
 impl ConditionSupport {
+    /// What AWS S3 does.
+    pub const ALL: Self = Self {
+        put_absent: true,
+        put_matches: true,
+        complete_absent: true,
+        complete_matches: true,
+        uploads_survive_overwrite: true,
+    };
+
     /// Every condition a save uses is enforced.
     pub fn complete(&self) -> bool {
         self.put_absent && self.put_matches && self.complete_absent && self.complete_matches
@@ -37,11 +49,16 @@ impl fmt::Display for ConditionSupport {
         write!(
             f,
             "PutObject If-None-Match {}, If-Match {}; CompleteMultipartUpload If-None-Match {}, \
-             If-Match {}",
+             If-Match {}; multipart uploads {} a write of their key",
             yes(self.put_absent),
             yes(self.put_matches),
             yes(self.complete_absent),
-            yes(self.complete_matches)
+            yes(self.complete_matches),
+            if self.uploads_survive_overwrite {
+                "survive"
+            } else {
+                "end at"
+            }
         )
     }
 }
@@ -76,12 +93,31 @@ async fn try_each(store: &dyn ObjectStore, key: &str) -> Result<ConditionSupport
     let put_matches = refused(store.put_if(key, body(), &none, Some(&stale)).await)?;
     let complete_absent = refused(complete_one_part(store, key, absent).await)?;
     let complete_matches = refused(complete_one_part(store, key, Some(&stale)).await)?;
+    let uploads_survive_overwrite = upload_survives_overwrite(store, key).await?;
     Ok(ConditionSupport {
         put_absent,
         put_matches,
         complete_absent,
         complete_matches,
+        uploads_survive_overwrite,
     })
+}
+
+/// Whether a part can still be added to an upload of `key` after `key` was written.
+async fn upload_survives_overwrite(store: &dyn ObjectStore, key: &str) -> Result<bool, StoreError> {
+    let upload_id = store.create_multipart(key, &Metadata::new()).await?;
+    store
+        .put(key, Bytes::from_static(b"probe"), &Metadata::new())
+        .await?;
+    let part = store
+        .upload_part(key, &upload_id, 1, Bytes::from_static(b"probe"))
+        .await;
+    let _ = store.abort_multipart(key, &upload_id).await;
+    match part {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// A one-part multipart upload of `key`, completed under `condition`; aborted if refused.
@@ -122,7 +158,7 @@ mod tests {
     async fn a_strict_store_enforces_everything_and_keeps_nothing() {
         let store = MemoryStore::new();
         let found = probe(&store, ".s3cryptfs/probe/x").await.unwrap();
-        assert!(found.complete(), "{found}");
+        assert_eq!(found, ConditionSupport::ALL, "{found}");
         assert!(store.keys().is_empty());
         assert!(store.list_uploads("").await.unwrap().is_empty());
     }
@@ -131,6 +167,7 @@ mod tests {
     async fn a_store_that_ignores_conditions_is_seen_to() {
         let store = MemoryStore::new();
         store.ignore_conditions();
+        store.drop_uploads_on_overwrite();
         let found = probe(&store, ".s3cryptfs/probe/x").await.unwrap();
         assert_eq!(found, ConditionSupport::default());
         assert!(store.keys().is_empty());

@@ -77,6 +77,8 @@ pub struct MemoryStore {
     requests: AtomicU64,
     /// Writes ignore their conditions, as some servers' do (Garage).
     ignores_conditions: std::sync::atomic::AtomicBool,
+    /// A write of a key ends the multipart uploads open under it, as Garage's do.
+    drops_uploads_on_overwrite: std::sync::atomic::AtomicBool,
 }
 
 fn etag_of(body: &[u8]) -> String {
@@ -126,6 +128,13 @@ impl MemoryStore {
     /// writes does.
     pub fn ignore_conditions(&self) {
         self.ignores_conditions.store(true, Ordering::Relaxed);
+    }
+
+    /// From now on a write of a key ends the multipart uploads open under it (Garage keeps
+    /// one version being written per key, and a newer one supersedes it).
+    pub fn drop_uploads_on_overwrite(&self) {
+        self.drops_uploads_on_overwrite
+            .store(true, Ordering::Relaxed);
     }
 
     /// Whether `condition` holds for `key` now (always, when conditions are ignored).
@@ -188,6 +197,9 @@ impl MemoryStore {
         let mut state = self.state.lock().unwrap();
         self.check_condition(&state, key, condition)?;
         state.objects.insert(key.to_string(), object);
+        if self.drops_uploads_on_overwrite.load(Ordering::Relaxed) {
+            state.uploads.retain(|_, upload| upload.key != key);
+        }
         Ok(PutResult { etag: Some(etag) })
     }
 }

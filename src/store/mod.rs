@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+pub use conditions::ConditionSupport;
 pub use config::{StaticCredentials, StoreConfig};
 pub use error::{StoreError, StoreErrorKind};
 pub use kms::KmsKeys;

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tracing::{debug, warn};
 
-use super::{Committed, UploadContext, WriteError, part_size};
+use super::{Committed, SaveGuard, UploadContext, WriteError, conflict, part_size};
 use crate::crypto::{
     ATTRS_METADATA_NAME, AppendPlan, AttrsBinding, Header, PosixAttrs, StreamEncryptor, seal_attrs,
 };
@@ -34,8 +34,11 @@ const COPIES_IN_FLIGHT: usize = 4;
 /// Whether keeping the ciphertext saves anything: at least two parts' worth (part 1 is
 /// fetched and sent again anyway).
 pub fn worthwhile(plan: &AppendPlan) -> bool {
-    plan.kept.end - plan.kept.start >= 2 * MIN_PART
+    plan.kept.end - plan.kept.start >= MIN_KEPT
 }
+
+/// Ciphertext an append must keep to be worth it; a smaller version is rewritten whole.
+pub const MIN_KEPT: u64 = 2 * MIN_PART;
 
 /// The version being appended to.
 pub struct AppendBase<'a> {
@@ -182,24 +185,28 @@ impl Appender {
         Ok(())
     }
 
-    /// Seals the last segment, sends the last part and completes the upload.
-    pub async fn finish(mut self) -> Result<Committed, WriteError> {
+    /// Seals the last segment, sends the last part and completes the upload (as `guard`
+    /// says, see `conflict`).
+    pub async fn finish(mut self, guard: Option<&SaveGuard>) -> Result<Committed, WriteError> {
         let encryptor = self.encryptor.take().expect("finished once");
         let plaintext_size = encryptor.plaintext_len();
         encryptor.finish(&mut self.buffer);
         let last = std::mem::take(&mut self.buffer);
         let result = async {
             self.upload(Bytes::from(last)).await?;
-            let store = &self.ctx.store;
-            Ok::<_, WriteError>(
-                store
-                    .complete_multipart(&self.key, &self.upload_id, &self.parts)
-                    .await?,
+            conflict::complete(
+                self.ctx.store.as_ref(),
+                &self.ctx.conditions,
+                &self.key,
+                &self.upload_id,
+                &self.parts,
+                guard,
             )
+            .await
         }
         .await;
         match result {
-            Ok(put) => {
+            Ok((put, conflict)) => {
                 let ciphertext_size = self.ctx.layout.ciphertext_size(plaintext_size);
                 debug_assert!(self.ciphertext_bytes <= ciphertext_size);
                 debug!(key = %self.key, plaintext_size, parts = self.parts.len(), "appended");
@@ -211,6 +218,7 @@ impl Appender {
                     plaintext_size,
                     ciphertext_size,
                     etag: put.etag,
+                    conflict,
                 })
             }
             Err(e) => {

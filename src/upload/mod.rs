@@ -4,6 +4,8 @@
 
 pub mod append;
 mod budget;
+mod conflict;
+mod finish;
 mod parts;
 mod sent_copy;
 pub mod staging;
@@ -17,6 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 pub use budget::{MemoryBudget, Reservation};
+pub use conflict::{Conflict, ConflictName, OnConflict, SaveGuard};
 pub use parts::part_size;
 use sent_copy::{CopyTarget, SentCopy};
 pub use sent_copy::{KeepSent, LocalObject};
@@ -25,7 +28,7 @@ use crate::crypto::{
     ATTRS_METADATA_NAME, AttrsBinding, Layout, MasterKey, ObjectKind, PosixAttrs, StreamEncryptor,
     seal_attrs,
 };
-use crate::store::{CompletedPart, Metadata, ObjectStore, StoreError};
+use crate::store::{CompletedPart, ConditionSupport, Metadata, ObjectStore, StoreError};
 
 /// Write-path settings.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +61,9 @@ pub struct UploadContext {
     pub budget: MemoryBudget,
     pub config: UploadConfig,
     pub stats: UploadStats,
+    /// Which conditional writes the server enforces (the mount's probe); saves check the
+    /// rest themselves (see `conflict`).
+    pub conditions: ConditionSupport,
 }
 
 /// Why a write or a commit failed.
@@ -71,6 +77,8 @@ pub enum WriteError {
     Upload(#[from] StoreError),
     #[error("the file was already committed")]
     Committed,
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl WriteError {
@@ -81,6 +89,7 @@ impl WriteError {
             WriteError::Upload(e) if e.errno() == libc::EACCES => libc::EACCES,
             WriteError::Upload(_) => libc::EIO,
             WriteError::Committed => libc::EBADF,
+            WriteError::Conflict(_) => libc::EIO,
         }
     }
 }
@@ -91,6 +100,8 @@ pub struct Committed {
     pub plaintext_size: u64,
     pub ciphertext_size: u64,
     pub etag: Option<String>,
+    /// Another mount had saved (or removed) the file first, and both versions were kept.
+    pub conflict: Option<Conflict>,
 }
 
 struct Multipart {
@@ -127,6 +138,15 @@ pub struct ObjectWriter {
     /// Where the object goes once complete, when the file was renamed after its multipart
     /// upload had started under `key` (the upload's key cannot change).
     final_key: Option<String>,
+    /// What the save expects under the key, and what it does otherwise (`None`: it
+    /// overwrites whatever is there).
+    guard: Option<SaveGuard>,
+    /// Renamed while its multipart upload ran: what the guard expected was the old name's.
+    renamed: bool,
+    /// Where a multipart upload runs instead of under the key, on a server that ends a
+    /// key's uploads when the key is written (another mount's save would end this one's):
+    /// the completed object is then copied under the key.
+    hidden_upload_key: Option<String>,
     /// Whether (and where) the sent parts are kept locally; `None` once given up.
     keep_sent: Option<KeepSent>,
     sent_copy: Option<SentCopy>,
@@ -151,6 +171,9 @@ impl ObjectWriter {
             part_number: 1,
             multipart: None,
             final_key: None,
+            guard: None,
+            renamed: false,
+            hidden_upload_key: None,
             keep_sent: None,
             sent_copy: None,
             ciphertext_bytes: 0,
@@ -178,8 +201,22 @@ impl ObjectWriter {
             Retarget::Moved
         } else {
             self.final_key = Some(key);
+            self.renamed = true;
             Retarget::AtCommit
         }
+    }
+
+    /// Runs a multipart upload, if the file needs one, under `hidden_key` (see
+    /// `hidden_upload_key`).
+    pub fn upload_under(&mut self, hidden_key: String) {
+        self.hidden_upload_key = Some(hidden_key);
+    }
+
+    /// What the commit expects to find under the key (see `conflict`). Set just before the
+    /// commit, when the file's name and base are known. A version renamed while its
+    /// multipart upload ran stays unguarded.
+    pub fn guard(&mut self, guard: Option<SaveGuard>) {
+        self.guard = guard;
     }
 
     /// Keeps a local copy of the parts as they are sent (see `sent_copy`), so that the
@@ -307,12 +344,20 @@ impl ObjectWriter {
         let ctx = self.ctx.clone();
         let body = Bytes::from(std::mem::take(&mut self.buffer));
         self.ciphertext_bytes += body.len() as u64;
-        let (etag, parts) = match self.multipart.take() {
+        let (etag, parts, conflict) = match self.multipart.take() {
             None => {
-                let put = ctx.store.put(&self.key, body, &self.metadata()).await?;
+                let (put, conflict) = conflict::put(
+                    ctx.store.as_ref(),
+                    &ctx.conditions,
+                    &self.key,
+                    body,
+                    &self.metadata(),
+                    self.guard.as_ref(),
+                )
+                .await?;
                 ctx.stats.single_put_files.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::file_committed("single_put");
-                (put.etag, 1)
+                (put.etag, 1, conflict)
             }
             Some(mp) => {
                 let upload_id = mp.upload_id.clone();
@@ -327,29 +372,10 @@ impl ObjectWriter {
                 }
                 let mut parts = mp.done.clone();
                 parts.sort_by_key(|p| p.part_number);
-                let done = ctx
-                    .store
-                    .complete_multipart(&self.key, &upload_id, &parts)
-                    .await?;
-                self.multipart = None;
-                let done = match self.final_key.take() {
-                    Some(final_key) => {
-                        // Renamed while uploading: move the completed object to its new name.
-                        let moved = ctx
-                            .store
-                            .copy(&self.key, &final_key, Some(&self.metadata()))
-                            .await?;
-                        if let Err(e) = ctx.store.delete(&self.key).await {
-                            warn!(key = %self.key, "could not remove the pre-rename key: {e}");
-                        }
-                        self.key = final_key;
-                        moved
-                    }
-                    None => done,
-                };
+                let (done, conflict) = self.finish_multipart(&upload_id, &parts).await?;
                 ctx.stats.multipart_files.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::file_committed("multipart");
-                (done.etag, parts.len())
+                (done.etag, parts.len(), conflict)
             }
         };
         ctx.stats
@@ -366,6 +392,7 @@ impl ObjectWriter {
             plaintext_size,
             ciphertext_size: self.ciphertext_bytes,
             etag,
+            conflict,
         })
     }
 
@@ -430,6 +457,11 @@ impl ObjectWriter {
     /// Hands the full part buffer to the uploader.
     async fn send_part(&mut self) -> Result<(), WriteError> {
         if self.multipart.is_none() {
+            if let Some(hidden) = self.hidden_upload_key.take()
+                && self.final_key.is_none()
+            {
+                self.final_key = Some(std::mem::replace(&mut self.key, hidden));
+            }
             let upload_id = self
                 .ctx
                 .store

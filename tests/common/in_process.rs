@@ -11,10 +11,10 @@ use s3cryptfs::fs::{
     Attr, AttrChange, Caller, DirEntry, FsCore, FsError, FsOptions, NodeKind, ROOT_INO,
 };
 use s3cryptfs::read::{PrefetchConfig, ReadContext, SegmentCache};
-use s3cryptfs::store::ObjectStore;
 use s3cryptfs::store::fault::FaultStore;
 use s3cryptfs::store::memory::MemoryStore;
-use s3cryptfs::upload::{MemoryBudget, UploadConfig, UploadContext, UploadStats};
+use s3cryptfs::store::{ConditionSupport, ObjectStore};
+use s3cryptfs::upload::{MemoryBudget, OnConflict, UploadConfig, UploadContext, UploadStats};
 use s3cryptfs::volume::{Volume, VolumeShape};
 
 pub type Errno = i32;
@@ -48,6 +48,12 @@ pub struct Settings {
     pub metadata_ttl: Duration,
     /// `--allow-other`: other users reach the mount.
     pub shared: bool,
+    /// `--on-conflict`, and the host name conflict names carry.
+    pub on_conflict: OnConflict,
+    pub host: String,
+    /// What the mount's probe found the store enforces (the memory store enforces all,
+    /// unless told to ignore them).
+    pub conditions: ConditionSupport,
 }
 
 impl Default for Settings {
@@ -61,6 +67,9 @@ impl Default for Settings {
             first_buffer_wait: Duration::from_secs(30),
             metadata_ttl: Duration::from_secs(5),
             shared: false,
+            on_conflict: OnConflict::KeepBoth,
+            host: "host-a".to_string(),
+            conditions: ConditionSupport::ALL,
         }
     }
 }
@@ -141,6 +150,8 @@ impl Core {
             max_cache_size: settings.max_cache_size,
             keep_sent_parts: settings.keep_sent_parts,
             shared: settings.shared,
+            host: settings.host.clone(),
+            on_conflict: settings.on_conflict,
         };
         let read = Arc::new(ReadContext {
             store: volume.store.clone(),
@@ -156,6 +167,7 @@ impl Core {
             budget: MemoryBudget::new(settings.upload_memory, settings.first_buffer_wait),
             config: UploadConfig { parts_in_flight: 2 },
             stats: UploadStats::default(),
+            conditions: settings.conditions,
         });
         Arc::new(FsCore::new(volume, options, read, upload))
     }
@@ -177,19 +189,18 @@ impl Core {
     /// A second mount of the same volume, with its own caches and staging directory, as on
     /// another machine.
     pub async fn another_mount(&self) -> Self {
+        self.another_mount_with(self.settings.clone()).await
+    }
+
+    /// Like [`Self::another_mount`], with its own settings.
+    pub async fn another_mount_with(&self, settings: Settings) -> Self {
         let staging = tempfile::tempdir().expect("staging dir");
-        let fs = Self::mount(
-            self.faults.clone(),
-            &self.key,
-            staging.path(),
-            &self.settings,
-        )
-        .await;
+        let fs = Self::mount(self.faults.clone(), &self.key, staging.path(), &settings).await;
         Self {
             memory: self.memory.clone(),
             faults: self.faults.clone(),
             fs,
-            settings: self.settings.clone(),
+            settings,
             key: self.key.clone(),
             staging,
         }
@@ -198,24 +209,32 @@ impl Core {
     /// The object key of `path` ("a/b", a directory's ending in '/'), as this volume's names
     /// encode it.
     pub async fn key(&self, path: &str) -> String {
+        self.keys(&[path.to_string()]).await.remove(0)
+    }
+
+    /// The object keys of `paths`, as [`Self::key`] gives each.
+    pub async fn keys(&self, paths: &[String]) -> Vec<String> {
         use s3cryptfs::object_keys::join_path;
         let volume = Volume::open(self.memory.clone(), "memory://volume", &self.key)
             .await
             .expect("open volume");
-        let mut key = String::new();
-        let mut dir = String::new();
-        let parts: Vec<&str> = path.split('/').collect();
-        for (i, name) in parts.iter().enumerate() {
-            if name.is_empty() {
-                continue;
+        let key_of = |path: &str| {
+            let mut key = String::new();
+            let mut dir = String::new();
+            let parts: Vec<&str> = path.split('/').collect();
+            for (i, name) in parts.iter().enumerate() {
+                if name.is_empty() {
+                    continue;
+                }
+                key.push_str(&volume.names.encode(&dir, name).component);
+                if i + 1 < parts.len() {
+                    key.push('/');
+                }
+                dir = join_path(&dir, name);
             }
-            key.push_str(&volume.names.encode(&dir, name).component);
-            if i + 1 < parts.len() {
-                key.push('/');
-            }
-            dir = join_path(&dir, name);
-        }
-        key
+            key
+        };
+        paths.iter().map(|p| key_of(p)).collect()
     }
 
     pub fn caller() -> Caller {

@@ -2,6 +2,7 @@
 //! fsync, and the commit that saves a new version.
 
 use super::*;
+use crate::store::WriteCondition;
 
 impl FsCore {
     pub async fn create(
@@ -42,7 +43,14 @@ impl FsCore {
         };
         self.dirs.lock().unwrap().forget_negative(parent, name);
         self.entries_changed(parent);
-        let fh = self.add_writer(ino, key, process_of(caller.pid), &attrs);
+        let fh = self.add_writer(
+            ino,
+            key,
+            process_of(caller.pid),
+            &attrs,
+            false,
+            Some(WriteCondition::Absent),
+        );
         let attr = self.attr_of(&self.node(ino)?);
         Ok((attr, fh))
     }
@@ -94,7 +102,7 @@ impl FsCore {
                     ),
                 ));
             }
-            let attrs = {
+            let (attrs, empties_file, replaces) = {
                 let mut inodes = self.inodes.lock().unwrap();
                 let node = inodes.get_mut(ino).ok_or(FsError::answer(libc::ENOENT))?;
                 if node.writers > 0 && !truncate {
@@ -137,12 +145,16 @@ impl FsCore {
                 // With O_TRUNC while another new version is being written, both are written
                 // and the one closed last is the file (last writer wins).
                 node.writers += 1;
+                let had_contents = node.state.size > 0;
+                // The version it replaces, as this mount knows it (another mount's save
+                // since then is a conflict). Unknown while this mount writes it too.
+                let replaces = node.state.etag.clone().map(WriteCondition::Matches);
                 node.state.size = 0;
                 node.state.attrs.touch(SystemTime::now());
                 node.open_handles += 1;
-                node.state.attrs
+                (node.state.attrs, had_contents, replaces)
             };
-            return Ok(self.add_writer(ino, node.key.clone(), pid, &attrs));
+            return Ok(self.add_writer(ino, node.key.clone(), pid, &attrs, empties_file, replaces));
         }
         // Being changed in place: read what the writers see.
         if let Some(fh) = self.join_modify(ino, process_of(pid), false) {
@@ -270,10 +282,12 @@ impl FsCore {
             return Ok(());
         }
         h.closed = true;
-        // An empty file is not committed at flush: a shell redirection opens, dup2()s and
-        // closes the original descriptor before anything is written. A file whose commit
-        // already ran (fsync, a failed write) reports that result again.
-        if h.writer.is_empty() && !h.writer.is_committed() {
+        // A new empty file is not committed at flush: a shell redirection opens, dup2()s and
+        // closes the original descriptor before anything is written, so the save would only
+        // be repeated. Emptying a file that had contents is committed here, so that a failure
+        // is close()'s error (what the dup'd descriptor writes later goes on in place). A
+        // file whose commit already ran (fsync, a failed write) reports that result again.
+        if h.writer.is_empty() && !h.writer.is_committed() && !h.empties_file {
             return Ok(());
         }
         if self.is_unlinked(h.ino) {
@@ -385,16 +399,37 @@ impl FsCore {
                 n.state.attrs_dirty = false;
             }
         }
+        let mut expected = None;
+        if !h.settled && !h.writer.is_committed() {
+            expected = self.expectation(h.ino, h.expect.clone());
+            let guard = self.save_guard(h.ino, expected.clone());
+            h.writer.guard(guard);
+        }
         // Idempotent: a second call returns the first one's result.
         let result = h.writer.commit().await;
         if std::mem::replace(&mut h.settled, true) {
             return result.map(|_| ()).map_err(FsError::from);
+        }
+        if let Ok(done) = &result
+            && done.conflict.is_none()
+        {
+            self.saved_here(h.ino, expected, done.etag.as_deref());
         }
         let key = h.writer.key().to_string();
         let (parent, dirty) = {
             let mut inodes = self.inodes.lock().unwrap();
             let node = inodes.get_mut(h.ino);
             match (&result, node) {
+                (Ok(done), Some(node))
+                    if done.conflict.as_ref().is_some_and(|c| c.holds_this_save) =>
+                {
+                    // Saved under the conflict name: the name holds another mount's version.
+                    node.writers = node.writers.saturating_sub(1);
+                    node.state.attrs_dirty = false;
+                    node.state.etag = None;
+                    node.state.valid_until = Instant::now();
+                    (Some((node.parent, node.name.clone())), None)
+                }
                 (Ok(done), Some(node)) => {
                     node.writers = node.writers.saturating_sub(1);
                     let dirty = node.state.attrs_dirty;
@@ -450,6 +485,7 @@ impl FsCore {
         }
         match result {
             Ok(done) => {
+                self.after_conflict(h.ino, &done);
                 debug!(key = %key, size = done.plaintext_size, "file committed");
                 Ok(())
             }

@@ -2,6 +2,7 @@
 //! streamed, a file changed in place, a directory listing).
 
 use super::*;
+use crate::store::WriteCondition;
 
 /// A file opened for writing.
 pub struct WriteHandle {
@@ -15,6 +16,13 @@ pub struct WriteHandle {
     /// The opener closed its descriptor: what is left is the release, which saves the file
     /// if the close did not.
     pub closed: bool,
+    /// Opened with O_TRUNC over a file that had contents: the opener's close commits even
+    /// with nothing written, so a failed save of the now empty file is reported there rather
+    /// than leaving the old contents with close() returning 0.
+    pub empties_file: bool,
+    /// What its save expects under the name: no file (created here), the version it
+    /// replaces, or `None` when that is not known.
+    pub expect: Option<WriteCondition>,
 }
 
 pub(super) enum Handle {
@@ -142,8 +150,16 @@ impl FsCore {
         fh
     }
 
-    pub(super) fn add_writer(&self, ino: u64, key: String, pid: u32, attrs: &PosixAttrs) -> u64 {
-        let mut writer = ObjectWriter::new(self.upload.clone(), key, Some(*attrs));
+    pub(super) fn add_writer(
+        &self,
+        ino: u64,
+        key: String,
+        pid: u32,
+        attrs: &PosixAttrs,
+        empties_file: bool,
+        expect: Option<WriteCondition>,
+    ) -> u64 {
+        let mut writer = self.new_writer(key, *attrs);
         if self.options.keep_sent_parts > 0 {
             writer.keep_sent_parts(KeepSent {
                 dir: self.options.cache_dir.clone(),
@@ -159,8 +175,21 @@ impl FsCore {
                 writer,
                 settled: false,
                 closed: false,
+                empties_file,
+                expect,
             })),
         ))
+    }
+
+    /// A writer of a new version of `key`. On a server that ends a key's multipart uploads
+    /// when the key is written, its upload (if it needs one) runs under a hidden key, so that
+    /// another mount's save of the name cannot end it.
+    pub(super) fn new_writer(&self, key: String, attrs: PosixAttrs) -> ObjectWriter {
+        let mut writer = ObjectWriter::new(self.upload.clone(), key, Some(attrs));
+        if !self.upload.conditions.uploads_survive_overwrite {
+            writer.upload_under(names::pending_key());
+        }
+        writer
     }
 
     /// How many new versions of the file are being written (descriptors opened with O_TRUNC).

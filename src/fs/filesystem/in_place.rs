@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::fs::modify::new_staging;
+use crate::store::WriteCondition;
 use crate::upload::staging::local_io;
 
 impl FsCore {
@@ -15,8 +16,11 @@ impl FsCore {
         let h = handle.lock().await;
         let committed = h.writer.committed()?.clone();
         let etag = committed.etag.clone()?;
+        // Saved under the conflict name (another mount had saved first): the contents go on
+        // from there, and the next save still expects what this one did.
+        let conflict = committed.conflict.as_ref().filter(|c| c.holds_this_save);
         let version = ObjectVersion {
-            key: h.writer.key().to_string(),
+            key: conflict.map_or_else(|| h.writer.key().to_string(), |c| c.kept_at.clone()),
             etag,
             ciphertext_size: committed.ciphertext_size,
         };
@@ -24,7 +28,10 @@ impl FsCore {
         let state = {
             let mut modifying = self.modifying.lock().unwrap();
             let (state, users) = modifying.entry(h.ino).or_insert_with(|| {
-                let handle = ModifyHandle::new(h.ino, Arc::new(base), committed.plaintext_size);
+                let mut handle = ModifyHandle::new(h.ino, Arc::new(base), committed.plaintext_size);
+                if conflict.is_some() {
+                    handle.expect = h.expect.clone();
+                }
                 (Arc::new(tokio::sync::Mutex::new(handle)), 0)
             });
             *users += 1;
@@ -59,7 +66,11 @@ impl FsCore {
                 let pending = names::pending_key();
                 debug!(key = %h.writer.key(), pending = %pending, "new file goes on in place");
                 h.writer.retarget(pending);
-                self.commit(&mut h).await?;
+                // Under the hidden key nothing else saves: the expectation is the name's.
+                let expect = h.expect.take();
+                let saved = self.commit(&mut h).await;
+                h.expect = expect;
+                saved?;
             }
         }
         let Some(state) = self.continue_in_place(fh).await else {
@@ -70,8 +81,10 @@ impl FsCore {
             if m.base_key()
                 .is_some_and(|k| k.starts_with(names::PENDING_PREFIX))
             {
-                // Not under its name yet: the next close or fsync must save it there.
+                // Not under its name yet: the next close or fsync must save it there, with
+                // what the stream's save would have expected.
                 m.dirty = true;
+                m.expect = handle.lock().await.expect.clone();
             }
         }
         Ok(Some(state))
@@ -113,9 +126,9 @@ impl FsCore {
         debug!(key = %key, size, "new file goes on in place from its sent parts");
         // The descriptor keeps counting as a writer, now of the contents in place.
         h.settled = true;
-        let state = Arc::new(tokio::sync::Mutex::new(ModifyHandle::unsaved(
-            h.ino, staging,
-        )));
+        let mut unsaved = ModifyHandle::unsaved(h.ino, staging);
+        unsaved.expect = h.expect.clone();
+        let state = Arc::new(tokio::sync::Mutex::new(unsaved));
         self.modifying
             .lock()
             .unwrap()
@@ -202,11 +215,16 @@ impl FsCore {
         let _saving = self.object_locks.lock(&[h.ino]).await;
         let node = self.node(h.ino)?;
         let attrs = node.state.attrs;
-        let result = match h.save_appended(&self.upload, &node.key, &attrs).await? {
+        let expected = self.expectation(h.ino, h.expect.clone());
+        let guard = self.save_guard(h.ino, expected.clone());
+        let result = match h
+            .save_appended(&self.upload, &node.key, &attrs, guard.as_ref())
+            .await?
+        {
             Some(done) => done,
             None => {
-                let mut writer =
-                    ObjectWriter::new(self.upload.clone(), node.key.clone(), Some(attrs));
+                let mut writer = self.new_writer(node.key.clone(), attrs);
+                writer.guard(guard);
                 let uploaded = h.upload(&mut writer).await;
                 match uploaded {
                     Ok(()) => writer.commit().await.map_err(FsError::from),
@@ -229,18 +247,30 @@ impl FsCore {
                 warn!(key = %pending, "could not remove a pending version (fsck lists it): {e}");
             }
         }
-        // Later appends start from the version just saved.
+        // Later appends start from the version just saved. Saved under the conflict name,
+        // it is read from there, and the next save still expects what this one did.
+        let kept_aside = result.conflict.as_ref().filter(|c| c.holds_this_save);
         if let Some(etag) = &result.etag
             && let Ok(reader) = ObjectReader::new(
                 self.read.clone(),
                 ObjectVersion {
-                    key: node.key.clone(),
+                    key: kept_aside.map_or_else(|| node.key.clone(), |c| c.kept_at.clone()),
                     etag: etag.clone(),
                     ciphertext_size: result.ciphertext_size,
                 },
             )
         {
             h.rebase(Arc::new(reader), result.plaintext_size);
+            if kept_aside.is_none() {
+                h.expect = Some(WriteCondition::Matches(etag.clone()));
+            }
+        }
+        self.after_conflict(h.ino, &result);
+        if kept_aside.is_some() {
+            return Ok(());
+        }
+        if result.conflict.is_none() {
+            self.saved_here(h.ino, expected, result.etag.as_deref());
         }
         if let Some(n) = self.inodes.lock().unwrap().get_mut(h.ino) {
             n.state.size = result.plaintext_size;

@@ -29,6 +29,7 @@ use crate::volume::Volume;
 pub use super::error::{FsError, FsResult};
 
 mod attrs;
+mod conflicts;
 mod dir_cache;
 mod entries;
 mod files;
@@ -80,6 +81,10 @@ pub struct FsOptions {
     /// Other users can reach the mount (`allow_other`): attributes not verified as their
     /// object's own are not believed (docs/SEMANTICS.md, "Attributes").
     pub shared: bool,
+    /// This machine's name, in conflict names.
+    pub host: String,
+    /// What a save does when another mount saved or removed the file first.
+    pub on_conflict: crate::upload::OnConflict,
 }
 
 /// What the adapter needs to answer the kernel about a node.
