@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::Path;
 
 use common::ServerKind;
-use common::mount::{Mount, TestVolume};
+use common::mount::{Mount, TestVolume, stderr};
 use s3cryptfs::store::ObjectStore;
 
 on_both_servers!(
@@ -21,6 +21,8 @@ on_both_servers!(
     a_save_after_a_removal_on_another_mount_is_kept,
     four_mounts_saving_one_name_keep_all_four,
     the_error_policy_fails_close,
+    a_save_after_a_rename_on_another_mount_is_kept,
+    an_open_file_never_mixes_two_versions,
 );
 
 /// Mount options of every mount here: always ask the bucket (`--metadata-ttl 0`).
@@ -72,9 +74,17 @@ fn close(f: std::fs::File) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Nothing partial and nothing pending left in the bucket.
+/// Nothing partial and nothing pending left in the bucket: fsck (every leftover counted as
+/// stale) finds every object whole and nothing to repair.
 async fn nothing_left_open(v: &TestVolume) {
     assert!(v.store.list_uploads("").await.unwrap().is_empty());
+    let out = v.cli(
+        &["fsck", &v.location(), "--stale-after", "0", "--key-file"],
+        &[&v.key_file],
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}{}", stderr(&out));
+    assert!(report.contains("uploads: 0 stale, 0 aborted"), "{report}");
 }
 
 async fn two_mounts_creating_one_name_keep_both(kind: ServerKind) {
@@ -194,5 +204,62 @@ async fn the_error_policy_fails_close(kind: ServerKind) {
     assert_eq!(err.raw_os_error(), Some(libc::EIO));
     let fresh = v.mount(&[]);
     assert_eq!(contents(&fresh), [("f".to_string(), b"B".to_vec())]);
+    nothing_left_open(&v).await;
+}
+
+async fn a_save_after_a_rename_on_another_mount_is_kept(kind: ServerKind) {
+    let v = TestVolume::new(kind, "shared-rename", "").await;
+    let (a, b) = (v.mount(SHARED), v.mount(SHARED));
+    std::fs::write(a.join("f"), b"old").unwrap();
+    let mut on_a = std::fs::OpenOptions::new()
+        .write(true)
+        .open(a.join("f"))
+        .unwrap();
+    on_a.write_all(b"new").unwrap();
+    std::fs::rename(b.join("f"), b.join("g")).unwrap();
+    close(on_a).unwrap();
+    let fresh = v.mount(&[]);
+    let all = contents(&fresh);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(std::fs::read(fresh.join("g")).unwrap(), b"old");
+    let kept = conflicts_of(&fresh, "f");
+    assert_eq!(std::fs::read(fresh.join(&kept[0])).unwrap(), b"new");
+    nothing_left_open(&v).await;
+}
+
+/// A file being changed on one mount while another replaces it: the descriptor reads its
+/// own version (or fails), never the other mount's bytes. A small file is copied at the
+/// first change; a large one appended to still reads the version it opened.
+async fn an_open_file_never_mixes_two_versions(kind: ServerKind) {
+    use std::os::unix::fs::FileExt;
+    let v = TestVolume::new(kind, "shared-mix", "").await;
+    let (a, b) = (v.mount(SHARED), v.mount(SHARED));
+    for (name, len) in [("small", 200_000usize), ("large", 12 << 20)] {
+        let first = common::random_bytes(len, 1);
+        let second = common::random_bytes(len, 2);
+        std::fs::write(a.join(name), &first).unwrap();
+        let on_a = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(a.join(name))
+            .unwrap();
+        // A small file is changed inside; a large one appended to.
+        let at = if len < (10 << 20) { 100 } else { len as u64 };
+        on_a.write_all_at(b"A's change", at).unwrap();
+        std::fs::write(b.join(name), &second).unwrap();
+        let mut mine = first.clone();
+        mine.resize(mine.len().max(at as usize + 10), 0);
+        mine[at as usize..at as usize + 10].copy_from_slice(b"A's change");
+        let mut got = vec![0u8; mine.len()];
+        match on_a.read_exact_at(&mut got, 0) {
+            Ok(()) => assert!(got == mine, "{name}: the descriptor reads its own version"),
+            Err(e) => assert!(
+                e.raw_os_error() == Some(libc::EIO) || e.raw_os_error() == Some(libc::EAGAIN),
+                "{name}: {e}"
+            ),
+        }
+        let _ = close(on_a);
+    }
+    drop((a, b));
     nothing_left_open(&v).await;
 }

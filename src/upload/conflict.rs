@@ -8,7 +8,9 @@
 //! have been lost in the moment between. When the key holds something else, both versions
 //! are kept: a single-PUT save goes to the conflict name beside the file; a multipart upload
 //! cannot be completed under another key, so the version found is copied to the conflict
-//! name first and the upload completed over it.
+//! name first and the upload completed over it. On a server that ends a key's uploads when
+//! the key is written (Garage), uploads run under a hidden key instead, and [`place`] copies
+//! the completed object in, guarded like a PUT.
 
 use bytes::Bytes;
 use tracing::warn;
