@@ -29,6 +29,21 @@ pub fn pending_key() -> String {
     format!("{PENDING_PREFIX}{}", hex::encode(id))
 }
 
+/// Where a mount records a save that another mount's save may have replaced unseen (on a
+/// server that ignores conditional writes); `fsck` lists them.
+pub const LOST_UPDATES_PREFIX: &str = ".s3cryptfs/lost-updates/";
+
+/// A fresh key under [`LOST_UPDATES_PREFIX`]: the time (for sorting), then a random id.
+pub fn lost_update_key() -> String {
+    let mut id = [0u8; 8];
+    crate::crypto::keys::os_random(&mut id);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{LOST_UPDATES_PREFIX}{secs}-{}", hex::encode(id))
+}
+
 /// Suffix of the side object that holds a long encrypted name.
 pub const SIDE_OBJECT_SUFFIX: &str = ".name";
 

@@ -23,6 +23,7 @@ on_both_servers!(
     the_error_policy_fails_close,
     a_save_after_a_rename_on_another_mount_is_kept,
     an_open_file_never_mixes_two_versions,
+    fsck_lists_possible_lost_updates_until_forgotten,
 );
 
 /// Mount options of every mount here: always ask the bucket (`--metadata-ttl 0`).
@@ -262,4 +263,43 @@ async fn an_open_file_never_mixes_two_versions(kind: ServerKind) {
     }
     drop((a, b));
     nothing_left_open(&v).await;
+}
+
+/// A mount that found its save replaced at once (on a server that ignores conditional
+/// writes; made in `upload::conflict`'s tests) leaves a record: fsck lists it and fails until
+/// told to forget it.
+async fn fsck_lists_possible_lost_updates_until_forgotten(kind: ServerKind) {
+    let v = TestVolume::new(kind, "shared-lost", "").await;
+    let mut facts = s3cryptfs::store::Metadata::new();
+    facts.insert("key".to_string(), "report".to_string());
+    facts.insert("saved".to_string(), "\"1111\"".to_string());
+    facts.insert("found".to_string(), "\"2222\"".to_string());
+    let record = ".s3cryptfs/lost-updates/1796300000-0011223344556677";
+    v.store
+        .put(record, bytes::Bytes::new(), &facts)
+        .await
+        .unwrap();
+    let location = v.location();
+    let fsck = |extra: &[&str]| {
+        let mut args = vec!["fsck", location.as_str()];
+        args.extend_from_slice(extra);
+        args.push("--key-file");
+        v.cli(&args, &[&v.key_file])
+    };
+    let out = fsck(&[]);
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains("LOST?    report: replaced by another mount"),
+        "{report}"
+    );
+    assert!(report.contains("1 possible lost updates"), "{report}");
+    let out = fsck(&["--forget-lost-updates"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(v.store.head(record).await.unwrap_err().is_not_found());
+    assert!(fsck(&[]).status.success());
 }

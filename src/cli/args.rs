@@ -183,6 +183,11 @@ pub struct FsckArgs {
     /// versions of new files (left by a mount that died before saving them)
     #[arg(long)]
     pub abort_stale: bool,
+    /// Remove the records of possible lost updates once they are looked at (a mount makes
+    /// one when another mount replaced a file just as it saved it, on a server that ignores
+    /// conditional writes; fsck lists them until then)
+    #[arg(long)]
+    pub forget_lost_updates: bool,
     /// Write the volume config's missing, damaged or outdated copy from the one that
     /// unlocked (the config lives in two objects, .s3cryptfs/volume.json and
     /// volume.copy.json, so that losing one does not lose the volume)

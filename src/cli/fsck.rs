@@ -11,7 +11,7 @@ use super::args::FsckArgs;
 use super::recover::{KeyName, PathDecoder, open, stream_out};
 use super::{EXIT_FAILURE, EXIT_STORE, fail, runtime};
 use crate::crypto::ObjectDecryptor;
-use crate::object_keys::PENDING_PREFIX;
+use crate::object_keys::{LOST_UPDATES_PREFIX, PENDING_PREFIX};
 use crate::store::{Metadata, ObjectInfo, UploadInfo};
 use crate::volume::{
     Binding, CONFIG_COPY_KEY, CONFIG_KEY, ConfigCopy, RESERVED_NAME, Volume, read_config_copy,
@@ -44,10 +44,10 @@ pub fn run(args: FsckArgs) -> i32 {
             .objects
             .into_iter()
             .partition(|o| o.key.starts_with(&format!("{RESERVED_NAME}/")));
-        let pending: Vec<ObjectInfo> = reserved
+        let (pending, lost_updates): (Vec<ObjectInfo>, Vec<ObjectInfo>) = reserved
             .into_iter()
-            .filter(|o| o.key.starts_with(PENDING_PREFIX))
-            .collect();
+            .filter(|o| o.key.starts_with(PENDING_PREFIX) || o.key.starts_with(LOST_UPDATES_PREFIX))
+            .partition(|o| o.key.starts_with(PENDING_PREFIX));
         // Names first: on a name-encrypted volume every key must decrypt (side objects of
         // long names are checked as part of the names they hold). Plain names are whatever
         // the keys say.
@@ -119,6 +119,8 @@ pub fn run(args: FsckArgs) -> i32 {
             attrs_invalid = bind_attributes(&volume, keys).await;
         }
 
+        let lost = report_lost_updates(&volume, &lost_updates, args.forget_lost_updates).await;
+
         let uploads = match volume.store.list_uploads("").await {
             Ok(u) => u,
             Err(e) => return fail(EXIT_STORE, e),
@@ -164,9 +166,11 @@ pub fn run(args: FsckArgs) -> i32 {
         }
         println!(
             "{total} objects: {ok} ok, {corrupt} corrupt, {foreign} foreign, {unchecked} unchecked; \
-             {hidden} names that do not decrypt; uploads: {stale} stale, {aborted} aborted, {recent} recent"
+             {hidden} names that do not decrypt; uploads: {stale} stale, {aborted} aborted, {recent} recent; \
+             {lost} possible lost updates"
         );
-        if corrupt + foreign + unchecked + stale + hidden + attrs_invalid + config_problems > 0 {
+        if corrupt + foreign + unchecked + stale + hidden + attrs_invalid + config_problems + lost > 0
+        {
             EXIT_FAILURE
         } else {
             0
@@ -253,6 +257,49 @@ struct Words<'a> {
     removed_tag: &'static str,
     what: &'static str,
     key: &'a str,
+}
+
+/// Prints the records of saves that another mount may have replaced unseen (on a server
+/// that ignores conditional writes, docs/SEMANTICS.md "Several mounts on one volume");
+/// removes them with `forget`. How many are left.
+async fn report_lost_updates(volume: &Volume, records: &[ObjectInfo], forget: bool) -> usize {
+    let mut left = 0;
+    for record in records {
+        let facts = match volume.store.head(&record.key).await {
+            Ok(info) => info.metadata,
+            Err(e) => {
+                println!("LOST?    {}: unreadable record: {e}", record.key);
+                left += 1;
+                continue;
+            }
+        };
+        let fact = |name: &str| facts.get(name).map_or("?", String::as_str);
+        let when = record
+            .last_modified
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .map_or("?".to_string(), |d| format!("{}s ago", d.as_secs()));
+        println!(
+            "LOST?    {}: replaced by another mount as it was saved ({when}; saved {}, found {}): \
+             one of the two saves may be lost; see the file and its .conflict- names{}",
+            fact("key"),
+            fact("saved"),
+            fact("found"),
+            if forget {
+                ""
+            } else {
+                ", then run fsck --forget-lost-updates"
+            }
+        );
+        if forget {
+            if let Err(e) = volume.store.delete(&record.key).await {
+                println!("LOST?    {}: could not remove the record: {e}", record.key);
+                left += 1;
+            }
+        } else {
+            left += 1;
+        }
+    }
+    left
 }
 
 /// Something a writer that died left behind.

@@ -31,6 +31,8 @@ pub enum Op {
 pub enum Action {
     Fail(StoreErrorKind),
     Delay(Duration),
+    /// Another client writes this object (key, body) just before the call runs.
+    WriteFirst(String, Bytes),
 }
 
 #[derive(Default)]
@@ -107,6 +109,10 @@ impl FaultStore {
             }
             Some(Action::Delay(d)) => {
                 tokio::time::sleep(d).await;
+                Ok(())
+            }
+            Some(Action::WriteFirst(key, body)) => {
+                self.inner.put(&key, body, &Metadata::new()).await?;
                 Ok(())
             }
             None => Ok(()),

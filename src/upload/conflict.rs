@@ -48,6 +48,8 @@ pub struct SaveGuard {
     /// mounts on one host can conflict on one file in the same second).
     pub conflict: Vec<ConflictName>,
     pub policy: OnConflict,
+    /// Where a record goes if the save may have been replaced unseen (hidden; fsck lists it).
+    pub lost_update_record: String,
 }
 
 /// A conflict that a save resolved by keeping both versions.
@@ -98,8 +100,9 @@ async fn holds(
 
 /// After a save the server did not check: anything but this save under the key means another
 /// mount saved in the same moment (after this one's check before), and one of the two saves
-/// may be lost. Reported; whether the save is still under the key.
-async fn check_after(store: &dyn ObjectStore, key: &str, saved: &PutResult) -> bool {
+/// may be lost. Reported (log line, metric, and a record under the hidden prefix that fsck
+/// lists); whether the save is still under the key.
+async fn check_after(store: &dyn ObjectStore, key: &str, saved: &PutResult, record: &str) -> bool {
     let now = match store.head(key).await {
         Ok(info) => info.etag,
         Err(e) if e.is_not_found() => None,
@@ -119,6 +122,13 @@ async fn check_after(store: &dyn ObjectStore, key: &str, saved: &PutResult) -> b
         "another mount replaced this file as it was saved, on a server that ignores \
          conditional writes: one of the two saves may be lost"
     );
+    let mut facts = Metadata::new();
+    facts.insert("key".to_string(), key.to_string());
+    facts.insert("saved".to_string(), saved.etag.clone().unwrap_or_default());
+    facts.insert("found".to_string(), now.unwrap_or_default());
+    if let Err(e) = store.put(record, Bytes::new(), &facts).await {
+        warn!(key = %key, "could not record the possible lost update for fsck: {e}");
+    }
     false
 }
 
@@ -145,7 +155,9 @@ pub(super) async fn put(
             .await
         {
             // Replaced at once by another mount: this save is kept as if it had lost.
-            Ok(put) if !enforced && !check_after(store, key, &put).await => {}
+            Ok(put)
+                if !enforced && !check_after(store, key, &put, &guard.lost_update_record).await => {
+            }
             Ok(put) => return Ok((put, None)),
             Err(e) if is_condition_refused(&e, expect) => {}
             Err(e) => return Err(e.into()),
@@ -225,7 +237,7 @@ pub(super) async fn complete(
                     // Replaced at once: the parts are gone with the upload, so this can only
                     // be reported.
                     if !enforced {
-                        check_after(store, key, &done).await;
+                        check_after(store, key, &done, &guard.lost_update_record).await;
                     }
                     return Ok((done, conflict));
                 }
@@ -301,7 +313,7 @@ pub(super) async fn place(
     };
     if holds(store, key, &guard.expect).await? {
         let copied = store.copy(uploaded, key, Some(metadata)).await?;
-        if check_after(store, key, &copied).await {
+        if check_after(store, key, &copied, &guard.lost_update_record).await {
             return Ok((copied, None));
         }
     }
@@ -338,4 +350,123 @@ async fn write_side(store: &dyn ObjectStore, name: &ConflictName) -> Result<(), 
         store.put(key, body.clone(), &Metadata::new()).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fault::{Action, FaultStore, Op};
+    use crate::store::memory::MemoryStore;
+    use std::sync::Arc;
+
+    fn guard(expect: WriteCondition) -> SaveGuard {
+        SaveGuard {
+            expect,
+            conflict: vec![ConflictName {
+                key: "f.conflict".to_string(),
+                side: None,
+            }],
+            policy: OnConflict::KeepBoth,
+            lost_update_record: ".s3cryptfs/lost-updates/1".to_string(),
+        }
+    }
+
+    fn body(text: &'static str) -> Bytes {
+        Bytes::from_static(text.as_bytes())
+    }
+
+    /// Where the server enforces the conditions, a guarded save costs no request more than
+    /// an unguarded one.
+    #[tokio::test]
+    async fn enforced_conditions_cost_no_request() {
+        let store = FaultStore::new(Arc::new(MemoryStore::new()));
+        let none = Metadata::new();
+        let all = ConditionSupport::ALL;
+        put(
+            &store,
+            &all,
+            "f",
+            body("1"),
+            &none,
+            Some(&guard(WriteCondition::Absent)),
+        )
+        .await
+        .unwrap();
+        let etag = store.head("f").await.unwrap().etag.unwrap();
+        let (saved, conflict) = put(
+            &store,
+            &all,
+            "f",
+            body("2"),
+            &none,
+            Some(&guard(WriteCondition::Matches(etag))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(conflict, None);
+        assert!(saved.etag.is_some());
+        assert_eq!(store.calls(Op::Put), 2);
+        assert_eq!(store.calls(Op::Head), 1, "only the test's own HEAD");
+    }
+
+    /// On a server that ignores conditions, another mount's save that lands between this
+    /// save and its check after is found: this save is kept under the conflict name, and a
+    /// record says what happened.
+    #[tokio::test]
+    async fn a_save_replaced_at_once_is_kept_and_recorded() {
+        let memory = Arc::new(MemoryStore::new());
+        memory.ignore_conditions();
+        let store = FaultStore::new(memory.clone());
+        // HEAD 1 is the check before (nothing there); HEAD 2, the check after, comes just
+        // after another mount's PUT.
+        store.on(
+            Op::Head,
+            2,
+            Action::WriteFirst("f".to_string(), body("theirs")),
+        );
+        let none = Metadata::new();
+        let (_, conflict) = put(
+            &store,
+            &ConditionSupport::default(),
+            "f",
+            body("ours"),
+            &none,
+            Some(&guard(WriteCondition::Absent)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            conflict,
+            Some(Conflict {
+                kept_at: "f.conflict".to_string(),
+                holds_this_save: true
+            })
+        );
+        assert_eq!(memory.object("f").unwrap(), body("theirs"));
+        assert_eq!(memory.object("f.conflict").unwrap(), body("ours"));
+        let record = memory.head(".s3cryptfs/lost-updates/1").await.unwrap();
+        assert_eq!(record.metadata["key"], "f");
+        assert_ne!(record.metadata["saved"], record.metadata["found"]);
+    }
+
+    /// Without the other mount's save, the same server costs two HEADs and nothing else.
+    #[tokio::test]
+    async fn ignored_conditions_cost_two_heads() {
+        let memory = Arc::new(MemoryStore::new());
+        memory.ignore_conditions();
+        let store = FaultStore::new(memory.clone());
+        let (_, conflict) = put(
+            &store,
+            &ConditionSupport::default(),
+            "f",
+            body("ours"),
+            &Metadata::new(),
+            Some(&guard(WriteCondition::Absent)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(conflict, None);
+        assert_eq!((store.calls(Op::Head), store.calls(Op::Put)), (2, 1));
+        assert_eq!(memory.keys(), ["f"]);
+    }
 }

@@ -32,6 +32,7 @@ impl FsCore {
             expect,
             conflict,
             policy: self.options.on_conflict,
+            lost_update_record: names::lost_update_key(),
         })
     }
 
