@@ -150,6 +150,23 @@ fn segment_aead(c: &mut Criterion) {
             black_box(data[100])
         })
     });
+    // What the format uses since 2026-12-03 (FORMAT.md §13b): the same keystream by AWS-LC.
+    let aws_ctr = aws_lc_rs::cipher::EncryptingKey::ctr(
+        aws_lc_rs::cipher::UnboundCipherKey::new(&aws_lc_rs::cipher::AES_256, &key).unwrap(),
+    )
+    .unwrap();
+    group.bench_function("ctr_aws_lc_only_8MiB", |b| {
+        b.iter(|| {
+            for (i, seg) in data.chunks_mut(SEGMENT).enumerate() {
+                let mut iv = [0u8; 16];
+                iv[..12].copy_from_slice(&nonce_of(i));
+                aws_ctr
+                    .less_safe_encrypt(seg, aws_lc_rs::cipher::EncryptionContext::Iv128(iv.into()))
+                    .unwrap();
+            }
+            black_box(data[100])
+        })
+    });
     group.bench_function("hmac_sha256_only_8MiB", |b| {
         b.iter(|| {
             let mut last = 0u8;
