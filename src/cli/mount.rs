@@ -304,6 +304,7 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
     };
     // With --auto-unmount, fusermount3 mounts and then stays to watch us: it must not keep
     // the caller's stderr (a caller reading our output to its end would wait for it).
+    let notifier = adapter.notifier_slot();
     let session = match while_stderr_is_null(args.auto_unmount, || {
         fuser::Session::new(adapter, &args.mountpoint, &config)
     }) {
@@ -315,6 +316,7 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
             );
         }
     };
+    let _ = notifier.set(session.notifier());
     let background = match session.spawn() {
         Ok(b) => b,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the FUSE session: {e}")),

@@ -29,12 +29,24 @@ pub struct FuseAdapter {
     fs: Arc<FsCore>,
     rt: Handle,
     ttl: Duration,
+    /// Set once the session exists (it is made from the adapter).
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<FsCore>, rt: Handle) -> Self {
         let ttl = fs.options().metadata_ttl;
-        Self { fs, rt, ttl }
+        Self {
+            fs,
+            rt,
+            ttl,
+            notifier: Arc::default(),
+        }
+    }
+
+    /// Where the session's notifier goes, once the session is made.
+    pub fn notifier_slot(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
     }
 
     /// Runs `f` on the runtime; the reply is sent from the task.
@@ -381,16 +393,28 @@ impl fuser::Filesystem for FuseAdapter {
     fn flush(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let (fs, pid) = (self.fs.clone(), req.pid());
+        let (fs, pid, notifier) = (self.fs.clone(), req.pid(), self.notifier.clone());
         self.spawn(async move {
             match fs.flush(fh.0, pid).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("flush", e)),
+                Err(e) => {
+                    // The save failed: what the kernel believes of the file since the open
+                    // (the size an O_TRUNC gave it, the pages written) is not what the bucket
+                    // holds, and must not be served for --metadata-ttl. Sent before the
+                    // reply, so that close() returns only once it is forgotten (the kernel
+                    // holds no lock of the inode while it waits for a flush).
+                    if let Some(notifier) = notifier.get()
+                        && let Err(e) = notifier.inval_inode(ino, 0, 0)
+                    {
+                        debug!("could not invalidate the kernel's cache of inode {ino:?}: {e}");
+                    }
+                    reply.error(errno("flush", e));
+                }
             }
         });
     }

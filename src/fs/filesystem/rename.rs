@@ -211,10 +211,19 @@ impl FsCore {
         let Some(handle) = self.writer_of(node.ino) else {
             return Ok(false);
         };
-        match handle.lock().await.writer.retarget(new_key.to_string()) {
-            crate::upload::Retarget::AlreadyCommitted => return Ok(false),
-            crate::upload::Retarget::AtCommit => return Ok(true),
-            crate::upload::Retarget::Moved => {}
+        {
+            let mut h = handle.lock().await;
+            match h.writer.retarget(new_key.to_string()) {
+                crate::upload::Retarget::AlreadyCommitted => return Ok(false),
+                retargeted => {
+                    // What the save expected was the old name's; the rename replaces what
+                    // the new name holds, so the save does too (unchecked, like the rename).
+                    h.expect = None;
+                    if retargeted == crate::upload::Retarget::AtCommit {
+                        return Ok(true);
+                    }
+                }
+            }
         }
         self.volume
             .store
