@@ -138,8 +138,13 @@ async fn two_mounts_appending_to_one_file_lose_no_line(kind: ServerKind) {
     nothing_left_open(&v).await;
 }
 
-async fn a_save_after_a_removal_on_another_mount_is_kept(kind: ServerKind) {
-    let v = TestVolume::new(kind, "shared-remove", "").await;
+/// Mount A changes "f" (open for writing, "old" → "new"); while it is open, `on_b` acts on
+/// the name through mount B; then A closes (which must succeed). The volume, as a fresh
+/// mount sees it: names and contents, sorted.
+async fn a_change_while_b_acts(
+    v: &TestVolume,
+    on_b: impl FnOnce(&Mount),
+) -> Vec<(String, Vec<u8>)> {
     let (a, b) = (v.mount(SHARED), v.mount(SHARED));
     std::fs::write(a.join("f"), b"old").unwrap();
     let mut on_a = std::fs::OpenOptions::new()
@@ -147,10 +152,14 @@ async fn a_save_after_a_removal_on_another_mount_is_kept(kind: ServerKind) {
         .open(a.join("f"))
         .unwrap();
     on_a.write_all(b"new").unwrap();
-    std::fs::remove_file(b.join("f")).unwrap();
+    on_b(&b);
     close(on_a).unwrap();
-    let fresh = v.mount(&[]);
-    let all = contents(&fresh);
+    contents(&v.mount(&[]))
+}
+
+async fn a_save_after_a_removal_on_another_mount_is_kept(kind: ServerKind) {
+    let v = TestVolume::new(kind, "shared-remove", "").await;
+    let all = a_change_while_b_acts(&v, |b| std::fs::remove_file(b.join("f")).unwrap()).await;
     assert_eq!(all.len(), 1, "the removal stands: {all:?}");
     assert!(all[0].0.starts_with("f.conflict-"));
     assert_eq!(all[0].1, b"new");
@@ -210,21 +219,12 @@ async fn the_error_policy_fails_close(kind: ServerKind) {
 
 async fn a_save_after_a_rename_on_another_mount_is_kept(kind: ServerKind) {
     let v = TestVolume::new(kind, "shared-rename", "").await;
-    let (a, b) = (v.mount(SHARED), v.mount(SHARED));
-    std::fs::write(a.join("f"), b"old").unwrap();
-    let mut on_a = std::fs::OpenOptions::new()
-        .write(true)
-        .open(a.join("f"))
-        .unwrap();
-    on_a.write_all(b"new").unwrap();
-    std::fs::rename(b.join("f"), b.join("g")).unwrap();
-    close(on_a).unwrap();
-    let fresh = v.mount(&[]);
-    let all = contents(&fresh);
+    let all =
+        a_change_while_b_acts(&v, |b| std::fs::rename(b.join("f"), b.join("g")).unwrap()).await;
     assert_eq!(all.len(), 2, "{all:?}");
-    assert_eq!(std::fs::read(fresh.join("g")).unwrap(), b"old");
-    let kept = conflicts_of(&fresh, "f");
-    assert_eq!(std::fs::read(fresh.join(&kept[0])).unwrap(), b"new");
+    assert!(all[0].0.starts_with("f.conflict-"));
+    assert_eq!(all[0].1, b"new");
+    assert_eq!(all[1], ("g".to_string(), b"old".to_vec()));
     nothing_left_open(&v).await;
 }
 

@@ -185,22 +185,25 @@ pub(super) async fn put(
             Err(e) if e.kind == StoreErrorKind::PreconditionFailed => continue,
             Err(e) => return Err(e.into()),
         };
-        crate::metrics::save_conflict("kept_both");
-        warn!(
-            key = %key,
-            conflict = %name.key,
-            "another mount saved or removed this file first: this save was kept under the \
-             conflict name beside it"
-        );
-        return Ok((
-            put,
-            Some(Conflict {
-                kept_at: name.key.clone(),
-                holds_this_save: true,
-            }),
-        ));
+        return Ok(kept_aside(key, name, put));
     }
     Err(no_free_name(key))
+}
+
+/// This save, meant for `key`, was kept under the conflict name `name`.
+fn kept_aside(key: &str, name: &ConflictName, saved: PutResult) -> (PutResult, Option<Conflict>) {
+    crate::metrics::save_conflict("kept_both");
+    warn!(
+        key = %key,
+        conflict = %name.key,
+        "another mount saved or removed this file first: this save was kept under the \
+         conflict name beside it"
+    );
+    let conflict = Conflict {
+        kept_at: name.key.clone(),
+        holds_this_save: true,
+    };
+    (saved, Some(conflict))
 }
 
 fn no_free_name(key: &str) -> WriteError {
@@ -327,20 +330,7 @@ pub(super) async fn place(
         }
         write_side(store, name).await?;
         let copied = store.copy(uploaded, &name.key, Some(metadata)).await?;
-        crate::metrics::save_conflict("kept_both");
-        warn!(
-            key = %key,
-            conflict = %name.key,
-            "another mount saved or removed this file first: this save was kept under the \
-             conflict name beside it"
-        );
-        return Ok((
-            copied,
-            Some(Conflict {
-                kept_at: name.key.clone(),
-                holds_this_save: true,
-            }),
-        ));
+        return Ok(kept_aside(key, name, copied));
     }
     Err(no_free_name(key))
 }
