@@ -123,11 +123,12 @@ async fn the_server_restarting_mid_copy_leaves_only_whole_objects() {
     assert!(v.store.list_uploads("").await.unwrap().is_empty());
 }
 
-/// Two mounts of one volume through two nodes of the cluster, saving one file and creating
-/// one name while the third node is stopped: Garage ignores conditional writes, so the
-/// mounts' checks by HEAD keep both sides, and nothing is lost or left open.
+/// Four mounts of one volume, through two nodes of the cluster, each appending a line to
+/// one file, two creating one name, and one changing a file that another removes, saved
+/// while the third node is stopped: Garage ignores conditional writes, so the mounts'
+/// checks by HEAD keep every side, and nothing is lost or left open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_mounts_on_two_nodes_keep_both_saves_with_a_node_down() {
+async fn four_mounts_on_two_nodes_keep_every_save_with_a_node_down() {
     use std::io::Write;
     let mut cluster = Cluster::start().expect("three-node cluster");
     let server: &'static Server = Box::leak(Box::new(Server::external(
@@ -136,48 +137,72 @@ async fn two_mounts_on_two_nodes_keep_both_saves_with_a_node_down() {
         SECRET_KEY,
     )));
     let v = TestVolume::new_on(server, "shared", "vol").await;
-    let a = v.mount(&["--metadata-ttl", "0"]);
-    let b = v.mount_via(&cluster.endpoint(1), &["--metadata-ttl", "0"]);
-    std::fs::write(a.join("log"), b"line 1\n").unwrap();
-    let mut on_a = std::fs::OpenOptions::new()
-        .append(true)
-        .open(a.join("log"))
-        .unwrap();
-    let mut on_b = std::fs::OpenOptions::new()
-        .append(true)
-        .open(b.join("log"))
-        .unwrap();
-    on_a.write_all(b"from A\n").unwrap();
-    on_b.write_all(b"from B\n").unwrap();
-    let mut new_a = std::fs::File::create(a.join("new")).unwrap();
-    let mut new_b = std::fs::File::create(b.join("new")).unwrap();
-    new_a.write_all(b"new on A").unwrap();
-    new_b.write_all(b"new on B").unwrap();
+    let shared = ["--metadata-ttl", "0"];
+    let mounts: Vec<_> = (0..4)
+        .map(|i| v.mount_via(&cluster.endpoint(i % 2), &shared))
+        .collect();
+    std::fs::write(mounts[0].join("log"), b"line 0\n").unwrap();
+    std::fs::write(mounts[0].join("gone"), b"old").unwrap();
+    let open_append = |m: &common::mount::Mount, name: &str| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(m.join(name))
+            .unwrap()
+    };
+    let mut files = Vec::new();
+    for (i, m) in mounts.iter().enumerate() {
+        let mut f = open_append(m, "log");
+        f.write_all(format!("from mount {i}\n").as_bytes()).unwrap();
+        files.push(f);
+    }
+    let mut new_0 = std::fs::File::create(mounts[0].join("new")).unwrap();
+    let mut new_1 = std::fs::File::create(mounts[1].join("new")).unwrap();
+    new_0.write_all(b"new on 0").unwrap();
+    new_1.write_all(b"new on 1").unwrap();
+    let mut changed = open_append(&mounts[2], "gone");
+    changed.write_all(b", changed").unwrap();
+    std::fs::remove_file(mounts[3].join("gone")).unwrap();
     // One replica goes away: the saves go on with a quorum of two.
     cluster.stop(2);
-    for f in [on_a, on_b, new_a, new_b] {
+    files.extend([new_0, new_1, changed]);
+    for f in &files {
         f.sync_all().unwrap();
     }
     cluster.restart(2).expect("node comes back");
-    drop((a, b));
+    drop(files);
+    drop(mounts);
     let fresh = v.mount(&[]);
     let mut names: Vec<String> = std::fs::read_dir(fresh.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names.len(), 4, "{names:?}");
     let read = |n: &str| std::fs::read(fresh.join(n)).unwrap();
-    let conflict = |stem: &str| {
-        names
+    let versions_of = |stem: &str| -> Vec<Vec<u8>> {
+        let mut all: Vec<Vec<u8>> = names
             .iter()
-            .find(|n| n.starts_with(&format!("{stem}.conflict-")))
-            .unwrap_or_else(|| panic!("a conflict copy of {stem}: {names:?}"))
-            .clone()
+            .filter(|n| *n == stem || n.starts_with(&format!("{stem}.conflict-")))
+            .map(|n| read(n))
+            .collect();
+        all.sort();
+        all
     };
-    assert_eq!(read("log"), b"line 1\nfrom A\n");
-    assert_eq!(read(&conflict("log")), b"line 1\nfrom B\n");
-    assert_eq!(read("new"), b"new on A");
-    assert_eq!(read(&conflict("new")), b"new on B");
+    // Every mount's line is in one version of the log: the first saved under the name,
+    // the other three beside it.
+    let logs = versions_of("log");
+    assert_eq!(logs.len(), 4, "{names:?}");
+    for (i, log) in logs.iter().enumerate() {
+        assert_eq!(log, format!("line 0\nfrom mount {i}\n").as_bytes());
+    }
+    assert_eq!(read("log"), b"line 0\nfrom mount 0\n");
+    assert_eq!(
+        versions_of("new"),
+        [b"new on 0".to_vec(), b"new on 1".to_vec()]
+    );
+    assert_eq!(read("new"), b"new on 0");
+    // The removal stands; the change made meanwhile is beside it.
+    assert!(!names.contains(&"gone".to_string()));
+    assert_eq!(versions_of("gone"), [b"old, changed".to_vec()]);
+    assert_eq!(names.len(), 4 + 2 + 1, "{names:?}");
     assert!(v.store.list_uploads("").await.unwrap().is_empty());
 }
