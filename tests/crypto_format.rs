@@ -916,18 +916,23 @@ fn volume_create_unlock_rewrap() {
     let k1 = UserKey::from_key_bytes(&[1u8; 32]).unwrap();
     let k2 = UserKey::from_key_bytes(&[2u8; 32]).unwrap();
     let (cfg, mk) = VolumeConfig::create(&k1, KeySource::KeyFile, 65536, true).unwrap();
-    assert_eq!(cfg.format_version, 2);
+    assert_eq!(cfg.format_version, 3);
     assert_eq!(cfg.volume_id.len(), 32);
     assert_eq!(
         cfg.layout().unwrap(),
-        Layout::with_format(65536, 2).unwrap()
+        Layout::with_format(65536, 3).unwrap()
     );
-    // Volumes made by earlier builds (format 1) still open, as format 1.
-    let (old, old_mk) =
-        VolumeConfig::create_with_format(&k1, KeySource::KeyFile, 65536, true, 1).unwrap();
-    assert_eq!(old.layout().unwrap(), Layout::default());
-    let parsed = VolumeConfig::from_json(&old.to_json()).unwrap();
-    assert_eq!(parsed.unlock(&k1).unwrap().expose(), old_mk.expose());
+    // Volumes made by earlier builds (formats 1 and 2) still open, in their format.
+    for format in [1, 2] {
+        let (old, old_mk) =
+            VolumeConfig::create_with_format(&k1, KeySource::KeyFile, 65536, true, format).unwrap();
+        assert_eq!(
+            old.layout().unwrap(),
+            Layout::with_format(65536, format as u8).unwrap()
+        );
+        let parsed = VolumeConfig::from_json(&old.to_json()).unwrap();
+        assert_eq!(parsed.unlock(&k1).unwrap().expose(), old_mk.expose());
+    }
     let parsed = VolumeConfig::from_json(&cfg.to_json()).unwrap();
     assert_eq!(parsed.unlock(&k1).unwrap().expose(), mk.expose());
     assert!(matches!(parsed.unlock(&k2), Err(CryptoError::WrongKey)));
@@ -996,15 +1001,16 @@ fn volume_tampering_is_detected() {
         Err(CryptoError::InvalidConfig(_))
     ));
     assert!(matches!(
-        tamper("format_version", 3.into()),
-        Err(CryptoError::UnsupportedVersion(3))
+        tamper("format_version", 4.into()),
+        Err(CryptoError::UnsupportedVersion(4))
     ));
-    // The format is bound to the wrapped key: a volume cannot be switched to the other one.
-    let other = if cfg.format_version == 1 { 2 } else { 1 };
-    assert!(matches!(
-        tamper("format_version", other.into()),
-        Err(CryptoError::WrongKey)
-    ));
+    // The format is bound to the wrapped key: a volume cannot be switched to another one.
+    for other in [1, 2, 3].into_iter().filter(|f| *f != cfg.format_version) {
+        assert!(matches!(
+            tamper("format_version", other.into()),
+            Err(CryptoError::WrongKey)
+        ));
+    }
     assert!(matches!(
         tamper("wrapped_master_key", "!!!".into()),
         Err(CryptoError::InvalidConfig(_))

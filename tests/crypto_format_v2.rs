@@ -1,5 +1,6 @@
-//! Object format 2 (docs/FORMAT.md §15): the epoch table, appends that keep the existing
-//! ciphertext, and the checks that stop anyone mixing epochs, attempts or versions.
+//! Object formats 2 and 3 (docs/FORMAT.md §15, §16): the epoch table, appends that keep the
+//! existing ciphertext, and the checks that stop anyone mixing epochs, attempts or versions.
+//! Format 3 is format 2 with AES-256-GCM segments: every behaviour is checked in both.
 
 use s3cryptfs::crypto::*;
 
@@ -9,6 +10,11 @@ fn master(b: u8) -> MasterKey {
 
 fn v2() -> Layout {
     Layout::with_format(4096, 2).unwrap()
+}
+
+/// The formats with epochs: 2 (AES-CTR + HMAC-SHA256) and 3 (AES-GCM).
+fn epoch_layouts() -> [Layout; 2] {
+    [v2(), Layout::with_format(4096, 3).unwrap()]
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -74,118 +80,132 @@ fn append_sealed(
 
 #[test]
 fn round_trips_at_segment_boundaries() {
-    let m = master(1);
-    let layout = v2();
-    let h = HEADER_LEN_V2;
-    for len in [0, 1, 4096 - h - 1, 4096 - h, 4096 - h + 1, 3 * 4096, 50_000] {
-        let p = pattern(len, 3);
-        let ct = encrypt_to_vec(&m, layout, ObjectKind::File, &p);
-        assert_eq!(ct.len() as u64, layout.ciphertext_size(len as u64), "{len}");
-        assert_eq!(layout.plaintext_size(ct.len() as u64).unwrap(), len as u64);
-        assert_eq!(&ct[..5], b"S3CF\x02");
-        assert_eq!(open(&m, layout, &ct).unwrap(), p, "{len}");
-        // A format-2 object is not read as format 1, nor the other way round.
-        assert!(matches!(
-            open(&m, Layout::new(4096).unwrap(), &ct),
-            Err(CryptoError::UnsupportedVersion(2) | CryptoError::ImpossibleSize(_))
-        ));
+    for layout in epoch_layouts() {
+        let m = master(1);
+        let h = HEADER_LEN_V2;
+        for len in [0, 1, 4096 - h - 1, 4096 - h, 4096 - h + 1, 3 * 4096, 50_000] {
+            let p = pattern(len, 3);
+            let ct = encrypt_to_vec(&m, layout, ObjectKind::File, &p);
+            assert_eq!(ct.len() as u64, layout.ciphertext_size(len as u64), "{len}");
+            assert_eq!(layout.plaintext_size(ct.len() as u64).unwrap(), len as u64);
+            assert_eq!(&ct[..5], &[b'S', b'3', b'C', b'F', layout.format()]);
+            assert_eq!(open(&m, layout, &ct).unwrap(), p, "{len}");
+            // An object is read only as its own format, never as another.
+            for other in [1, 2, 3].into_iter().filter(|f| *f != layout.format()) {
+                let other = Layout::with_format(4096, other).unwrap();
+                let refused = open(&m, other, &ct).unwrap_err();
+                assert!(
+                    matches!(
+                        refused,
+                        CryptoError::UnsupportedVersion(_) | CryptoError::ImpossibleSize(_)
+                    ),
+                    "format {} read as {}: {refused}",
+                    layout.format(),
+                    other.format()
+                );
+            }
+        }
     }
 }
 
 #[test]
 fn appends_keep_the_old_ciphertext_and_read_back_whole() {
-    let m = master(2);
-    let layout = v2();
-    let mut want = pattern(10_000, 5);
-    let mut object = encrypt_to_vec(&m, layout, ObjectKind::File, &want);
-    for (round, len) in [1, 100, 4096, 9000, 3, 20_000].into_iter().enumerate() {
-        let data = pattern(len, round as u8 + 7);
-        let next = append(&m, layout, &object, &data).expect("room in the epoch table");
-        // Everything before the old last segment is the same bytes, header aside.
-        let plan = layout
-            .append_plan(layout.plaintext_size(object.len() as u64).unwrap())
-            .unwrap();
-        let kept = plan.kept.start as usize..plan.kept.end as usize;
-        assert_eq!(next[kept.clone()], object[kept]);
-        want.extend_from_slice(&data);
-        assert_eq!(open(&m, layout, &next).unwrap(), want, "round {round}");
-        object = next;
+    for layout in epoch_layouts() {
+        let m = master(2);
+        let mut want = pattern(10_000, 5);
+        let mut object = encrypt_to_vec(&m, layout, ObjectKind::File, &want);
+        for (round, len) in [1, 100, 4096, 9000, 3, 20_000].into_iter().enumerate() {
+            let data = pattern(len, round as u8 + 7);
+            let next = append(&m, layout, &object, &data).expect("room in the epoch table");
+            // Everything before the old last segment is the same bytes, header aside.
+            let plan = layout
+                .append_plan(layout.plaintext_size(object.len() as u64).unwrap())
+                .unwrap();
+            let kept = plan.kept.start as usize..plan.kept.end as usize;
+            assert_eq!(next[kept.clone()], object[kept]);
+            want.extend_from_slice(&data);
+            assert_eq!(open(&m, layout, &next).unwrap(), want, "round {round}");
+            object = next;
+        }
+        let header = Header::parse(&object, layout).unwrap();
+        assert!(header.epochs().len() > 1);
     }
-    let header = Header::parse(&object, layout).unwrap();
-    assert!(header.epochs().len() > 1);
 }
 
 #[test]
 fn a_full_epoch_table_refuses_another_append() {
-    let m = master(3);
-    let layout = v2();
-    let mut object = encrypt_to_vec(&m, layout, ObjectKind::File, &pattern(5000, 1));
-    let mut appended = 0;
-    // Each append of a full segment starts a new epoch at the old last segment.
-    while let Some(next) = append(&m, layout, &object, &pattern(4096, 2)) {
-        object = next;
-        appended += 1;
-        assert!(appended <= MAX_EPOCHS, "the table never fills");
+    for layout in epoch_layouts() {
+        let m = master(3);
+        let mut object = encrypt_to_vec(&m, layout, ObjectKind::File, &pattern(5000, 1));
+        let mut appended = 0;
+        // Each append of a full segment starts a new epoch at the old last segment.
+        while let Some(next) = append(&m, layout, &object, &pattern(4096, 2)) {
+            object = next;
+            appended += 1;
+            assert!(appended <= MAX_EPOCHS, "the table never fills");
+        }
+        assert_eq!(appended, MAX_EPOCHS - 1);
+        assert_eq!(
+            Header::parse(&object, layout).unwrap().epochs().len(),
+            MAX_EPOCHS
+        );
+        assert_eq!(open(&m, layout, &object).unwrap().len(), 5000 + 15 * 4096);
     }
-    assert_eq!(appended, MAX_EPOCHS - 1);
-    assert_eq!(
-        Header::parse(&object, layout).unwrap().epochs().len(),
-        MAX_EPOCHS
-    );
-    assert_eq!(open(&m, layout, &object).unwrap().len(), 5000 + 15 * 4096);
 }
 
 #[test]
 fn two_appends_to_one_base_cannot_be_mixed() {
-    let m = master(4);
-    let layout = v2();
-    let base = encrypt_to_vec(&m, layout, ObjectKind::File, &pattern(9000, 1));
-    let data = pattern(6000, 9);
-    let a = append(&m, layout, &base, &data).unwrap();
-    let b = append(&m, layout, &base, &data).unwrap();
-    assert_eq!(a.len(), b.len());
-    // Same plaintext, same segment indices: still a new keystream per attempt.
-    let plan = layout.append_plan(9000).unwrap();
-    let tail = plan.kept.end as usize;
-    assert_ne!(a[tail..tail + 64], b[tail..tail + 64]);
-    let h = HEADER_LEN_V2;
-    // A's header with B's new segments, and the other way round.
-    let mut mixed = a[..h].to_vec();
-    mixed.extend_from_slice(&b[h..]);
-    assert!(matches!(
-        open(&m, layout, &mixed),
-        Err(CryptoError::TagMismatch { segment: 2 })
-    ));
-    // B's header over A's body, but one of B's segments spliced in.
-    let c = layout.ciphertext_segment_size() as usize;
-    let mut spliced = b.clone();
-    spliced[2 * c..3 * c].copy_from_slice(&a[2 * c..3 * c]);
-    assert!(matches!(
-        open(&m, layout, &spliced),
-        Err(CryptoError::TagMismatch { segment: 2 })
-    ));
-    // The base's header over the appended body: its last epoch would end early.
-    let mut rolled_back = base[..h].to_vec();
-    rolled_back.extend_from_slice(&a[h..]);
-    assert!(open(&m, layout, &rolled_back).is_err());
-    // The appended object cut back to the base's length.
-    assert!(open(&m, layout, &a[..base.len()]).is_err());
+    for layout in epoch_layouts() {
+        let m = master(4);
+        let base = encrypt_to_vec(&m, layout, ObjectKind::File, &pattern(9000, 1));
+        let data = pattern(6000, 9);
+        let a = append(&m, layout, &base, &data).unwrap();
+        let b = append(&m, layout, &base, &data).unwrap();
+        assert_eq!(a.len(), b.len());
+        // Same plaintext, same segment indices: still a new keystream per attempt.
+        let plan = layout.append_plan(9000).unwrap();
+        let tail = plan.kept.end as usize;
+        assert_ne!(a[tail..tail + 64], b[tail..tail + 64]);
+        let h = HEADER_LEN_V2;
+        // A's header with B's new segments, and the other way round.
+        let mut mixed = a[..h].to_vec();
+        mixed.extend_from_slice(&b[h..]);
+        assert!(matches!(
+            open(&m, layout, &mixed),
+            Err(CryptoError::TagMismatch { segment: 2 })
+        ));
+        // B's header over A's body, but one of B's segments spliced in.
+        let c = layout.ciphertext_segment_size() as usize;
+        let mut spliced = b.clone();
+        spliced[2 * c..3 * c].copy_from_slice(&a[2 * c..3 * c]);
+        assert!(matches!(
+            open(&m, layout, &spliced),
+            Err(CryptoError::TagMismatch { segment: 2 })
+        ));
+        // The base's header over the appended body: its last epoch would end early.
+        let mut rolled_back = base[..h].to_vec();
+        rolled_back.extend_from_slice(&a[h..]);
+        assert!(open(&m, layout, &rolled_back).is_err());
+        // The appended object cut back to the base's length.
+        assert!(open(&m, layout, &a[..base.len()]).is_err());
+    }
 }
 
 #[test]
 fn every_edit_of_the_epoch_table_is_caught() {
-    let m = master(5);
-    let layout = v2();
-    let base = encrypt_to_vec(&m, layout, ObjectKind::File, &pattern(9000, 1));
-    let object = append(&m, layout, &base, &pattern(9000, 2)).unwrap();
-    assert_eq!(Header::parse(&object, layout).unwrap().epochs().len(), 2);
-    for byte in 0..HEADER_LEN_V2 {
-        let mut bad = object.clone();
-        bad[byte] ^= 0x01;
-        assert!(
-            open(&m, layout, &bad).is_err(),
-            "a flip of header byte {byte} went unnoticed"
-        );
+    for layout in epoch_layouts() {
+        let m = master(5);
+        let base = encrypt_to_vec(&m, layout, ObjectKind::File, &pattern(9000, 1));
+        let object = append(&m, layout, &base, &pattern(9000, 2)).unwrap();
+        assert_eq!(Header::parse(&object, layout).unwrap().epochs().len(), 2);
+        for byte in 0..HEADER_LEN_V2 {
+            let mut bad = object.clone();
+            bad[byte] ^= 0x01;
+            assert!(
+                open(&m, layout, &bad).is_err(),
+                "a flip of header byte {byte} went unnoticed"
+            );
+        }
     }
 }
 
@@ -344,6 +364,113 @@ fn attributes_known_answer_vectors() {
         assert!(
             format_md.contains(vector),
             "FORMAT.md §9a lost the version {version} vector"
+        );
+    }
+}
+
+/// docs/FORMAT.md §16.4: the §15.5 vector's inputs sealed as format 3, alone and appended to
+/// twice as in `known_answer_vector_with_three_epochs`.
+const V3_SHA256: &str = "a0f67aa467856d6438c5803318af9ea4380dbdcb44703b68de9b7507b141190c";
+const V3_THREE_EPOCHS_SHA256: &str =
+    "7ad688c344196e739cc2e285e9e46f7f944e7ab90c1f393f05d4bd8184b28263";
+
+fn v3() -> Layout {
+    Layout::with_format(4096, 3).unwrap()
+}
+
+fn v3_vector_object(m: &MasterKey) -> Vec<u8> {
+    let layout = v3();
+    let mut enc =
+        StreamEncryptor::with_fixed_epoch(m, layout, ObjectKind::File, [0x22; 32], [0x33; 16]);
+    let mut out = Vec::new();
+    enc.start(&mut out);
+    let c = layout.ciphertext_segment_size() as usize;
+    let plaintext = pattern(5000, 1);
+    assert_eq!(enc.write(&mut out, &plaintext, 4 * c), plaintext.len());
+    enc.finish(&mut out);
+    out
+}
+
+#[test]
+fn known_answer_vectors_of_format_3() {
+    use sha2::{Digest, Sha256};
+    let m = master(0x11);
+    let layout = v3();
+    let object = v3_vector_object(&m);
+    assert_eq!(object.len(), 368 + 5000 + 2 * 16);
+    assert_eq!(&object[..8], b"S3CF\x03\x01\x0c\x01");
+    assert_eq!(hex::encode(Sha256::digest(&object)), V3_SHA256);
+
+    let object = append_fixed(&m, layout, &object, &pattern(3000, 3), [0x44; 16]);
+    let object = append_fixed(&m, layout, &object, &pattern(6000, 5), [0x55; 16]);
+    assert_eq!(Header::parse(&object, layout).unwrap().epochs().len(), 3);
+    let expected = [pattern(5000, 1), pattern(3000, 3), pattern(6000, 5)].concat();
+    assert_eq!(open(&m, layout, &object).unwrap(), expected);
+    assert_eq!(hex::encode(Sha256::digest(&object)), V3_THREE_EPOCHS_SHA256);
+    let format_md = include_str!("../docs/FORMAT.md");
+    for digest in [V3_SHA256, V3_THREE_EPOCHS_SHA256] {
+        assert!(format_md.contains(digest), "FORMAT.md §16.4 lost {digest}");
+    }
+}
+
+/// Format 3's segments are plain AES-256-GCM as FORMAT.md §16 writes it down, checked with
+/// an implementation other than the one the format uses (RustCrypto's `aes-gcm` and `hkdf`
+/// against AWS-LC): the key from HKDF, the 12-byte nonce, no associated data, the tag after
+/// the ciphertext.
+#[test]
+fn format_3_segments_are_aes_256_gcm_as_documented() {
+    use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit, Nonce, Tag};
+    let m = master(0x11);
+    let object = v3_vector_object(&m);
+    let header_prefix = [b'S', b'3', b'C', b'F', 3, 1, 12, 0];
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0x22; 32]), &[0x11; 32]);
+    let mut key = [0u8; 32];
+    hk.expand_multi_info(
+        &[
+            b"s3cryptfs v3 epoch key",
+            &header_prefix,
+            &0u32.to_be_bytes(),
+            &[0x33; 16],
+        ],
+        &mut key,
+    )
+    .unwrap();
+    let gcm = Aes256Gcm::new(&key.into());
+    let layout = v3();
+    let plaintext = pattern(5000, 1);
+    let mut got = Vec::new();
+    for (index, last) in [(0u32, false), (1, true)] {
+        let range = layout.segment_ciphertext_range(u64::from(index), 5000);
+        let segment = &object[range.start as usize..range.end as usize];
+        let (ct, tag) = segment.split_at(segment.len() - 16);
+        let mut nonce = [0u8; 12];
+        nonce[7..11].copy_from_slice(&index.to_be_bytes());
+        nonce[11] = u8::from(last);
+        let mut buf = ct.to_vec();
+        gcm.decrypt_inout_detached(
+            &Nonce::from(nonce),
+            b"",
+            buf.as_mut_slice().into(),
+            &Tag::try_from(tag).unwrap(),
+        )
+        .unwrap_or_else(|_| panic!("segment {index} opens as documented"));
+        got.extend_from_slice(&buf);
+    }
+    assert_eq!(got, plaintext);
+}
+
+/// Every single bit of a format-3 object matters: header, ciphertext and tags.
+#[test]
+fn every_bit_of_a_format_3_object_is_checked() {
+    let m = master(0x12);
+    let layout = v3();
+    let object = encrypt_to_vec(&m, layout, ObjectKind::File, &pattern(9000, 7));
+    for bit in 0..object.len() * 8 {
+        let mut bad = object.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        assert!(
+            open(&m, layout, &bad).is_err(),
+            "a flip of bit {bit} went unnoticed"
         );
     }
 }

@@ -18,7 +18,7 @@ on_both_servers!(
     a_file_renamed_while_changed_keeps_its_changes,
     the_staging_budget_is_shared_by_all_files,
     appends_send_only_the_new_bytes,
-    format_1_volumes_are_still_changed_in_place,
+    older_formats_are_still_changed_in_place,
     tools_that_write_in_place_work,
     writes_after_fsync_continue_in_place,
     truncate_by_path_changes_the_file
@@ -396,36 +396,52 @@ async fn appends_send_only_the_new_bytes(kind: ServerKind) {
     assert!(v.store.list_uploads("").await.unwrap().is_empty());
 }
 
-/// A volume made in object format 1 (by an earlier build) is read and changed as before:
-/// appends rewrite the file (format 1 cannot keep its ciphertext), and what is written stays
-/// format 1.
-async fn format_1_volumes_are_still_changed_in_place(kind: ServerKind) {
-    let v = TestVolume::format_1(kind, "format1", "").await;
-    let m = v.mount(&[]);
-    let mut want = common::random_bytes(200_000, 101);
-    std::fs::write(m.join("f"), &want).unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(m.join("f"))
-        .unwrap();
-    f.write_all(b"appended").unwrap();
-    drop(f);
-    want.extend_from_slice(b"appended");
-    let f = open_rw(&m.join("f"));
-    f.write_all_at(b"middle", 100_000).unwrap();
-    drop(f);
-    want[100_000..100_006].copy_from_slice(b"middle");
-    assert!(std::fs::read(m.join("f")).unwrap() == want);
-    assert_eq!(m.unmount(), Some(0));
-    let m = v.mount(&[]);
-    assert!(std::fs::read(m.join("f")).unwrap() == want);
-    let raw = v
-        .store
-        .get_range(&v.key("f").await, 0..5, None)
-        .await
-        .unwrap();
-    assert_eq!(&raw.body.collect().await.unwrap()[..], b"S3CF\x01");
-    drop(m);
+/// Volumes made in object formats 1 and 2 (by earlier builds) are read and changed as
+/// before: appends rewrite a format-1 file (format 1 cannot keep its ciphertext) and keep a
+/// format-2 file's, and what is written stays in the volume's format.
+async fn older_formats_are_still_changed_in_place(kind: ServerKind) {
+    for format in [1u8, 2] {
+        let v = TestVolume::older_format(kind, format, &format!("format{format}"), "").await;
+        let m = v.mount(&[]);
+        // Past 10 MiB, so a format-2 append keeps the ciphertext it has.
+        let mut want = common::random_bytes(11 << 20, 101);
+        std::fs::write(m.join("f"), &want).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(m.join("f"))
+            .unwrap();
+        f.write_all(b"appended").unwrap();
+        drop(f);
+        want.extend_from_slice(b"appended");
+        assert!(
+            std::fs::read(m.join("f")).unwrap() == want,
+            "format {format}"
+        );
+        let f = open_rw(&m.join("f"));
+        f.write_all_at(b"middle", 100_000).unwrap();
+        drop(f);
+        want[100_000..100_006].copy_from_slice(b"middle");
+        assert!(
+            std::fs::read(m.join("f")).unwrap() == want,
+            "format {format}"
+        );
+        assert_eq!(m.unmount(), Some(0));
+        let m = v.mount(&[]);
+        assert!(
+            std::fs::read(m.join("f")).unwrap() == want,
+            "format {format}"
+        );
+        let raw = v
+            .store
+            .get_range(&v.key("f").await, 0..5, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            &raw.body.collect().await.unwrap()[..],
+            &[b'S', b'3', b'C', b'F', format]
+        );
+        drop(m);
+    }
 }
 
 fn sh(cmd: &mut std::process::Command) -> String {

@@ -1,16 +1,17 @@
-//! The object header: 48 bytes in format 1, 368 in format 2.
+//! The object header: 48 bytes in format 1, 368 in formats 2 and 3 (the same bytes;
+//! format 3 seals its segments with AES-256-GCM).
 //!
 //! ```text
 //! offset len  field
 //!      0   4  magic "S3CF"
-//!      4   1  format version (1 or 2)
+//!      4   1  format version (1, 2 or 3)
 //!      5   1  object kind (1 = regular file, 2 = symlink, 3 = directory marker)
 //!      6   1  log2(plaintext segment size)
-//!      7   1  format 1: reserved, 0; format 2: number of epochs (1..=16)
-//!      8  32  salt (random per object, kept by appends in format 2)
-//!     40   7  format 1: nonce prefix (random per object version); format 2: 0
+//!      7   1  format 1: reserved, 0; formats 2, 3: number of epochs (1..=16)
+//!      8  32  salt (random per object, kept by appends in formats 2, 3)
+//!     40   7  format 1: nonce prefix (random per object version); formats 2, 3: 0
 //!     47   1  reserved, 0
-//!     48 320  format 2 only: 16 epoch entries of first segment (u32) and
+//!     48 320  formats 2, 3 only: 16 epoch entries of first segment (u32) and
 //!             epoch nonce (16 random bytes); entries past the count are 0
 //! ```
 
@@ -20,7 +21,7 @@ use super::layout::{EPOCH_ENTRY_LEN, HEADER_LEN, Layout, MAX_EPOCHS};
 /// Magic bytes at the start of every object.
 pub const MAGIC: [u8; 4] = *b"S3CF";
 /// The newest object format version, which new volumes get.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 /// What an object holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,14 +92,14 @@ impl Header {
         }
     }
 
-    /// A format-2 header with its first epoch (from segment 0).
+    /// A format-2 or format-3 header with its first epoch (from segment 0).
     pub(crate) fn new_v2(
         kind: ObjectKind,
         layout: Layout,
         salt: [u8; 32],
         epoch_nonce: [u8; 16],
     ) -> Self {
-        debug_assert_eq!(layout.format(), 2);
+        debug_assert!(layout.has_epochs());
         let mut epochs = [Epoch::default(); MAX_EPOCHS];
         epochs[0] = Epoch {
             first_segment: 0,
@@ -119,7 +120,7 @@ impl Header {
     /// segment, which the new one re-seals) is replaced. `None` when the
     /// table is full or `first_segment` lies before the last epoch.
     pub(crate) fn with_epoch(&self, first_segment: u32, nonce: [u8; 16]) -> Option<Header> {
-        if self.layout.format() != 2 {
+        if !self.layout.has_epochs() {
             return None;
         }
         let mut h = *self;
@@ -277,7 +278,7 @@ impl Header {
         let b = self.to_bytes();
         let mut p = [0u8; 8];
         p.copy_from_slice(&b[..8]);
-        if self.layout.format() == 2 {
+        if self.layout.has_epochs() {
             p[7] = 0;
         }
         p

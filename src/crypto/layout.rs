@@ -1,11 +1,12 @@
 //! Size and offset arithmetic of the segmented object format.
 //!
-//! Notation: `S` = plaintext segment size, `C = S + TAG_LEN` = ciphertext
-//! segment size, `H = HEADER_LEN`. Segment 0 holds `S - H` plaintext bytes so
+//! Notation: `S` = plaintext segment size, `T` = tag length (32 bytes in
+//! formats 1 and 2, 16 in format 3), `C = S + T` = ciphertext segment size,
+//! `H` = header length. Segment 0 holds `S - H` plaintext bytes so
 //! that, together with the header, it occupies exactly `C` ciphertext bytes;
 //! ciphertext segment `i` therefore starts at `i * C` (segment 0's
 //! ciphertext itself starts at `H`). `H` depends on the volume's object
-//! format: 48 bytes in format 1, 368 in format 2 (its table of epochs).
+//! format: 48 bytes in format 1, 368 in formats 2 and 3 (their table of epochs).
 
 use std::ops::Range;
 
@@ -18,20 +19,23 @@ pub const HEADER_LEN: usize = 48;
 pub const MAX_EPOCHS: usize = 16;
 /// One epoch entry: first segment (u32) and the epoch nonce (16 bytes).
 pub const EPOCH_ENTRY_LEN: usize = 20;
-/// Length of a format-2 object header.
+/// Length of a format-2 (and format-3) object header.
 pub const HEADER_LEN_V2: usize = HEADER_LEN + MAX_EPOCHS * EPOCH_ENTRY_LEN;
 /// The object formats this build reads (and the newest, which it writes).
-pub const OBJECT_FORMATS: [u8; 2] = [1, 2];
-/// Length of the authentication tag after every segment.
+pub const OBJECT_FORMATS: [u8; 3] = [1, 2, 3];
+/// Length of the authentication tag after every segment in formats 1 and 2
+/// (HMAC-SHA256).
 pub const TAG_LEN: usize = 32;
+/// Length of the tag after every segment in format 3 (AES-256-GCM).
+pub const GCM_TAG_LEN: usize = 16;
+/// The longest tag of any format.
+pub const MAX_TAG_LEN: usize = TAG_LEN;
 /// Smallest allowed plaintext segment size.
 pub const MIN_SEGMENT_SIZE: u32 = 4096;
 /// Largest allowed plaintext segment size (16 MiB).
 pub const MAX_SEGMENT_SIZE: u32 = 16 << 20;
 /// Largest number of segments in one object (the index is a u32 in the IV).
 pub const MAX_SEGMENTS: u64 = 1 << 32;
-
-const T: u64 = TAG_LEN as u64;
 
 /// The segment geometry of a volume: segment size and object format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +54,7 @@ impl Layout {
         Self::with_format(plaintext_segment_size, 1)
     }
 
-    /// A layout of object format `format` (1 or 2).
+    /// A layout of object format `format` (1, 2 or 3).
     pub fn with_format(plaintext_segment_size: u32, format: u8) -> Result<Self, CryptoError> {
         let s = plaintext_segment_size;
         if !s.is_power_of_two() || !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&s) {
@@ -72,7 +76,28 @@ impl Layout {
         self.format
     }
 
-    /// `H`: 48 bytes in format 1, 368 in format 2.
+    /// Whether objects carry a table of epochs (formats 2 and 3), which lets an append keep
+    /// what an object already has.
+    pub fn has_epochs(&self) -> bool {
+        self.format >= 2
+    }
+
+    /// Whether segments are sealed with AES-256-GCM (format 3) rather than AES-256-CTR and
+    /// HMAC-SHA256.
+    pub fn is_gcm(&self) -> bool {
+        self.format == 3
+    }
+
+    /// `T`: 32 bytes (HMAC-SHA256) in formats 1 and 2, 16 (GCM) in format 3.
+    pub fn tag_len(&self) -> usize {
+        if self.is_gcm() { GCM_TAG_LEN } else { TAG_LEN }
+    }
+
+    fn t(&self) -> u64 {
+        self.tag_len() as u64
+    }
+
+    /// `H`: 48 bytes in format 1, 368 in formats 2 and 3.
     pub fn header_len(&self) -> usize {
         if self.format == 1 {
             HEADER_LEN
@@ -95,9 +120,9 @@ impl Layout {
         self.segment_size
     }
 
-    /// `C = S + TAG_LEN`.
+    /// `C = S + T`.
     pub fn ciphertext_segment_size(&self) -> u64 {
-        u64::from(self.segment_size) + T
+        u64::from(self.segment_size) + self.t()
     }
 
     fn s(&self) -> u64 {
@@ -114,16 +139,17 @@ impl Layout {
         }
     }
 
-    /// `H + P + n * TAG_LEN`.
+    /// `H + P + n * T`.
     pub fn ciphertext_size(&self, plaintext_size: u64) -> u64 {
-        self.h() + plaintext_size + self.segment_count(plaintext_size) * T
+        self.h() + plaintext_size + self.segment_count(plaintext_size) * self.t()
     }
 
     /// Inverse of [`Layout::ciphertext_size`]; `ImpossibleSize` if no
     /// plaintext has a ciphertext of this size.
     pub fn plaintext_size(&self, ciphertext_size: u64) -> Result<u64, CryptoError> {
         let total = ciphertext_size;
-        if total < self.h() + T {
+        let t = self.t();
+        if total < self.h() + t {
             return Err(CryptoError::ImpossibleSize(total));
         }
         let c = self.ciphertext_segment_size();
@@ -131,11 +157,11 @@ impl Layout {
         if n > MAX_SEGMENTS {
             return Err(CryptoError::ImpossibleSize(total));
         }
-        if n > 1 && total - (n - 1) * c <= T {
+        if n > 1 && total - (n - 1) * c <= t {
             // The last segment would be a bare tag: only a lone segment may be empty.
             return Err(CryptoError::ImpossibleSize(total));
         }
-        Ok(total - self.h() - n * T)
+        Ok(total - self.h() - n * t)
     }
 
     /// Plaintext bytes a full segment `index` holds: `S - H` for segment 0,
@@ -209,7 +235,7 @@ impl Layout {
     }
 }
 
-/// How an append reuses an object of `plaintext_size` bytes (format 2): every
+/// How an append reuses an object of `plaintext_size` bytes (formats 2 and 3): every
 /// segment before the last is kept byte for byte; the last segment's
 /// plaintext is re-sealed (no longer last) in a new epoch, followed by the
 /// appended bytes.
@@ -228,7 +254,7 @@ impl Layout {
     /// `None` for format 1 and for objects of one segment (nothing to keep).
     pub fn append_plan(&self, plaintext_size: u64) -> Option<AppendPlan> {
         let count = self.segment_count(plaintext_size);
-        if self.format != 2 || count < 2 {
+        if !self.has_epochs() || count < 2 {
             return None;
         }
         let last = count - 1;

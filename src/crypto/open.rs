@@ -3,7 +3,8 @@
 use super::error::CryptoError;
 use super::header::{Epoch, Header, ObjectKind};
 use super::keys::{MasterKey, ObjectKeys};
-use super::layout::{Layout, TAG_LEN};
+use super::layout::Layout;
+use super::segment_keys::SegmentKeys;
 
 /// Decrypts the segments of one object version, in any order.
 /// What one segment was verified under (see [`ObjectDecryptor::segment_identity`]).
@@ -21,7 +22,7 @@ pub struct ObjectDecryptor {
     header: Header,
     layout: Layout,
     /// Per epoch, its first segment and keys (format 1: one, from segment 0).
-    keys: Vec<(u64, ObjectKeys)>,
+    keys: Vec<(u64, SegmentKeys)>,
     plaintext_size: u64,
     segment_count: u64,
 }
@@ -43,7 +44,7 @@ impl ObjectDecryptor {
         let keys = if layout.format() == 1 {
             vec![(
                 0,
-                ObjectKeys::derive(master, header.salt(), &header.prefix()),
+                SegmentKeys::derive_object(master, header.salt(), &header.prefix()),
             )]
         } else {
             let mut keys = Vec::with_capacity(header.epochs().len());
@@ -54,8 +55,9 @@ impl ObjectDecryptor {
                 }
                 keys.push((
                     u64::from(epoch.first_segment),
-                    ObjectKeys::derive_epoch(
+                    SegmentKeys::derive_epoch(
                         master,
+                        layout,
                         header.salt(),
                         &header.prefix(),
                         epoch.first_segment,
@@ -127,7 +129,8 @@ impl ObjectDecryptor {
     /// constant time) before anything is decrypted; returns the plaintext
     /// length, the plaintext being `segment[..len]`. A wrong length, or an
     /// index past the last segment, is `Truncated`; a bad tag is
-    /// `TagMismatch { segment: index }` and leaves `segment` untouched.
+    /// `TagMismatch { segment: index }`, and `segment` then holds no plaintext (formats 1
+    /// and 2 leave it as it was, format 3 clears it).
     pub fn open_segment(&self, index: u64, segment: &mut [u8]) -> Result<usize, CryptoError> {
         if index >= self.segment_count {
             return Err(CryptoError::Truncated);
@@ -135,13 +138,13 @@ impl ObjectDecryptor {
         let expected = self
             .layout
             .segment_ciphertext_range(index, self.plaintext_size);
-        if segment.len() as u64 != expected.end - expected.start || segment.len() < TAG_LEN {
+        if segment.len() as u64 != expected.end - expected.start
+            || segment.len() < self.layout.tag_len()
+        {
             return Err(CryptoError::Truncated);
         }
         let last = index + 1 == self.segment_count;
         let iv = ObjectKeys::segment_iv(self.header.nonce_prefix(), index as u32, last);
-        let ct_len = segment.len() - TAG_LEN;
-        let (ct, tag) = segment.split_at_mut(ct_len);
         let keys = self
             .keys
             .iter()
@@ -149,11 +152,8 @@ impl ObjectDecryptor {
             .find(|(first, _)| *first <= index)
             .map(|(_, k)| k)
             .expect("the first epoch starts at segment 0");
-        if !keys.verify(&iv, ct, tag) {
-            return Err(CryptoError::TagMismatch { segment: index });
-        }
-        keys.apply_keystream(&iv, ct);
-        Ok(ct_len)
+        keys.open(&iv, segment)
+            .ok_or(CryptoError::TagMismatch { segment: index })
     }
 }
 

@@ -2,7 +2,8 @@
 
 use super::header::{Header, ObjectKind};
 use super::keys::{MasterKey, ObjectKeys, os_random};
-use super::layout::{Layout, MAX_SEGMENTS, TAG_LEN};
+use super::layout::{Layout, MAX_SEGMENTS};
+use super::segment_keys::{SegmentKeys, SegmentTag};
 
 /// Seals the segments of one object version, strictly in order.
 ///
@@ -12,13 +13,13 @@ use super::layout::{Layout, MAX_SEGMENTS, TAG_LEN};
 /// it impossible to encrypt two plaintexts under the same
 /// (key, nonce, counter) through this API.
 pub struct SegmentSealer {
-    keys: ObjectKeys,
+    keys: SegmentKeys,
     nonce_prefix: [u8; 7],
     next_index: u64,
 }
 
 impl SegmentSealer {
-    fn new(keys: ObjectKeys, nonce_prefix: [u8; 7], first_index: u64) -> Self {
+    fn new(keys: SegmentKeys, nonce_prefix: [u8; 7], first_index: u64) -> Self {
         SegmentSealer {
             keys,
             nonce_prefix,
@@ -31,7 +32,7 @@ impl SegmentSealer {
         self.next_index
     }
 
-    fn seal(&mut self, segment: &mut [u8], last: bool) -> [u8; TAG_LEN] {
+    fn seal(&mut self, segment: &mut [u8], last: bool) -> SegmentTag {
         // A non-last segment must leave room for the last one, so its index is
         // at most 2^32 - 2; the last segment's index is at most 2^32 - 1.
         let limit = if last { MAX_SEGMENTS } else { MAX_SEGMENTS - 1 };
@@ -41,21 +42,20 @@ impl SegmentSealer {
         );
         let index = self.next_index as u32;
         let iv = ObjectKeys::segment_iv(&self.nonce_prefix, index, last);
-        self.keys.apply_keystream(&iv, segment);
-        let tag = self.keys.tag(&iv, segment);
+        let tag = self.keys.seal(&iv, segment);
         self.next_index += 1;
         tag
     }
 
     /// Encrypts a segment that is known not to be the last one, in place,
     /// and returns its tag.
-    fn seal_next(&mut self, segment: &mut [u8]) -> [u8; TAG_LEN] {
+    fn seal_next(&mut self, segment: &mut [u8]) -> SegmentTag {
         self.seal(segment, false)
     }
 
     /// Encrypts the final segment (last flag set) in place and returns its
     /// tag. Takes `self` by value: nothing can be sealed afterwards.
-    fn seal_last(mut self, segment: &mut [u8]) -> [u8; TAG_LEN] {
+    fn seal_last(mut self, segment: &mut [u8]) -> SegmentTag {
         self.seal(segment, true)
     }
 }
@@ -172,8 +172,9 @@ impl StreamEncryptor {
     fn build_v2(master: &MasterKey, header: Header, from_segment: u64) -> Self {
         let layout = header.layout();
         let epoch = *header.epochs().last().expect("format 2 has an epoch");
-        let keys = ObjectKeys::derive_epoch(
+        let keys = SegmentKeys::derive_epoch(
             master,
+            layout,
             header.salt(),
             &header.prefix(),
             epoch.first_segment,
@@ -213,7 +214,7 @@ impl StreamEncryptor {
         nonce_prefix: [u8; 7],
     ) -> Self {
         let header = Header::new(kind, layout, salt, nonce_prefix);
-        let keys = ObjectKeys::derive(master, &salt, &header.prefix());
+        let keys = SegmentKeys::derive_object(master, &salt, &header.prefix());
         StreamEncryptor {
             header,
             layout,
@@ -278,7 +279,7 @@ impl StreamEncryptor {
                 }
                 let start = out.len() - cap;
                 let tag = self.sealer.seal_next(&mut out[start..]);
-                out.extend_from_slice(&tag);
+                out.extend_from_slice(tag.as_ref());
                 self.pending = 0;
                 continue;
             }
@@ -320,7 +321,7 @@ impl StreamEncryptor {
         assert!(out.len() >= self.pending);
         let start = out.len() - self.pending;
         let tag = self.sealer.seal_last(&mut out[start..]);
-        out.extend_from_slice(&tag);
+        out.extend_from_slice(tag.as_ref());
     }
 
     /// Plaintext bytes consumed so far.
@@ -360,6 +361,6 @@ pub fn encrypt_to_vec(
     debug_assert_eq!(n, plaintext.len());
     enc.finish(&mut out);
     debug_assert_eq!(out.len(), total);
-    debug_assert!(out.len() >= layout.header_len() + TAG_LEN);
+    debug_assert!(out.len() >= layout.header_len() + layout.tag_len());
     out
 }

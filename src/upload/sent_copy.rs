@@ -48,7 +48,8 @@ impl ObjectWriter {
         let Some(mut copy) = self.sent_copy.take() else {
             return Ok(None);
         };
-        // Room for the rest and its last tag, while the stream could still go on.
+        // Room for the rest and its last tag (TAG_LEN is the longest of any format), while
+        // the stream could still go on.
         let rest = (self.buffer.len() + TAG_LEN) as u64;
         if let Err(e) = copy.reserve_rest(rest) {
             debug!(key = %self.key, "no room for the rest of the local copy: {e}");

@@ -54,6 +54,8 @@ pub struct Settings {
     /// What the mount's probe found the store enforces (the memory store enforces all,
     /// unless told to ignore them).
     pub conditions: ConditionSupport,
+    /// `init --object-format`: the default (3), or an older one.
+    pub object_format: u32,
 }
 
 impl Default for Settings {
@@ -70,6 +72,7 @@ impl Default for Settings {
             on_conflict: OnConflict::KeepBoth,
             host: "host-a".to_string(),
             conditions: ConditionSupport::ALL,
+            object_format: s3cryptfs::crypto::VOLUME_FORMAT_VERSION,
         }
     }
 }
@@ -102,7 +105,7 @@ impl Core {
         let shape = VolumeShape {
             segment_size: 65536,
             encrypt_names,
-            object_format: 2,
+            object_format: settings.object_format,
         };
         Volume::init(
             memory.as_ref(),

@@ -47,14 +47,15 @@ impl TestVolume {
         Self::init_on(server(kind), tag, prefix, names).await
     }
 
-    /// A fresh volume in object format 1, as earlier builds made them.
-    pub async fn format_1(kind: ServerKind, tag: &str, prefix: &str) -> Self {
+    /// A fresh volume in an older object format (1 or 2), as earlier builds made them.
+    pub async fn older_format(kind: ServerKind, format: u8, tag: &str, prefix: &str) -> Self {
+        let format = format.to_string();
         Self::init_with(
             server(kind),
             tag,
             prefix,
             Names::Plain,
-            &["--object-format", "1"],
+            &["--object-format", &format],
         )
         .await
     }
