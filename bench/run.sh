@@ -44,6 +44,8 @@
 #                    the results name the tree's commit either way, so say which in notes)
 #   BENCH_MOUNT_ARGS extra `s3cryptfs mount` options for every s3cryptfs mount of the run
 #                    (word-split), e.g. "--keep-sent-parts 0" to compare a setting's cost
+#   BENCH_INIT_ARGS  extra `s3cryptfs init` options (word-split), e.g. "--object-format 2" to
+#                    measure an older object format against the default
 #   CARGO_TARGET_DIR honoured for the binaries
 #
 # Needs root (FUSE mount, umount, /proc/sys/vm/drop_caches). Starts its own Garage (single
@@ -235,7 +237,8 @@ unset AWS_ENDPOINT_URL AWS_PROFILE AWS_CA_BUNDLE
 KEYF=$WORK/volume.key
 (umask 077 && head -c 32 /dev/urandom | xxd -p -c64 > "$KEYF")
 VOL=$BUCKET/vol
-"$FS" init "$VOL" --key-file "$KEYF" --endpoint-url "$EP" --force-path-style \
+# shellcheck disable=SC2086  # BENCH_INIT_ARGS is a list of options
+"$FS" init "$VOL" --key-file "$KEYF" --endpoint-url "$EP" --force-path-style ${BENCH_INIT_ARGS:-} \
   > "$LOGS/init.log" 2>&1 || { cat "$LOGS/init.log" >&2; die "s3cryptfs init"; }
 
 # ---------------------------------------------------------------------------------------------
@@ -1019,7 +1022,7 @@ ${W1_REPORT}
 ${PEER_REPORT}
 ${EXTRA_REPORT}
 
-Command: \`${BENCH_MOUNT_ARGS:+BENCH_MOUNT_ARGS='$BENCH_MOUNT_ARGS' }${BENCH_PEERS:+BENCH_PEERS=$BENCH_PEERS }BENCH_WORKLOADS=${WORKLOADS} BENCH_SMALL_FILES=${SMALL_N} BENCH_LS_FILES=${LS_N} BENCH_SIZE_MIB=${SIZE_MIB} BENCH_RUNS=${RUNS} bench/run.sh\`
+Command: \`${BENCH_INIT_ARGS:+BENCH_INIT_ARGS='$BENCH_INIT_ARGS' }${BENCH_MOUNT_ARGS:+BENCH_MOUNT_ARGS='$BENCH_MOUNT_ARGS' }${BENCH_PEERS:+BENCH_PEERS=$BENCH_PEERS }BENCH_WORKLOADS=${WORKLOADS} BENCH_SMALL_FILES=${SMALL_N} BENCH_LS_FILES=${LS_N} BENCH_SIZE_MIB=${SIZE_MIB} BENCH_RUNS=${RUNS} bench/run.sh\`
 EOF
 )
 echo "$report"

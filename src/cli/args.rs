@@ -441,7 +441,7 @@ pub struct MountArgs {
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub cache_size: u64,
     /// Largest read-ahead window of a sequential reader (K, M, G suffixes)
-    #[arg(long, default_value = "32M", value_parser = parse_size)]
+    #[arg(long, default_value = "16M", value_parser = parse_size)]
     pub max_prefetch: u64,
     /// Memory for upload part buffers across all files being written (K, M, G suffixes);
     /// a new writer waits, then fails with ENOMEM, when it is used up

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::args::{MountArgs, PASSPHRASE_ENV, Secret};
 use super::{EXIT_FAILURE, EXIT_STORE, EXIT_USAGE, fail, runtime};
 use crate::fs::{FsCore, FsOptions, FuseAdapter, raise_read_ahead};
-use crate::read::{PrefetchConfig, ReadContext, SegmentCache};
+use crate::read::{PrefetchConfig, ReadContext};
 use crate::store::ConditionSupport;
 use crate::upload::{MemoryBudget, UploadConfig, UploadContext, UploadStats};
 
@@ -240,16 +240,16 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
             .unwrap_or_else(|| "unknown-host".to_string()),
         on_conflict: args.on_conflict.into(),
     };
-    let read = Arc::new(ReadContext {
-        store: volume.store.clone(),
-        master: volume.master.clone(),
-        layout: volume.layout,
-        cache: SegmentCache::new(args.cache_size, volume.layout.plaintext_segment_size()),
-        prefetch: PrefetchConfig {
+    let read = Arc::new(ReadContext::new(
+        volume.store.clone(),
+        volume.master.clone(),
+        volume.layout,
+        args.cache_size,
+        PrefetchConfig {
             max_window: args.max_prefetch.max(1024 * 1024),
             ..PrefetchConfig::default()
         },
-    });
+    ));
     let upload = Arc::new(UploadContext {
         store: volume.store.clone(),
         master: volume.master.clone(),

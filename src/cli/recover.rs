@@ -278,7 +278,7 @@ pub(super) async fn stream_out(
             .body;
         for seg in first..last {
             let range = layout.segment_ciphertext_range(seg, plaintext_size);
-            let mut buf = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
+            let mut buf = Vec::with_capacity((range.end - range.start) as usize);
             body.read_into(&mut buf, (range.end - range.start) as usize)
                 .await
                 .map_err(store_err)?;

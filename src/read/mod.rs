@@ -2,6 +2,7 @@
 //! returned, with sequential prefetch and an LRU cache of decrypted segments.
 
 mod cache;
+mod pool;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
 pub use cache::{SegmentCache, SegmentId};
+pub use pool::{BufferPool, PooledBuffer};
 
 use crate::crypto::{CryptoError, Header, Layout, MasterKey, ObjectDecryptor, ObjectKind};
 use crate::store::{ObjectStore, StoreError};
@@ -35,14 +37,19 @@ impl Default for PrefetchConfig {
             // small enough that the first one arrives quickly.
             chunk_segments: 128,
             initial_window: 1024 * 1024,
-            max_window: 32 * 1024 * 1024,
+            max_window: 16 * 1024 * 1024,
         }
     }
 }
 
 /// A read this far behind the furthest one so far still counts as sequential: the kernel's
-/// read-ahead sends several requests at once and they can arrive out of order.
-const SEQUENTIAL_BACK: u64 = 1024 * 1024;
+/// read-ahead (`read_ahead_kb` is raised to `--max-prefetch`) sends many requests at once
+/// and they are served out of order. With 1 MiB, a sequential `cat` was taken for a random
+/// reader every few MiB, which reset its read-ahead.
+const SEQUENTIAL_BACK: u64 = 32 * 1024 * 1024;
+/// Segments partly served to a sequential reader that are tracked at most (a few MiB of
+/// requests in flight touch a few dozen).
+const PARTLY_SERVED_LIMIT: usize = 1024;
 /// A skip forward of up to this much still counts as sequential.
 const SEQUENTIAL_FORWARD: u64 = 16 * 1024 * 1024;
 
@@ -53,6 +60,36 @@ pub struct ReadContext {
     pub layout: Layout,
     pub cache: SegmentCache,
     pub prefetch: PrefetchConfig,
+    /// Segment buffers: each fetched segment is read, verified and decrypted in one, which
+    /// the cache then holds and replies are copied from.
+    pub buffers: Arc<BufferPool>,
+}
+
+impl ReadContext {
+    /// A context with a cache of `cache_bytes` of plaintext.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        master: Arc<MasterKey>,
+        layout: Layout,
+        cache_bytes: u64,
+        prefetch: PrefetchConfig,
+    ) -> Self {
+        let segment = u64::from(layout.plaintext_segment_size());
+        // As many free buffers as the cache and one reader's read-ahead can hold at once:
+        // the memory of segment buffers is then the most ever in use, allocated once.
+        let max_free = (cache_bytes + prefetch.max_window) / segment + prefetch.chunk_segments;
+        Self {
+            store,
+            master,
+            layout,
+            cache: SegmentCache::new(cache_bytes, layout.plaintext_segment_size()),
+            prefetch,
+            buffers: BufferPool::new(
+                layout.ciphertext_segment_size() as usize,
+                usize::try_from(max_free).unwrap_or(usize::MAX),
+            ),
+        }
+    }
 }
 
 /// Why a read failed; the errno is what the application sees.
@@ -94,6 +131,8 @@ type FetchFuture = Shared<BoxFuture<'static, Result<(), ReadError>>>;
 struct SequentialState {
     /// Where the next read starts if the reader is sequential.
     next_offset: u64,
+    /// Bytes served of segments not yet served whole.
+    partly_served: HashMap<u64, u64>,
     window: u64,
     /// Prefetch chunks already requested (their segments may since have been evicted).
     requested: HashSet<u64>,
@@ -159,7 +198,10 @@ impl ObjectReader {
         let last = layout.segment_of(end - 1);
         let sequential = self.schedule_prefetch(offset, end);
 
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        // Slices of the segments first, copied out only once all are here: a request waiting
+        // for its segments holds no buffer of its own (the kernel keeps dozens waiting while
+        // it reads ahead), and one that lies within one segment is replied without a copy.
+        let mut pieces = Vec::with_capacity((last - first + 1) as usize);
         let mut fetched = VecDeque::new();
         let mut seg = first;
         while seg <= last {
@@ -173,17 +215,47 @@ impl ObjectReader {
             let range = layout.segment_plaintext_range(seg, self.plaintext_size);
             let from = offset.max(range.start) - range.start;
             let to = end.min(range.end) - range.start;
-            out.extend_from_slice(&plain[from as usize..to as usize]);
-            if sequential && end >= range.end {
-                // A sequential reader will not come back for it (the kernel's page cache
-                // keeps what it read): free the room for segments still ahead.
-                if let Some(id) = self.segment_id(seg) {
-                    self.ctx.cache.remove(&id);
-                }
+            pieces.push(plain.slice(from as usize..to as usize));
+            if sequential {
+                self.served(seg, to - from, range.end - range.start);
             }
             seg += 1;
         }
+        if pieces.len() == 1 {
+            return Ok(pieces.pop().expect("one piece"));
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for piece in pieces {
+            out.extend_from_slice(&piece);
+        }
         Ok(out.freeze())
+    }
+
+    /// Counts what a sequential reader was served of `seg`; once it has had all of it, the
+    /// segment leaves the cache: the reader will not come back for it (the kernel's page
+    /// cache keeps what it read), and the room is for segments still ahead. Dropping a
+    /// segment as soon as one read covered its end raced with the read that covered its
+    /// start (the kernel serves several at once), which then fetched it again and left it
+    /// in the cache for good; so did dropping what lay behind the furthest request, since a
+    /// prefetch could still be filling it in.
+    fn served(&self, seg: u64, bytes: u64, segment_len: u64) {
+        let done = {
+            let mut state = self.state.lock().unwrap();
+            if state.partly_served.len() >= PARTLY_SERVED_LIMIT {
+                // Not a reader that reads each byte once after all.
+                state.partly_served.clear();
+            }
+            let total = state.partly_served.entry(seg).or_default();
+            *total += bytes;
+            let done = *total >= segment_len;
+            if done {
+                state.partly_served.remove(&seg);
+            }
+            done
+        };
+        if done && let Some(id) = self.segment_id(seg) {
+            self.ctx.cache.remove(&id);
+        }
     }
 
     fn cached(&self, seg: u64) -> Option<Bytes> {
@@ -345,16 +417,15 @@ impl FetchJob {
         let mut out = Vec::with_capacity((to - from) as usize);
         for seg in from..to {
             let range = layout.segment_ciphertext_range(seg, self.plaintext_size);
-            let mut buf = BytesMut::with_capacity((range.end - range.start) as usize);
+            let mut buf = self.ctx.buffers.take();
             response
                 .body
-                .read_into(&mut buf, (range.end - range.start) as usize)
+                .read_into(buf.vec(), (range.end - range.start) as usize)
                 .await?;
             let len = decryptor
-                .open_segment(seg, &mut buf)
+                .open_segment(seg, buf.vec())
                 .map_err(|e| self.log_corrupt(e))?;
-            buf.truncate(len);
-            let plain = buf.freeze();
+            let plain = buf.freeze(len);
             self.ctx.cache.insert(
                 SegmentId::new(key, decryptor.segment_identity(seg)),
                 plain.clone(),
@@ -427,18 +498,18 @@ mod tests {
 
     fn context(store: Arc<MemoryStore>) -> Arc<ReadContext> {
         let layout = Layout::with_format(SEGMENT as u32, 2).unwrap();
-        Arc::new(ReadContext {
+        Arc::new(ReadContext::new(
             store,
-            master: Arc::new(MasterKey::generate()),
+            Arc::new(MasterKey::generate()),
             layout,
-            cache: SegmentCache::new(1 << 20, SEGMENT as u32),
+            1 << 20,
             // Two segments per GET and no read-ahead: a small read caches exactly two.
-            prefetch: PrefetchConfig {
+            PrefetchConfig {
                 chunk_segments: 2,
                 initial_window: 0,
                 max_window: 0,
             },
-        })
+        ))
     }
 
     async fn put(ctx: &ReadContext, store: &MemoryStore, key: &str, plain: &[u8]) -> ObjectVersion {
@@ -478,6 +549,31 @@ mod tests {
             ),
             Err(e) => assert_eq!(e.errno(), libc::EIO),
         }
+    }
+
+    /// A sequential reader's requests are served out of order (the kernel sends several at
+    /// once): each segment leaves the cache once all of it was served, whichever request
+    /// came first, and nothing is fetched twice.
+    #[tokio::test]
+    async fn segments_leave_the_cache_once_served_whole() {
+        let store = Arc::new(MemoryStore::new());
+        let ctx = context(store.clone());
+        let plain: Vec<u8> = (0..20 * SEGMENT).map(|i| (i % 251) as u8).collect();
+        let version = put(&ctx, &store, "f", &plain).await;
+        let reader = ObjectReader::new(ctx.clone(), version).unwrap();
+        let requests = store.requests();
+        // The second request first: it covers the end of segment 1, the first its start.
+        for (offset, len) in [(6000, 6000), (0, 6000), (12_000, 30_000), (42_000, 40_000)] {
+            let got = reader.read(offset, len).await.unwrap();
+            let end = (offset as usize + len as usize).min(plain.len());
+            assert!(got[..] == plain[offset as usize..end], "{offset}");
+        }
+        assert_eq!(ctx.cache.len(), 0, "every segment was served whole");
+        let gets = store.requests() - requests;
+        assert!(
+            gets <= 12,
+            "{gets} GETs for 20 segments fetched two at a time"
+        );
     }
 
     #[tokio::test]

@@ -126,11 +126,7 @@ impl ObjectBody {
     }
 
     /// Appends exactly `len` bytes of the body to `buf` (without zero-filling it first).
-    pub async fn read_into(
-        &mut self,
-        buf: &mut bytes::BytesMut,
-        len: usize,
-    ) -> Result<(), StoreError> {
+    pub async fn read_into(&mut self, buf: &mut Vec<u8>, len: usize) -> Result<(), StoreError> {
         let target = buf.len() + len;
         buf.reserve(len);
         while buf.len() < target {

@@ -10,7 +10,7 @@ use s3cryptfs::crypto::{KeySource, UserKey};
 use s3cryptfs::fs::{
     Attr, AttrChange, Caller, DirEntry, FsCore, FsError, FsOptions, NodeKind, ROOT_INO,
 };
-use s3cryptfs::read::{PrefetchConfig, ReadContext, SegmentCache};
+use s3cryptfs::read::{PrefetchConfig, ReadContext};
 use s3cryptfs::store::fault::FaultStore;
 use s3cryptfs::store::memory::MemoryStore;
 use s3cryptfs::store::{ConditionSupport, ObjectStore};
@@ -156,13 +156,13 @@ impl Core {
             host: settings.host.clone(),
             on_conflict: settings.on_conflict,
         };
-        let read = Arc::new(ReadContext {
-            store: volume.store.clone(),
-            master: volume.master.clone(),
-            layout: volume.layout,
-            cache: SegmentCache::new(16 << 20, volume.layout.plaintext_segment_size()),
-            prefetch: PrefetchConfig::default(),
-        });
+        let read = Arc::new(ReadContext::new(
+            volume.store.clone(),
+            volume.master.clone(),
+            volume.layout,
+            16 << 20,
+            PrefetchConfig::default(),
+        ));
         let upload = Arc::new(UploadContext {
             store: volume.store.clone(),
             master: volume.master.clone(),
