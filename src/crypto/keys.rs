@@ -275,6 +275,23 @@ impl UserKey {
 pub(crate) const OBJECT_KEYS_INFO: &[u8] = b"s3cryptfs v1 object keys";
 pub(crate) const EPOCH_KEYS_INFO: &[u8] = b"s3cryptfs v2 epoch keys";
 
+/// The key material of one epoch of a format-2 or format-3 object: HKDF-SHA256(ikm = master,
+/// salt = header salt, info = `label` || header[0..7] || 0 || first segment u32 BE || epoch
+/// nonce), as long as `okm`. Byte 7 of the header (the epoch count) is zero in `header_prefix`.
+pub(crate) fn epoch_key_material(label: &[u8], inputs: EpochInputs<'_>, okm: &mut [u8]) {
+    let (master, salt, header_prefix, first_segment, nonce) = inputs;
+    Hkdf::<Sha256>::new(Some(salt), master.expose())
+        .expand_multi_info(
+            &[label, header_prefix, &first_segment.to_be_bytes(), nonce],
+            okm,
+        )
+        .expect("at most 64 bytes, a valid HKDF-SHA256 output length");
+}
+
+/// What an epoch's keys are derived from: master key, header salt, header[0..8] with byte 7
+/// zero, the epoch's first segment and its nonce.
+pub(crate) type EpochInputs<'a> = (&'a MasterKey, &'a [u8; 32], &'a [u8; 8], u32, &'a [u8; 16]);
+
 /// Per-object keys: an expanded AES-256 key for CTR and a keyed HMAC-SHA256 state; no key
 /// schedule is recomputed per segment. The keystream is AWS-LC's (already linked for TLS):
 /// its AES-CTR takes about a quarter of the CPU time of the portable one (docs/FORMAT.md
@@ -321,18 +338,9 @@ impl ObjectKeys {
         first_segment: u32,
         nonce: &[u8; 16],
     ) -> Self {
-        let hk = Hkdf::<Sha256>::new(Some(salt), master.expose());
         let mut okm = Zeroizing::new([0u8; 64]);
-        hk.expand_multi_info(
-            &[
-                EPOCH_KEYS_INFO,
-                header_prefix,
-                &first_segment.to_be_bytes(),
-                nonce,
-            ],
-            &mut okm[..],
-        )
-        .expect("64 bytes is a valid HKDF-SHA256 output length");
+        let inputs = (master, salt, header_prefix, first_segment, nonce);
+        epoch_key_material(EPOCH_KEYS_INFO, inputs, &mut okm[..]);
         let aes = ctr_key(&okm[..32]);
         let mac =
             <HmacSha256 as KeyInit>::new_from_slice(&okm[32..]).expect("HMAC accepts any key");

@@ -5,11 +5,9 @@
 use std::sync::Arc;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use hkdf::Hkdf;
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::keys::{MasterKey, ObjectKeys};
+use super::keys::{MasterKey, ObjectKeys, epoch_key_material};
 use super::layout::{Layout, MAX_TAG_LEN};
 
 /// HKDF info prefix of a format-3 epoch's GCM key.
@@ -47,7 +45,11 @@ impl SegmentKeys {
         SegmentKeys::CtrHmac(ObjectKeys::derive(master, salt, header_prefix))
     }
 
-    /// The keys of one epoch of a format-2 (CTR+HMAC) or format-3 (GCM) object.
+    /// The keys of one epoch of a format-2 (CTR+HMAC) or format-3 (GCM) object. A format-3
+    /// epoch's key is HKDF-SHA256(ikm = master, salt = header salt,
+    /// info = "s3cryptfs v3 epoch key" || header[0..7] || 0 || first segment u32 BE
+    /// || epoch nonce) -> 32 bytes: the same inputs as a format-2 epoch's keys under a label
+    /// of its own, so a format-2 and a format-3 epoch never share a key.
     pub(crate) fn derive_epoch(
         master: &MasterKey,
         layout: Layout,
@@ -56,43 +58,13 @@ impl SegmentKeys {
         first_segment: u32,
         nonce: &[u8; 16],
     ) -> Self {
-        if layout.is_gcm() {
-            Self::derive_gcm_epoch(master, salt, header_prefix, first_segment, nonce)
-        } else {
-            SegmentKeys::CtrHmac(ObjectKeys::derive_epoch(
-                master,
-                salt,
-                header_prefix,
-                first_segment,
-                nonce,
-            ))
+        if !layout.is_gcm() {
+            let keys = ObjectKeys::derive_epoch(master, salt, header_prefix, first_segment, nonce);
+            return SegmentKeys::CtrHmac(keys);
         }
-    }
-
-    /// A format-3 epoch's key:
-    /// HKDF-SHA256(ikm = master, salt = header salt,
-    /// info = "s3cryptfs v3 epoch key" || header[0..7] || 0 || first segment u32 BE
-    /// || epoch nonce) -> 32 bytes. The same inputs as a format-2 epoch's keys under a label
-    /// of its own, so a format-2 and a format-3 epoch never share a key.
-    fn derive_gcm_epoch(
-        master: &MasterKey,
-        salt: &[u8; 32],
-        header_prefix: &[u8; 8],
-        first_segment: u32,
-        nonce: &[u8; 16],
-    ) -> Self {
-        let hk = Hkdf::<Sha256>::new(Some(salt), master.expose());
         let mut okm = Zeroizing::new([0u8; 32]);
-        hk.expand_multi_info(
-            &[
-                GCM_EPOCH_KEY_INFO,
-                header_prefix,
-                &first_segment.to_be_bytes(),
-                nonce,
-            ],
-            &mut okm[..],
-        )
-        .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let inputs = (master, salt, header_prefix, first_segment, nonce);
+        epoch_key_material(GCM_EPOCH_KEY_INFO, inputs, &mut okm[..]);
         let key = UnboundKey::new(&AES_256_GCM, &okm[..]).expect("a 32-byte AES-256-GCM key");
         SegmentKeys::Gcm(Arc::new(LessSafeKey::new(key)))
     }
@@ -160,9 +132,14 @@ fn gcm_nonce(iv: &[u8; 16]) -> Nonce {
 mod tests {
     use super::*;
 
+    fn v3() -> Layout {
+        Layout::with_format(4096, 3).unwrap()
+    }
+
     fn gcm() -> SegmentKeys {
-        SegmentKeys::derive_gcm_epoch(
+        SegmentKeys::derive_epoch(
             &MasterKey::from_bytes([1; 32]),
+            v3(),
             &[2; 32],
             b"S3CF\x03\x01\x10\x00",
             0,
@@ -205,8 +182,9 @@ mod tests {
         let master = MasterKey::from_bytes([1; 32]);
         let iv = ObjectKeys::segment_iv(&[0; 7], 0, true);
         let seal = |first: u32, nonce: [u8; 16]| {
-            let keys = SegmentKeys::derive_gcm_epoch(
+            let keys = SegmentKeys::derive_epoch(
                 &master,
+                v3(),
                 &[2; 32],
                 b"S3CF\x03\x01\x10\x00",
                 first,
