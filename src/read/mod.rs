@@ -304,19 +304,25 @@ impl ObjectReader {
         let layout = self.ctx.layout;
         let cfg = self.ctx.prefetch;
         let mut state = self.state.lock().unwrap();
-        let sequential = offset + SEQUENTIAL_BACK >= state.next_offset
-            && offset <= state.next_offset + SEQUENTIAL_FORWARD;
-        state.next_offset = state.next_offset.max(end);
+        let furthest = state.next_offset;
+        let sequential =
+            offset + SEQUENTIAL_BACK >= furthest && offset <= furthest + SEQUENTIAL_FORWARD;
+        state.next_offset = furthest.max(end);
         if !sequential {
             state.window = cfg.initial_window;
             return false;
         }
-        let ahead_end = (end + state.window).min(self.plaintext_size);
+        // Read-ahead starts at the furthest request so far, not at this one: a request served
+        // late (the kernel sends many at once) must not ask again for chunks its successors
+        // already had fetched, and whose segments they may since have been served and
+        // dropped. It did: a cold 4 GiB `cat` fetched a fifth of its segments twice.
+        let start = offset.max(furthest);
+        let ahead_end = (end.max(furthest) + state.window).min(self.plaintext_size);
         state.window = (state.window * 2).min(cfg.max_window);
-        if ahead_end <= offset {
+        if ahead_end <= start {
             return true;
         }
-        let first_chunk = layout.segment_of(offset) / cfg.chunk_segments;
+        let first_chunk = layout.segment_of(start) / cfg.chunk_segments;
         let last_chunk = layout.segment_of(ahead_end - 1) / cfg.chunk_segments;
         let segment_count = layout.segment_count(self.plaintext_size);
         for chunk in first_chunk..=last_chunk {
