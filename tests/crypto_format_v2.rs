@@ -226,15 +226,7 @@ fn format_1_objects_cannot_be_appended_to() {
 fn known_answer_vector() {
     use sha2::{Digest, Sha256};
     let m = master(0x11);
-    let layout = v2();
-    let plaintext = pattern(5000, 1);
-    let mut enc =
-        StreamEncryptor::with_fixed_epoch(&m, layout, ObjectKind::File, [0x22; 32], [0x33; 16]);
-    let mut out = Vec::new();
-    enc.start(&mut out);
-    let c = layout.ciphertext_segment_size() as usize;
-    assert_eq!(enc.write(&mut out, &plaintext, 4 * c), plaintext.len());
-    enc.finish(&mut out);
+    let out = vector_object(&m, v2());
     assert_eq!(out.len(), 368 + 5000 + 2 * 32);
     assert_eq!(&out[..8], b"S3CF\x02\x01\x0c\x01");
     assert_eq!(&out[48..52], &[0, 0, 0, 0]);
@@ -255,14 +247,8 @@ fn known_answer_vector_with_three_epochs() {
     use sha2::{Digest, Sha256};
     let m = master(0x11);
     let layout = v2();
-    let mut enc =
-        StreamEncryptor::with_fixed_epoch(&m, layout, ObjectKind::File, [0x22; 32], [0x33; 16]);
-    let mut object = Vec::new();
-    enc.start(&mut object);
-    let c = layout.ciphertext_segment_size() as usize;
+    let object = vector_object(&m, layout);
     let first = pattern(5000, 1);
-    assert_eq!(enc.write(&mut object, &first, 4 * c), first.len());
-    enc.finish(&mut object);
     let object = append_fixed(&m, layout, &object, &pattern(3000, 3), [0x44; 16]);
     let object = append_fixed(&m, layout, &object, &pattern(6000, 5), [0x55; 16]);
     let header = Header::parse(&object, layout).unwrap();
@@ -378,8 +364,9 @@ fn v3() -> Layout {
     Layout::with_format(4096, 3).unwrap()
 }
 
-fn v3_vector_object(m: &MasterKey) -> Vec<u8> {
-    let layout = v3();
+/// The §15.5 vector's object in `layout`'s format: master key `m`, salt 32 × `22`, epoch
+/// nonce 16 × `33`, the 5,000 bytes `pattern(5000, 1)`.
+fn vector_object(m: &MasterKey, layout: Layout) -> Vec<u8> {
     let mut enc =
         StreamEncryptor::with_fixed_epoch(m, layout, ObjectKind::File, [0x22; 32], [0x33; 16]);
     let mut out = Vec::new();
@@ -396,7 +383,7 @@ fn known_answer_vectors_of_format_3() {
     use sha2::{Digest, Sha256};
     let m = master(0x11);
     let layout = v3();
-    let object = v3_vector_object(&m);
+    let object = vector_object(&m, v3());
     assert_eq!(object.len(), 368 + 5000 + 2 * 16);
     assert_eq!(&object[..8], b"S3CF\x03\x01\x0c\x01");
     assert_eq!(hex::encode(Sha256::digest(&object)), V3_SHA256);
@@ -421,7 +408,7 @@ fn known_answer_vectors_of_format_3() {
 fn format_3_segments_are_aes_256_gcm_as_documented() {
     use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit, Nonce, Tag};
     let m = master(0x11);
-    let object = v3_vector_object(&m);
+    let object = vector_object(&m, v3());
     let header_prefix = [b'S', b'3', b'C', b'F', 3, 1, 12, 0];
     let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0x22; 32]), &[0x11; 32]);
     let mut key = [0u8; 32];
