@@ -19,6 +19,7 @@ on_all_volumes!(
     tampered_truncated_and_foreign_objects_give_eio,
 );
 on_both_servers!(
+    files_opened_by_name_cost_one_request,
     large_directory_lists_without_per_file_requests,
     wrong_key_and_missing_volume_are_refused,
 );
@@ -178,6 +179,77 @@ async fn concurrent_readers(kind: ServerKind, names: Names) {
     });
 }
 
+/// Files opened by name before their directory is listed (a script that knows its paths,
+/// `sha256sum -c`, a web server): the lookup is one request, which also brings the file's
+/// first segment, so a file of up to one segment is looked up, opened and read with that
+/// one request. A directory or a missing name costs that GET and one LIST.
+async fn files_opened_by_name_cost_one_request(kind: ServerKind) {
+    let v = TestVolume::new(kind, "byname", "vol").await;
+    let small = random_bytes(5000, 41);
+    let two = random_bytes(SEG + 1000, 42);
+    prepare(
+        &v,
+        &[
+            ("d/small", small.clone()),
+            ("d/two", two.clone()),
+            ("d/sub/x", b"x".to_vec()),
+        ],
+    )
+    .await;
+    // A TTL longer than the test: nothing is asked twice because it expired.
+    let m = v.mount(&["--metadata-ttl", "120"]);
+    // (lookups, LISTs, GETs of contents, all requests)
+    let count = |m: &common::mount::Mount| {
+        let all = m
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("s3 request"))
+            .count();
+        (
+            m.requests("GetObjectHeader") + m.requests("HeadObject"),
+            m.requests("ListObjectsV2"),
+            m.requests("GetObject"),
+            all,
+        )
+    };
+    let mut last = count(&m);
+    let mut step = |m: &common::mount::Mount| {
+        let now = count(m);
+        let d = (
+            now.0 - last.0,
+            now.1 - last.1,
+            now.2 - last.2,
+            now.3 - last.3,
+        );
+        last = now;
+        d
+    };
+    assert!(std::fs::metadata(m.join("d")).unwrap().is_dir());
+    assert_eq!(
+        step(&m),
+        (1, 1, 0, 2),
+        "a directory: no file there, then a LIST"
+    );
+
+    assert_eq!(std::fs::read(m.join("d/small")).unwrap(), small);
+    assert_eq!(step(&m), (1, 0, 0, 1), "a small file: one request in all");
+
+    assert_eq!(std::fs::read(m.join("d/two")).unwrap(), two);
+    assert_eq!(
+        step(&m),
+        (1, 0, 1, 2),
+        "two segments: the lookup brings the first, one GET the second"
+    );
+
+    assert!(!m.join("d/missing").exists());
+    assert_eq!(step(&m), (1, 1, 0, 2), "a missing name: a GET and a LIST");
+    assert!(!m.join("d/missing").exists());
+    assert_eq!(step(&m), (0, 0, 0, 0), "and the answer is kept");
+
+    assert_eq!(std::fs::read(m.join("d/sub/x")).unwrap(), b"x");
+    assert_eq!(step(&m), (2, 1, 0, 3), "a directory, then a file in it");
+}
+
 async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {
     let v = TestVolume::new(kind, "bigdir", "big").await;
     let store: Arc<dyn ObjectStore> = Arc::new(v.store.clone());
@@ -240,8 +312,8 @@ async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {
     let after = count(&m);
     let (lists, heads, gets) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
     println!("ls of {n} files: {lists} LIST, {heads} lookups, {gets} GET");
-    // ceil(10000/1000) pages, plus the lookup of `d` itself (one LIST and one HEAD, issued
-    // together, because `d` could be a file or a directory).
+    // ceil(10000/1000) pages, plus the lookup of `d` itself (the GET of a file `d`, which is
+    // not there, then one LIST that finds the directory).
     assert_eq!(lists, n.div_ceil(1000) + 1, "LIST requests");
     assert!(heads <= 2, "{heads} lookups for names only");
     assert_eq!(gets, 0, "no GET to list a directory");

@@ -1,6 +1,7 @@
 //! The read path: ranged GETs of whole segments, verified and decrypted before any byte is
 //! returned, with sequential prefetch and an LRU cache of decrypted segments.
 
+mod adopt;
 mod cache;
 mod pool;
 
@@ -89,6 +90,44 @@ impl ReadContext {
                 usize::try_from(max_free).unwrap_or(usize::MAX),
             ),
         }
+    }
+}
+
+impl ReadContext {
+    /// The decryptor of a file's contents, from its header `bytes`.
+    fn file_decryptor(
+        &self,
+        bytes: &[u8],
+        ciphertext_size: u64,
+    ) -> Result<ObjectDecryptor, CryptoError> {
+        let decryptor = ObjectDecryptor::new(&self.master, self.layout, bytes, ciphertext_size)?;
+        // A symlink's target (or any other kind) never reads as a file's contents: the kind
+        // is bound into the keys, so a moved object cannot claim another.
+        if decryptor.kind() != ObjectKind::File {
+            return Err(CryptoError::CorruptHeader(format!(
+                "a {:?} object where a file's contents were expected",
+                decryptor.kind()
+            )));
+        }
+        Ok(decryptor)
+    }
+
+    /// Verifies and decrypts segment `seg` of `key`, whose ciphertext `buf` holds, and caches
+    /// the plaintext. Nothing is cached when the check fails.
+    fn open_into_cache(
+        &self,
+        key: &str,
+        decryptor: &ObjectDecryptor,
+        seg: u64,
+        mut buf: PooledBuffer,
+    ) -> Result<Bytes, CryptoError> {
+        let len = decryptor.open_segment(seg, buf.vec())?;
+        let plain = buf.freeze(len);
+        self.cache.insert(
+            SegmentId::new(key, decryptor.segment_identity(seg)),
+            plain.clone(),
+        );
+        Ok(plain)
     }
 }
 
@@ -428,14 +467,10 @@ impl FetchJob {
                 .body
                 .read_into(buf.vec(), (range.end - range.start) as usize)
                 .await?;
-            let len = decryptor
-                .open_segment(seg, buf.vec())
+            let plain = self
+                .ctx
+                .open_into_cache(key, &decryptor, seg, buf)
                 .map_err(|e| self.log_corrupt(e))?;
-            let plain = buf.freeze(len);
-            self.ctx.cache.insert(
-                SegmentId::new(key, decryptor.segment_identity(seg)),
-                plain.clone(),
-            );
             out.push(plain);
         }
         // Segments verified under it: worth finding again when the file is opened again.
@@ -467,21 +502,10 @@ impl FetchJob {
                             .await?
                     }
                 };
-                let decryptor = ObjectDecryptor::new(
-                    &self.ctx.master,
-                    self.ctx.layout,
-                    &bytes,
-                    self.version.ciphertext_size,
-                )
-                .map_err(|e| self.log_corrupt(e))?;
-                // A symlink's target (or any other kind) never reads as a file's contents:
-                // the kind is bound into the keys, so a moved object cannot claim another.
-                if decryptor.kind() != ObjectKind::File {
-                    return Err(self.log_corrupt(CryptoError::CorruptHeader(format!(
-                        "a {:?} object where a file's contents were expected",
-                        decryptor.kind()
-                    ))));
-                }
+                let decryptor = self
+                    .ctx
+                    .file_decryptor(&bytes, self.version.ciphertext_size)
+                    .map_err(|e| self.log_corrupt(e))?;
                 Ok(Arc::new(decryptor))
             })
             .await

@@ -40,6 +40,17 @@ impl FsCore {
     /// HEAD of `key`, shared with concurrent askers and cached for the metadata TTL.
     /// `Ok(None)`: no such object.
     pub(super) async fn head(&self, key: &str) -> HeadResult {
+        self.head_cached(key, false).await
+    }
+
+    /// Like [`Self::head`], for a file looked up by name: the same request also brings its
+    /// first segment into the read cache (a file opened by name is usually read next, and
+    /// one of up to a segment then needs no request of its own).
+    pub(super) async fn head_for_reading(&self, key: &str) -> HeadResult {
+        self.head_cached(key, true).await
+    }
+
+    async fn head_cached(&self, key: &str, with_first_segment: bool) -> HeadResult {
         let future = {
             let mut heads = self.heads.lock().unwrap();
             let now = Instant::now();
@@ -49,7 +60,7 @@ impl FsCore {
                     if heads.len() > 100_000 {
                         heads.retain(|_, (until, _)| *until > now);
                     }
-                    let f = self.head_future(key.to_string());
+                    let f = self.head_future(key.to_string(), with_first_segment);
                     heads.insert(
                         key.to_string(),
                         (now + self.options.metadata_ttl, f.clone()),
@@ -66,21 +77,37 @@ impl FsCore {
         result
     }
 
-    pub(super) fn head_future(&self, key: String) -> HeadFuture {
+    fn head_future(&self, key: String, with_first_segment: bool) -> HeadFuture {
         let store = self.volume.store.clone();
         let master = self.volume.master.clone();
         let layout = self.volume.layout;
         let slots = self.head_slots.clone();
+        let read = with_first_segment.then(|| self.read.clone());
+        let mut len = layout.header_len() as u64;
+        if with_first_segment {
+            len += layout.ciphertext_segment_size();
+        }
         async move {
             let _slot = slots.acquire_owned().await.expect("never closed");
             // The header comes with the metadata in one request: attributes are checked
             // against the object they claim to describe.
-            match store
-                .head_with_prefix(&key, layout.header_len() as u64)
-                .await
-            {
+            match store.head_with_prefix(&key, len).await {
                 Ok((info, prefix)) => {
                     let header = Header::parse(&prefix, layout).ok();
+                    if let (Some(read), Some(etag), Some(ObjectKind::File)) =
+                        (read, &info.etag, header.map(|h| h.kind()))
+                    {
+                        let version = ObjectVersion {
+                            key: key.clone(),
+                            etag: etag.clone(),
+                            ciphertext_size: info.size,
+                        };
+                        // A prefix that fails its checks is only not kept: the read that
+                        // follows fetches the object and reports (and logs) what is wrong.
+                        if let Err(e) = read.adopt_prefix(&version, &prefix) {
+                            debug!(key = %key, "first segment not cached: {e}");
+                        }
+                    }
                     let binding = header.as_ref().map(AttrsBinding::of);
                     let sealed = info.metadata.get(ATTRS_METADATA_NAME);
                     Ok(Some(Arc::new(Headed {
@@ -132,7 +159,7 @@ impl FsCore {
             if !fresh {
                 let future = {
                     let mut heads = self.heads.lock().unwrap();
-                    let f = self.head_future(key.clone());
+                    let f = self.head_future(key.clone(), false);
                     heads.insert(key, (Instant::now() + self.options.metadata_ttl, f.clone()));
                     f
                 };
@@ -275,16 +302,24 @@ impl FsCore {
         Ok(self.head(key).await?.map(|h| self.file_state(key, &h)))
     }
 
-    /// Asks S3 whether a name is a directory (any key under its prefix) or a file. The
-    /// directory wins when both exist.
+    /// Asks S3 whether a name not listed yet is a file or a directory (any key under its
+    /// prefix): the file first, with one request that also brings its first segment for the
+    /// read that usually follows, then, only if there is none, the directory. A name that is
+    /// both (made by two machines at once, or by another tool) is shown as the file until
+    /// its directory is listed; listings show the directory (docs/SEMANTICS.md).
     pub(super) async fn probe(&self, child: &ChildKeys) -> FsResult<Option<(NodeKind, NodeState)>> {
-        let store = &self.volume.store;
-        let file_key = child.file.clone();
+        let file_key = &child.file;
+        if let Some(headed) = self.head_for_reading(file_key).await? {
+            return Ok(Some(self.file_state(file_key, &headed)));
+        }
         let sub = child.dir.clone();
         self.list_requests.fetch_add(1, Ordering::Relaxed);
-        let (head, list) =
-            tokio::join!(self.head(&file_key), store.list_page(&sub, Some("/"), None));
-        let list = list.map_err(|e| FsError::store("LIST", &sub, e))?;
+        let list = self
+            .volume
+            .store
+            .list_page(&sub, Some("/"), None)
+            .await
+            .map_err(|e| FsError::store("LIST", &sub, e))?;
         if !list.objects.is_empty() || !list.common_prefixes.is_empty() {
             let marker = if list.objects.iter().any(|o| o.key == sub) {
                 self.head(&sub).await?
@@ -293,7 +328,7 @@ impl FsCore {
             };
             return Ok(Some((NodeKind::Dir, self.dir_state(marker.as_deref()))));
         }
-        Ok(head?.map(|h| self.file_state(&file_key, &h)))
+        Ok(None)
     }
 }
 
