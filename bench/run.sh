@@ -12,14 +12,19 @@
 #   BENCH_GARAGE     garage binary (default: garage on PATH, else /opt/s3test/bin/garage)
 #   BENCH_TMP        parent of the work directory (default /tmp)
 #   BENCH_KEEP=1     keep the work directory (data file, Garage data, logs) on exit
-#   BENCH_PEERS      side-by-side peers (rclone crypt mount, s3fs) in the same run:
+#   BENCH_PEERS      side-by-side peers (rclone crypt mount, s3fs, mountpoint-s3) in the same run:
 #                      unset: measured if installed, skipped with a message if not
-#                      1:     installed with apt-get if missing, then measured
+#                      1:     rclone and s3fs installed with apt-get if missing, then measured
+#                             (mountpoint-s3 is not packaged by Debian: see BENCH_MOUNT_S3)
 #                      0:     skipped
-#   BENCH_PEER_LIST  which peers (default "rclone-writes rclone-off s3fs")
+#   BENCH_PEER_LIST  which peers (default "rclone-writes rclone-off s3fs mountpoint-s3")
+#   BENCH_MOUNT_S3   the mount-s3 binary of mountpoint-s3 (default: mount-s3 on PATH). Build it
+#                    from github.com/awslabs/mountpoint-s3 on the bench machine (its README;
+#                    `cargo build --release -p mountpoint-s3 --bin mount-s3`), or install
+#                    AWS's release package; it is never part of this repository
 #   BENCH_RCLONE_WRITE_BACK  rclone --vfs-write-back for rclone-writes (default 0s: the upload
 #                    starts at close; rclone's own default, 5s, would add a fixed idle wait)
-#   BENCH_WORKLOADS  comma-separated workloads to run (default "1,2,3,4"; "1" = the large-file
+#   BENCH_WORKLOADS  comma-separated workloads to run (default "1,2,3,4,5"; "1" = the large-file
 #                    workload only, as before):
 #                      1  large file: sequential write and cold read (below)
 #                      2  small files: BENCH_SMALL_FILES (default 5000) files of 1-64 KiB of fresh
@@ -31,6 +36,10 @@
 #                      4  `rsync -a` of a mixed tree (300 files, 1 KiB-2 MiB, nested directories,
 #                         an empty one, some old mtimes), then again with --itemize-changes on a
 #                         fresh mount: time and files transferred again
+#                      5  reads by name, nothing listed first: `sha256sum -c` of
+#                         BENCH_BYNAME_FILES (default 2000) files of 1-64 KiB in 20 directories,
+#                         and 8 concurrent `cat`s of 64 MiB files, each on a fresh mount with
+#                         the page cache dropped (the files are created untimed)
 #                    Plain client for 2 and 3: rclone on the plain s3 remote (copy / lsl / copy
 #                    back / purge); examples/s3_baseline has no small-file mode. Workloads 2-4
 #                    run BENCH_RUNS times per system; the tables quote medians, each as a
@@ -73,6 +82,9 @@
 #                  and the object is then checked to be listed with its full size
 #   rclone-off     the same with --vfs-cache-mode off (cp's close waits for the upload)
 #   s3fs           s3fs-fuse on the bucket, no encryption (close uploads the file)
+#   mountpoint-s3  mount-s3 on the prefix mountpoint-s3/, no encryption, --allow-delete
+#                  --allow-overwrite (close completes the upload); no rename by design, so
+#                  workload 4 fails for it
 #   Each: cp (and, for rclone-writes, until the object is in the bucket), cold cat on a fresh
 #   mount with the page cache dropped, cmp on another fresh mount, daemon VmHWM and CPU time.
 #   The peers write a second fresh random file per run, not the baseline's: s3fs stores it in
@@ -91,10 +103,11 @@ SIZE=$((SIZE_MIB * 1024 * 1024))
 CLK_TCK=$(getconf CLK_TCK)
 # generous per-command limit, so a hang is reported instead of waited on forever
 STEP_TIMEOUT=$((300 + SIZE_MIB / 2))
-WORKLOADS=${BENCH_WORKLOADS:-1,2,3,4}
+WORKLOADS=${BENCH_WORKLOADS:-1,2,3,4,5}
 has_w() { [[ ",$WORKLOADS," == *",$1,"* ]]; }
 SMALL_N=${BENCH_SMALL_FILES:-5000}
 LS_N=${BENCH_LS_FILES:-10000}
+BYNAME_N=${BENCH_BYNAME_FILES:-2000}
 
 log() { echo "[bench] $*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -102,9 +115,10 @@ die() { log "FAILED: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (FUSE mount, umount and drop_caches need it)"
 [[ $SIZE_MIB =~ ^[1-9][0-9]*$ ]] || die "BENCH_SIZE_MIB must be a positive integer"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
-[[ $WORKLOADS =~ ^[1-4](,[1-4])*$ ]] || die "BENCH_WORKLOADS must be a comma-separated list of 1, 2, 3, 4"
+[[ $WORKLOADS =~ ^[1-5](,[1-5])*$ ]] || die "BENCH_WORKLOADS must be a comma-separated list of 1, 2, 3, 4, 5"
 [[ $SMALL_N =~ ^[1-9][0-9]*$ ]] || die "BENCH_SMALL_FILES must be a positive integer"
 [[ $LS_N =~ ^[1-9][0-9]*$ ]] || die "BENCH_LS_FILES must be a positive integer"
+[[ $BYNAME_N =~ ^[1-9][0-9]*$ ]] || die "BENCH_BYNAME_FILES must be a positive integer"
 if has_w 2 || has_w 3 || has_w 4; then
   for t in python3 rsync; do command -v $t > /dev/null || die "workloads 2-4 need $t"; done
 fi
@@ -114,15 +128,31 @@ GARAGE=${BENCH_GARAGE:-$(command -v garage || true)}
 [ -x "$GARAGE" ] || die "garage not found (set BENCH_GARAGE)"
 
 # which peers can run (installed now if BENCH_PEERS=1)
-PEER_LIST=${BENCH_PEER_LIST:-rclone-writes rclone-off s3fs}
+PEER_LIST=${BENCH_PEER_LIST:-rclone-writes rclone-off s3fs mountpoint-s3}
 PEERS=""
-peer_tool() { case $1 in rclone-writes|rclone-off) echo rclone;; s3fs) echo s3fs;; *) return 1;; esac; }
+peer_tool() { case $1 in rclone-writes|rclone-off) echo rclone;; s3fs) echo s3fs;; mountpoint-s3) echo mount-s3;; *) return 1;; esac; }
+peer_versions() {
+  local v=() b
+  b=$(peer_bin rclone-off) && v+=("$("$b" version 2>/dev/null | head -1)")
+  b=$(peer_bin s3fs) && v+=("s3fs $("$b" --version 2>/dev/null | head -1 | awk '{ print $7 }')")
+  b=$(peer_bin mountpoint-s3) && v+=("$("$b" --version 2>/dev/null | head -1)")
+  [ ${#v[@]} = 0 ] || printf '%s; ' "${v[@]}" | sed 's/; $//'
+}
+# the program a peer runs, if it is there
+peer_bin() {
+  if [ "$1" = mountpoint-s3 ] && [ -n "${BENCH_MOUNT_S3:-}" ]; then
+    [ -x "$BENCH_MOUNT_S3" ] && echo "$BENCH_MOUNT_S3"
+  else
+    command -v "$(peer_tool "$1")"
+  fi
+}
 for p in $PEER_LIST; do peer_tool "$p" > /dev/null || die "unknown peer in BENCH_PEER_LIST: $p"; done
 case ${BENCH_PEERS:-auto} in
   0) log "peers: skipped (BENCH_PEERS=0)";;
   1|auto)
     missing=""
     for t in $(for p in $PEER_LIST; do peer_tool "$p"; done | sort -u); do
+      [ "$t" != mount-s3 ] || continue   # not packaged by Debian: BENCH_MOUNT_S3
       command -v "$t" > /dev/null || missing="$missing $t"
     done
     if [ -n "$missing" ] && [ "${BENCH_PEERS:-auto}" = 1 ]; then
@@ -132,7 +162,9 @@ case ${BENCH_PEERS:-auto} in
       missing=""
     fi
     for p in $PEER_LIST; do
-      if command -v "$(peer_tool "$p")" > /dev/null; then PEERS="$PEERS $p"
+      if peer_bin "$p" > /dev/null; then PEERS="$PEERS $p"
+      elif [ "$p" = mountpoint-s3 ]; then
+        log "peers: skipping mountpoint-s3: no mount-s3 on PATH and BENCH_MOUNT_S3 unset (build it from github.com/awslabs/mountpoint-s3)"
       else log "peers: skipping $p: $(peer_tool "$p") is not installed (BENCH_PEERS=1 installs it with apt-get)"
       fi
     done
@@ -407,6 +439,11 @@ peer_mount() { # peer logname [debug: rclone logs every HTTP request]
       s3fs "$BUCKET" "$PMNT" -f -o "url=$EP,use_path_request_style,endpoint=us-east-1,passwd_file=$PCONF/s3fs.passwd,logfile=$PEER_LOG,dbglevel=warn" \
         < /dev/null > /dev/null 2>&1 &
       PEER_PID=$!;;
+    mountpoint-s3)
+      env -u AWS_CA_BUNDLE "$(peer_bin mountpoint-s3)" "$BUCKET" "$PMNT" --prefix mountpoint-s3/ \
+        --endpoint-url "$EP" --force-path-style --region us-east-1 --allow-delete --allow-overwrite \
+        --foreground < /dev/null > "$PEER_LOG" 2>&1 &
+      PEER_PID=$!;;
   esac
   local i
   for i in $(seq 300); do
@@ -527,7 +564,7 @@ peer_bench() { # peer run
 }
 if [ -n "$PEERS" ]; then
   peers_setup || die "peer configuration"
-  log "peers: $PEERS ($(rclone version 2>/dev/null | head -1 || true); $(s3fs --version 2>/dev/null | head -1 | awk '{ print $7 }' || true))"
+  log "peers: $PEERS ($(peer_versions))"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -643,6 +680,7 @@ sname() {
     rclone-writes) echo "rclone crypt mount, \`--vfs-cache-mode writes\`";;
     rclone-off) echo "rclone crypt mount, \`--vfs-cache-mode off\`";;
     s3fs) echo "s3fs (no encryption)";;
+    mountpoint-s3) echo "mountpoint-s3 (no encryption)";;
     *) echo "$1";;
   esac
 }
@@ -790,6 +828,49 @@ w3_sys() { # system
   rm -rf "$src"
 }
 
+# workload 5: reads by name with nothing listed first, as a script that knows its paths does:
+# `sha256sum -c` of small files, then 8 concurrent readers of 64 MiB files
+w5_sys() { # system
+  local s=$1 src=$WORK/w5-src dst
+  gen_tree small "$src/small" "$BYNAME_N" || { row W5ROWS "$s" "generate" failed "generator failed"; return 1; }
+  (cd "$src/small" && find . -type f -print0 | sort -z | xargs -0 sha256sum) > "$WORK/w5-small.sha256"
+  mkdir "$src/big"
+  local i
+  for i in 1 2 3 4 5 6 7 8; do head -c $((64 << 20)) /dev/urandom > "$src/big/b$i"; done
+  (cd "$src/big" && sha256sum b?) > "$WORK/w5-big.sha256"
+  # create, untimed
+  xmount "$s" "$s-w5-create.log" || { row W5ROWS "$s" "mount" failed ""; return 1; }
+  dst=$SYS_DIR/w5$RSUF
+  tstep "$LOGS/$s-w5-cp.err" cp -r "$src" "$dst" || { row W5ROWS "$s" "create (\`cp -r\`, untimed)" failed "$ERR"; return 1; }
+  if [ "$s" = rclone-writes ]; then
+    rclone_copied $((BYNAME_N + 8)) || { row W5ROWS "$s" "create (uploads)" failed "$ERR"; return 1; }
+  fi
+  xumount "$s" || return 1
+  xmount "$s" "$s-w5-small.log" || return 1
+  drop_caches; settle
+  tstep "$LOGS/$s-w5-small.err" sh -c 'cd "$1" && sha256sum --quiet --strict -c "$2"' sh "$dst/small" "$WORK/w5-small.sha256" \
+    || { row W5ROWS "$s" "\`sha256sum -c\` of ${BYNAME_N} small files" failed "$ERR"; return 1; }
+  row W5ROWS "$s" "\`sha256sum -c\` of ${BYNAME_N} small files by name (cold, fresh mount)" "$T" \
+    "$(calc "$BYNAME_N / $T" 0) files/s; every checksum matched"
+  xumount "$s" || return 1
+  xmount "$s" "$s-w5-big.log" || return 1
+  drop_caches; settle
+  # shellcheck disable=SC2016  # expanded by that shell
+  tstep "$LOGS/$s-w5-big.err" sh -c 'cd "$1" || exit 1; pids=""
+    for f in b1 b2 b3 b4 b5 b6 b7 b8; do cat "$f" > /dev/null & pids="$pids $!"; done
+    rc=0; for p in $pids; do wait "$p" || rc=1; done; exit $rc' sh "$dst/big" \
+    || { row W5ROWS "$s" "8 concurrent readers" failed "$ERR"; return 1; }
+  row W5ROWS "$s" "8 concurrent \`cat\`s of 64 MiB files (cold, fresh mount)" "$T" "$(calc "512 / $T" 0) MiB/s in all"
+  xumount "$s" || return 1
+  # integrity of what the concurrent readers were served, untimed, on a fresh mount
+  xmount "$s" "$s-w5-check.log" || return 1
+  drop_caches
+  (cd "$dst/big" && sha256sum --quiet --strict -c "$WORK/w5-big.sha256") > "$LOGS/$s-w5-check.out" 2>&1 \
+    || { row W5ROWS "$s" "64 MiB files read back" failed "checksums differ: $LOGS/$s-w5-check.out"; return 1; }
+  xumount "$s" || return 1
+  rm -rf "$src"
+}
+
 # workload 4: rsync -a of a mixed tree, then again (what does it re-send?)
 w4_sys() { # system
   local s=$1 src=$WORK/w4-src nf rc x
@@ -840,9 +921,9 @@ if has_w 2 || has_w 3 || has_w 4; then
 fi
 for r in $(seq "$RUNS"); do
 RSUF=-r$r   # each run writes its own directories
-for w in 2 3 4; do
+for w in 2 3 4 5; do
   has_w "$w" || continue
-  sys=$XSYS; [ "$w" = 4 ] || sys="$XPLAIN $XSYS"
+  sys=$XSYS; [ "$w" = 4 ] || [ "$w" = 5 ] || sys="$XPLAIN $XSYS"
   for s in $sys; do
     log "workload $w: $s (run $r)"
     STEPN=0
@@ -865,19 +946,12 @@ pvals() { # array peer -> its values, one per completed run
   for r in $(seq "$RUNS"); do [ -z "${arr[$2,$r]:-}" ] || echo "${arr[$2,$r]}"; done
 }
 pmed() { local v; v=$(pvals "$1" "$2"); [ -n "$v" ] && median $v; }
-pname() {
-  case $1 in
-    rclone-writes) echo "rclone crypt mount, \`--vfs-cache-mode writes\`";;
-    rclone-off) echo "rclone crypt mount, \`--vfs-cache-mode off\`";;
-    s3fs) echo "s3fs (no encryption)";;
-  esac
-}
 peer_section() {
   local p w rd n best_w="" best_wp="" best_r="" best_rp=""
   echo
   echo "## Peers, same Garage and bucket, same run"
   echo
-  echo "Versions: $(rclone version 2>/dev/null | head -1), s3fs $(s3fs --version 2>/dev/null | head -1 | awk '{ print $7 }'). Each peer on its own fresh mount per step, its own key prefix; ${SIZE_MIB} MiB of fresh random data per run; medians over the runs it completed."
+  echo "Versions: $(peer_versions). Each peer on its own fresh mount per step, its own key prefix; ${SIZE_MIB} MiB of fresh random data per run; medians over the runs it completed."
   echo
   echo "| system | workload | MiB/s | ratio to baseline | peak RSS MiB | CPU s/GiB |"
   echo "|---|---|---|---|---|---|"
@@ -885,14 +959,14 @@ peer_section() {
   echo "| s3cryptfs | write (\`cp\` until it returns; object complete) | ${fw} | $(calc "$fw / $bu" 2) | $(m "${FW_RSS[@]}") | $(m "${FW_CPU[@]}") |"
   for p in $PEERS; do
     n=$(pvals PW "$p" | wc -l)
-    if [ "$n" = 0 ]; then echo "| $(pname "$p") | write | failed | | | |"; continue; fi
+    if [ "$n" = 0 ]; then echo "| $(sname "$p") | write | failed | | | |"; continue; fi
     w=$(pmed PW "$p")
     if [ "$p" = rclone-writes ]; then
-      echo "| $(pname "$p") | write, \`cp\` until it returns (**upload not finished**: file only in rclone's local cache) | ${w} | $(calc "$w / $bu" 2) | | |"
+      echo "| $(sname "$p") | write, \`cp\` until it returns (**upload not finished**: file only in rclone's local cache) | ${w} | $(calc "$w / $bu" 2) | | |"
       w=$(pmed PWC "$p")
-      echo "| $(pname "$p") | write, \`cp\` until the upload has completed (rclone's log; then listed with \`rclone lsl\`) | ${w} | $(calc "$w / $bu" 2) | $(pmed PW_RSS "$p") | $(pmed PW_CPU "$p") |"
+      echo "| $(sname "$p") | write, \`cp\` until the upload has completed (rclone's log; then listed with \`rclone lsl\`) | ${w} | $(calc "$w / $bu" 2) | $(pmed PW_RSS "$p") | $(pmed PW_CPU "$p") |"
     else
-      echo "| $(pname "$p") | write (\`cp\` until it returns; object complete) | ${w} | $(calc "$w / $bu" 2) | $(pmed PW_RSS "$p") | $(pmed PW_CPU "$p") |"
+      echo "| $(sname "$p") | write (\`cp\` until it returns; object complete) | ${w} | $(calc "$w / $bu" 2) | $(pmed PW_RSS "$p") | $(pmed PW_CPU "$p") |"
     fi
     # the fastest peer by the time until the object is complete
     w=$(pmed PWC "$p")
@@ -902,22 +976,22 @@ peer_section() {
   echo "| s3cryptfs | cold read (\`cat > /dev/null\`, fresh mount) | ${fr} | $(calc "$fr / $bd" 2) | $(m "${FR_RSS[@]}") | $(m "${FR_CPU[@]}") |"
   for p in $PEERS; do
     n=$(pvals PR "$p" | wc -l)
-    if [ "$n" = 0 ]; then echo "| $(pname "$p") | cold read | failed | | | |"; continue; fi
+    if [ "$n" = 0 ]; then echo "| $(sname "$p") | cold read | failed | | | |"; continue; fi
     rd=$(pmed PR "$p")
-    echo "| $(pname "$p") | cold read (\`cat > /dev/null\`, fresh mount) | ${rd} | $(calc "$rd / $bd" 2) | $(pmed PR_RSS "$p") | $(pmed PR_CPU "$p") |"
+    echo "| $(sname "$p") | cold read (\`cat > /dev/null\`, fresh mount) | ${rd} | $(calc "$rd / $bd" 2) | $(pmed PR_RSS "$p") | $(pmed PR_CPU "$p") |"
     if [ -z "$best_r" ] || awk "BEGIN { exit !($rd > $best_r) }"; then best_r=$rd; best_rp=$p; fi
   done
   echo
   if [ -n "$best_w" ]; then
-    echo "Best peer, write (until the object is complete): $(pname "$best_wp") at ${best_w} MiB/s; s3cryptfs / best peer = **$(calc "$fw / $best_w" 2)**."
+    echo "Best peer, write (until the object is complete): $(sname "$best_wp") at ${best_w} MiB/s; s3cryptfs / best peer = **$(calc "$fw / $best_w" 2)**."
   fi
   if [ -n "$best_r" ]; then
-    echo "Best peer, cold read: $(pname "$best_rp") at ${best_r} MiB/s; s3cryptfs / best peer = **$(calc "$fr / $best_r" 2)**."
+    echo "Best peer, cold read: $(sname "$best_rp") at ${best_r} MiB/s; s3cryptfs / best peer = **$(calc "$fr / $best_r" 2)**."
   fi
   echo
   echo "rclone: crypt remote (standard filename encryption) over an s3 remote (provider Other, path style), default chunk size and concurrency, \`--vfs-write-back ${BENCH_RCLONE_WRITE_BACK:-0s}\`, a fresh empty VFS cache per mount. With \`--vfs-cache-mode writes\`, \`cp\` returns once the file is in rclone's local disk cache and the upload runs afterwards; its CPU and RSS are taken at the end of the upload. s3fs: default options (\`use_path_request_style\`), no encryption. For every peer the file read back through a fresh mount was compared with the source (cmp) in each run it completed."
   for p in $PEERS; do
-    [ -z "${PFAIL[$p]:-}" ] || echo "**$(pname "$p") failed in ${PFAIL[$p]}** (left out of the medians; see the logs)."
+    [ -z "${PFAIL[$p]:-}" ] || echo "**$(sname "$p") failed in ${PFAIL[$p]}** (left out of the medians; see the logs)."
   done
   echo
   echo "Per run, peers (MiB/s; Garage CPU s/GiB in parentheses):"
@@ -961,7 +1035,7 @@ fi
 nums() { tr ';' '\n' <<< "$1" | grep -E '^[0-9]+(\.[0-9]+)?$' || true; }
 med_of() { local v; v=$(nums "$1"); if [ -n "$v" ]; then median $v; fi; }
 ratio() { if [ -n "$1" ] && [ -n "$2" ]; then awk "BEGIN { if ($2 > 0) printf \"×%.2f\", $1 / $2 }"; fi; }
-W2ROWS=() W3ROWS=() W4ROWS=()
+W2ROWS=() W3ROWS=() W4ROWS=() W5ROWS=()
 build_rows() { # table
   local t=$1 k sys n med total ok shown plain best p pm x req
   local -n rows=${t}ROWS
@@ -989,7 +1063,7 @@ build_rows() { # table
     else rows+=("| $(sname "$sys") | ${RNAME[$k]} | $shown | ${plain:-–} | ${best:-–} | ${RNOTE[$k]} |"); fi
   done
 }
-build_rows W2; build_rows W3; build_rows W4
+build_rows W2; build_rows W3; build_rows W4; build_rows W5
 extra_table() { # title header-row separator-row rows-array-name notes
   local -n rows=$4
   [ ${#rows[@]} -gt 0 ] || return 0
@@ -1012,6 +1086,9 @@ EXTRA_REPORT=$(
   extra_table "Workload 4: \`rsync -a\` of a mixed tree" \
     "| system | step | seconds (median of ${RUNS}) | time × plain client | time × best peer | notes (last run) |" "|---|---|---|---|---|---|" W4ROWS \
     "Source: 300 files of 1 KiB–2 MiB (log-uniform sizes) of fresh random data in nested directories, an empty directory, five files with old mtimes (\`touch -d\`). Second run on a fresh mount; \"transferred again\" counts itemized lines starting with \`>f\`. rsync exit status 23/24 (partial transfer) is reported as failed with rsync's first error line, with the time it took."
+  extra_table "Workload 5: reads by name, nothing listed first" \
+    "| system | step | seconds (median of ${RUNS}) | time × plain client | time × best peer | notes (last run) |" "|---|---|---|---|---|---|" W5ROWS \
+    "${BYNAME_N} files of 1–64 KiB in 20 directories and eight of 64 MiB, fresh random data, created untimed with \`cp -r\`. Each step on a fresh mount with the page cache dropped: \`sha256sum --strict -c\` over the small files' checksums (taken from the source), so each file is opened by its path without a listing; then eight \`cat\`s of the 64 MiB files at once. The big files' checksums are checked on another fresh mount, untimed."
 )
 report=$(cat <<EOF
 # s3cryptfs benchmark
@@ -1022,7 +1099,7 @@ ${W1_REPORT}
 ${PEER_REPORT}
 ${EXTRA_REPORT}
 
-Command: \`${BENCH_INIT_ARGS:+BENCH_INIT_ARGS='$BENCH_INIT_ARGS' }${BENCH_MOUNT_ARGS:+BENCH_MOUNT_ARGS='$BENCH_MOUNT_ARGS' }${BENCH_PEERS:+BENCH_PEERS=$BENCH_PEERS }BENCH_WORKLOADS=${WORKLOADS} BENCH_SMALL_FILES=${SMALL_N} BENCH_LS_FILES=${LS_N} BENCH_SIZE_MIB=${SIZE_MIB} BENCH_RUNS=${RUNS} bench/run.sh\`
+Command: \`${BENCH_INIT_ARGS:+BENCH_INIT_ARGS='$BENCH_INIT_ARGS' }${BENCH_MOUNT_ARGS:+BENCH_MOUNT_ARGS='$BENCH_MOUNT_ARGS' }${BENCH_MOUNT_S3:+BENCH_MOUNT_S3=$BENCH_MOUNT_S3 }${BENCH_PEERS:+BENCH_PEERS=$BENCH_PEERS }BENCH_WORKLOADS=${WORKLOADS} BENCH_SMALL_FILES=${SMALL_N} BENCH_LS_FILES=${LS_N} BENCH_BYNAME_FILES=${BYNAME_N} BENCH_SIZE_MIB=${SIZE_MIB} BENCH_RUNS=${RUNS} bench/run.sh\`
 EOF
 )
 echo "$report"

@@ -437,7 +437,8 @@ pub struct MountArgs {
     /// leaves the other mount's version in place
     #[arg(long, value_enum, default_value = "keep-both", value_name = "POLICY")]
     pub on_conflict: ConflictPolicy,
-    /// Memory for cached decrypted segments (K, M, G suffixes)
+    /// Memory for cached decrypted segments (K, M, G suffixes). Files read at once share it
+    /// for read-ahead: many concurrent readers of large files go faster with more
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub cache_size: u64,
     /// Largest read-ahead window of a sequential reader (K, M, G suffixes)

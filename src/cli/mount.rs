@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::args::{MountArgs, PASSPHRASE_ENV, Secret};
 use super::{EXIT_FAILURE, EXIT_STORE, EXIT_USAGE, fail, runtime};
 use crate::fs::{FsCore, FsOptions, FuseAdapter, raise_read_ahead};
-use crate::read::{PrefetchConfig, ReadContext};
+use crate::read::{PrefetchConfig, ReadContext, ReadStats};
 use crate::store::ConditionSupport;
 use crate::upload::{MemoryBudget, UploadConfig, UploadContext, UploadStats};
 
@@ -261,7 +261,12 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
         stats: UploadStats::default(),
         conditions,
     });
-    let fs = Arc::new(FsCore::new(volume, fs_options, read, upload.clone()));
+    let fs = Arc::new(FsCore::new(
+        volume,
+        fs_options,
+        read.clone(),
+        upload.clone(),
+    ));
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
 
     let mut config = fuser::Config::default();
@@ -368,6 +373,7 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
         info!("unmounted");
     });
     log_upload_totals(&upload.stats);
+    log_read_totals(&read.stats);
     0
 }
 
@@ -403,6 +409,15 @@ fn log_upload_totals(stats: &UploadStats) {
         bytes = stats.bytes.load(Relaxed),
         failed_files = stats.failures.load(Relaxed),
         "upload totals"
+    );
+}
+
+fn log_read_totals(stats: &ReadStats) {
+    info!(
+        gets = ReadStats::get(&stats.gets),
+        segments_fetched = ReadStats::get(&stats.segments_fetched),
+        segments_from_lookups = ReadStats::get(&stats.segments_from_lookups),
+        "read totals"
     );
 }
 

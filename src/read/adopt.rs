@@ -44,6 +44,7 @@ impl ReadContext {
             adopted += 1;
         }
         if adopted > 0 {
+            ReadStats::add(&self.stats.segments_from_lookups, adopted);
             self.cache.keep_decryptor(
                 &version.key,
                 &version.etag,
@@ -58,45 +59,13 @@ impl ReadContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::encrypt_to_vec;
     use crate::store::memory::MemoryStore;
 
-    const SEGMENT: usize = 4096;
+    use crate::read::test_support::{SEGMENT, put_file as put};
 
     fn context(store: Arc<MemoryStore>, format: u8) -> Arc<ReadContext> {
-        let layout = Layout::with_format(SEGMENT as u32, format).unwrap();
-        Arc::new(ReadContext::new(
-            store,
-            Arc::new(MasterKey::generate()),
-            layout,
-            1 << 20,
-            // No read-ahead: every request the store sees is one a read needed.
-            PrefetchConfig {
-                chunk_segments: 1,
-                initial_window: 0,
-                max_window: 0,
-            },
-        ))
-    }
-
-    /// Stores `plain` encrypted under `key`: its ciphertext and the version stored.
-    async fn put(
-        ctx: &ReadContext,
-        store: &MemoryStore,
-        key: &str,
-        plain: &[u8],
-    ) -> (Vec<u8>, ObjectVersion) {
-        let object = encrypt_to_vec(&ctx.master, ctx.layout, ObjectKind::File, plain);
-        let put = store
-            .put(key, Bytes::from(object.clone()), &Default::default())
-            .await
-            .unwrap();
-        let version = ObjectVersion {
-            key: key.to_string(),
-            etag: put.etag.unwrap(),
-            ciphertext_size: object.len() as u64,
-        };
-        (object, version)
+        // No read-ahead: every request the store sees is one a read needed.
+        crate::read::test_support::context(store, format, 1 << 20, 1, 0)
     }
 
     #[tokio::test]

@@ -2,10 +2,14 @@
 //! returned, with sequential prefetch and an LRU cache of decrypted segments.
 
 mod adopt;
+mod ahead;
 mod cache;
 mod pool;
+#[cfg(test)]
+mod test_support;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -14,45 +18,13 @@ use futures::future::{BoxFuture, Shared};
 use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
+pub use ahead::PrefetchConfig;
+use ahead::SequentialState;
 pub use cache::{SegmentCache, SegmentId};
 pub use pool::{BufferPool, PooledBuffer};
 
 use crate::crypto::{CryptoError, Header, Layout, MasterKey, ObjectDecryptor, ObjectKind};
 use crate::store::{ObjectStore, StoreError};
-
-/// Read-ahead settings.
-#[derive(Debug, Clone, Copy)]
-pub struct PrefetchConfig {
-    /// Segments per prefetch GET (and alignment of prefetch chunks).
-    pub chunk_segments: u64,
-    /// The window a sequential reader starts with, in bytes.
-    pub initial_window: u64,
-    /// The largest window it grows to, in bytes.
-    pub max_window: u64,
-}
-
-impl Default for PrefetchConfig {
-    fn default() -> Self {
-        Self {
-            // 8 MiB GETs: few enough requests to keep the server's per-request cost low,
-            // small enough that the first one arrives quickly.
-            chunk_segments: 128,
-            initial_window: 1024 * 1024,
-            max_window: 16 * 1024 * 1024,
-        }
-    }
-}
-
-/// A read this far behind the furthest one so far still counts as sequential: the kernel's
-/// read-ahead (`read_ahead_kb` is raised to `--max-prefetch`) sends many requests at once
-/// and they are served out of order. With 1 MiB, a sequential `cat` was taken for a random
-/// reader every few MiB, which reset its read-ahead.
-const SEQUENTIAL_BACK: u64 = 32 * 1024 * 1024;
-/// Segments partly served to a sequential reader that are tracked at most (a few MiB of
-/// requests in flight touch a few dozen).
-const PARTLY_SERVED_LIMIT: usize = 1024;
-/// A skip forward of up to this much still counts as sequential.
-const SEQUENTIAL_FORWARD: u64 = 16 * 1024 * 1024;
 
 /// What a reader needs that is shared by all open files.
 pub struct ReadContext {
@@ -64,6 +36,33 @@ pub struct ReadContext {
     /// Segment buffers: each fetched segment is read, verified and decrypted in one, which
     /// the cache then holds and replies are copied from.
     pub buffers: Arc<BufferPool>,
+    pub stats: ReadStats,
+    /// The cache's size in bytes, which the readers open at once share for read-ahead.
+    cache_bytes: u64,
+    /// Readers open now (each `ObjectReader` counts itself in and out).
+    open_readers: AtomicUsize,
+}
+
+/// What the read path fetched, logged when the mount ends: segments fetched beyond what was
+/// read mean read-ahead that was thrown away (a cache too small for the readers at once).
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    /// GETs of segments, read-ahead and on demand.
+    pub gets: AtomicU64,
+    /// Segments those GETs brought, each verified and decrypted.
+    pub segments_fetched: AtomicU64,
+    /// Segments that lookups brought along with the metadata (no request of their own).
+    pub segments_from_lookups: AtomicU64,
+}
+
+impl ReadStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 impl ReadContext {
@@ -89,6 +88,9 @@ impl ReadContext {
                 layout.ciphertext_segment_size() as usize,
                 usize::try_from(max_free).unwrap_or(usize::MAX),
             ),
+            stats: ReadStats::default(),
+            cache_bytes,
+            open_readers: AtomicUsize::new(0),
         }
     }
 }
@@ -166,17 +168,6 @@ pub struct ObjectVersion {
 
 type FetchFuture = Shared<BoxFuture<'static, Result<(), ReadError>>>;
 
-#[derive(Debug, Default)]
-struct SequentialState {
-    /// Where the next read starts if the reader is sequential.
-    next_offset: u64,
-    /// Bytes served of segments not yet served whole.
-    partly_served: HashMap<u64, u64>,
-    window: u64,
-    /// Prefetch chunks already requested (their segments may since have been evicted).
-    requested: HashSet<u64>,
-}
-
 /// Reads one object version for one open file handle.
 pub struct ObjectReader {
     ctx: Arc<ReadContext>,
@@ -184,7 +175,14 @@ pub struct ObjectReader {
     plaintext_size: u64,
     decryptor: Arc<OnceCell<Arc<ObjectDecryptor>>>,
     state: Mutex<SequentialState>,
-    inflight: Arc<Mutex<HashMap<u64, FetchFuture>>>,
+    /// GETs under way: first segment -> (the segment after the last, the fetch).
+    inflight: Arc<Mutex<BTreeMap<u64, (u64, FetchFuture)>>>,
+}
+
+impl Drop for ObjectReader {
+    fn drop(&mut self) {
+        self.ctx.open_readers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl ObjectReader {
@@ -204,16 +202,14 @@ impl ObjectReader {
         let known = ctx
             .cache
             .decryptor(&version.key, &version.etag, version.ciphertext_size);
+        ctx.open_readers.fetch_add(1, Ordering::Relaxed);
         Ok(Self {
             ctx,
             version: Arc::new(version),
             plaintext_size,
             decryptor: Arc::new(OnceCell::new_with(known)),
-            state: Mutex::new(SequentialState {
-                window,
-                ..Default::default()
-            }),
-            inflight: Arc::new(Mutex::new(HashMap::new())),
+            state: Mutex::new(SequentialState::new(window)),
+            inflight: Arc::new(Mutex::new(BTreeMap::new())),
         })
     }
 
@@ -270,33 +266,6 @@ impl ObjectReader {
         Ok(out.freeze())
     }
 
-    /// Counts what a sequential reader was served of `seg`; once it has had all of it, the
-    /// segment leaves the cache: the reader will not come back for it (the kernel's page
-    /// cache keeps what it read), and the room is for segments still ahead. Dropping a
-    /// segment as soon as one read covered its end raced with the read that covered its
-    /// start (the kernel serves several at once), which then fetched it again and left it
-    /// in the cache for good; so did dropping what lay behind the furthest request, since a
-    /// prefetch could still be filling it in.
-    fn served(&self, seg: u64, bytes: u64, segment_len: u64) {
-        let done = {
-            let mut state = self.state.lock().unwrap();
-            if state.partly_served.len() >= PARTLY_SERVED_LIMIT {
-                // Not a reader that reads each byte once after all.
-                state.partly_served.clear();
-            }
-            let total = state.partly_served.entry(seg).or_default();
-            *total += bytes;
-            let done = *total >= segment_len;
-            if done {
-                state.partly_served.remove(&seg);
-            }
-            done
-        };
-        if done && let Some(id) = self.segment_id(seg) {
-            self.ctx.cache.remove(&id);
-        }
-    }
-
     fn cached(&self, seg: u64) -> Option<Bytes> {
         match self.segment_id(seg) {
             Some(id) => self.ctx.cache.get(&id),
@@ -316,98 +285,6 @@ impl ObjectReader {
             &self.version.key,
             decryptor.segment_identity(seg),
         ))
-    }
-
-    /// Waits for a prefetch that covers `seg`, or fetches `seg..limit` (the rest of the read)
-    /// with one GET; returns the plaintext of `seg` and of the segments fetched after it.
-    async fn wait_or_fetch(&self, seg: u64, limit: u64) -> Result<Vec<Bytes>, ReadError> {
-        let chunk = seg / self.ctx.prefetch.chunk_segments;
-        let pending = self.inflight.lock().unwrap().get(&chunk).cloned();
-        if let Some(fetch) = pending {
-            fetch.await?;
-            if let Some(p) = self.cached(seg) {
-                return Ok(vec![p]);
-            }
-        }
-        // Fetch only up to the first segment that is already cached or being fetched.
-        let mut end = seg + 1;
-        while end < limit && self.cached(end).is_none() {
-            end += 1;
-        }
-        self.fetch(seg, end).await
-    }
-
-    /// Starts background GETs for the window ahead of a sequential reader.
-    /// Returns whether the reader looks sequential.
-    fn schedule_prefetch(&self, offset: u64, end: u64) -> bool {
-        let layout = self.ctx.layout;
-        let cfg = self.ctx.prefetch;
-        let mut state = self.state.lock().unwrap();
-        let furthest = state.next_offset;
-        let sequential =
-            offset + SEQUENTIAL_BACK >= furthest && offset <= furthest + SEQUENTIAL_FORWARD;
-        state.next_offset = furthest.max(end);
-        if !sequential {
-            state.window = cfg.initial_window;
-            return false;
-        }
-        // Read-ahead starts at the furthest request so far, not at this one: a request served
-        // late (the kernel sends many at once) must not ask again for chunks its successors
-        // already had fetched, and whose segments they may since have been served and
-        // dropped. It did: a cold 4 GiB `cat` fetched a fifth of its segments twice.
-        let start = offset.max(furthest);
-        let ahead_end = (end.max(furthest) + state.window).min(self.plaintext_size);
-        state.window = (state.window * 2).min(cfg.max_window);
-        if ahead_end <= start {
-            return true;
-        }
-        let first_chunk = layout.segment_of(start) / cfg.chunk_segments;
-        let last_chunk = layout.segment_of(ahead_end - 1) / cfg.chunk_segments;
-        let segment_count = layout.segment_count(self.plaintext_size);
-        for chunk in first_chunk..=last_chunk {
-            if !state.requested.insert(chunk) {
-                continue;
-            }
-            let from = chunk * cfg.chunk_segments;
-            let to = ((chunk + 1) * cfg.chunk_segments).min(segment_count);
-            if (from..to).all(|s| self.cached(s).is_some()) {
-                continue;
-            }
-            // Registered under the lock the task takes to deregister itself, so a fetch that
-            // finishes at once cannot leave a stale entry behind.
-            let mut inflight = self.inflight.lock().unwrap();
-            let fetch = self.spawn_fetch(from, to);
-            inflight.insert(chunk, fetch);
-        }
-        // Forget requests far behind the reader, so the set stays small.
-        let behind = first_chunk.saturating_sub(2);
-        state.requested.retain(|c| *c >= behind);
-        true
-    }
-
-    fn spawn_fetch(&self, from: u64, to: u64) -> FetchFuture {
-        let job = FetchJob {
-            ctx: self.ctx.clone(),
-            version: self.version.clone(),
-            plaintext_size: self.plaintext_size,
-            decryptor: self.decryptor.clone(),
-        };
-        let inflight = self.inflight.clone();
-        let chunk = from / self.ctx.prefetch.chunk_segments;
-        let handle = tokio::spawn(async move {
-            let result = job.fetch(from, to).await.map(|_| ());
-            inflight.lock().unwrap().remove(&chunk);
-            result
-        });
-        async move {
-            handle.await.unwrap_or_else(|e| {
-                Err(ReadError::Store(StoreError::fatal(format!(
-                    "prefetch task failed: {e}"
-                ))))
-            })
-        }
-        .boxed()
-        .shared()
     }
 
     async fn fetch(&self, from: u64, to: u64) -> Result<Vec<Bytes>, ReadError> {
@@ -449,6 +326,8 @@ impl FetchJob {
             .get_range(key, ct_start..ct_end, Some(&self.version.etag))
             .await
             .inspect_err(|e| warn!(key = %key, "GET failed: {e}"))?;
+        ReadStats::add(&self.ctx.stats.gets, 1);
+        ReadStats::add(&self.ctx.stats.segments_fetched, to - from);
         if response.range != (ct_start..ct_end) {
             return Err(self.log_corrupt(CryptoError::Truncated));
         }
@@ -522,38 +401,16 @@ impl FetchJob {
 mod tests {
     use super::*;
     use crate::crypto::encrypt_to_vec;
+    use crate::read::test_support::{SEGMENT, put_file};
     use crate::store::memory::MemoryStore;
 
-    const SEGMENT: usize = 4096;
-
     fn context(store: Arc<MemoryStore>) -> Arc<ReadContext> {
-        let layout = Layout::with_format(SEGMENT as u32, 2).unwrap();
-        Arc::new(ReadContext::new(
-            store,
-            Arc::new(MasterKey::generate()),
-            layout,
-            1 << 20,
-            // Two segments per GET and no read-ahead: a small read caches exactly two.
-            PrefetchConfig {
-                chunk_segments: 2,
-                initial_window: 0,
-                max_window: 0,
-            },
-        ))
+        // Two segments per GET and no read-ahead: a small read caches exactly two.
+        crate::read::test_support::context(store, 2, 1 << 20, 2, 0)
     }
 
     async fn put(ctx: &ReadContext, store: &MemoryStore, key: &str, plain: &[u8]) -> ObjectVersion {
-        let object = encrypt_to_vec(&ctx.master, ctx.layout, ObjectKind::File, plain);
-        let size = object.len() as u64;
-        let put = store
-            .put(key, Bytes::from(object), &Default::default())
-            .await
-            .unwrap();
-        ObjectVersion {
-            key: key.to_string(),
-            etag: put.etag.unwrap(),
-            ciphertext_size: size,
-        }
+        put_file(ctx, store, key, plain).await.1
     }
 
     #[tokio::test]

@@ -1,0 +1,373 @@
+//! Read-ahead: which reads are sequential, what is fetched ahead of them and in GETs of
+//! what size, shared fairly among the readers open at once.
+
+use super::*;
+
+/// Read-ahead settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PrefetchConfig {
+    /// Segments per read-ahead GET at most (and their alignment): several readers at once
+    /// get smaller ones, see [`ReadContext::read_ahead_share`].
+    pub chunk_segments: u64,
+    /// The window a sequential reader starts with, in bytes.
+    pub initial_window: u64,
+    /// The largest window it grows to, in bytes.
+    pub max_window: u64,
+}
+
+impl Default for PrefetchConfig {
+    fn default() -> Self {
+        Self {
+            // 8 MiB GETs: few enough requests to keep the server's per-request cost low,
+            // small enough that the first one arrives quickly.
+            chunk_segments: 128,
+            initial_window: 1024 * 1024,
+            max_window: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A read this far behind the furthest one so far still counts as sequential: the kernel's
+/// read-ahead (`read_ahead_kb` is raised to `--max-prefetch`) sends many requests at once
+/// and they are served out of order. With 1 MiB, a sequential `cat` was taken for a random
+/// reader every few MiB, which reset its read-ahead; with 32 MiB, a request came that much
+/// late a few times per GiB (two cores, both busy).
+const SEQUENTIAL_BACK: u64 = 64 * 1024 * 1024;
+/// Segments partly served to a sequential reader that are tracked at most (a few MiB of
+/// requests in flight touch a few dozen).
+const PARTLY_SERVED_LIMIT: usize = 1024;
+/// A skip forward of up to this much still counts as sequential: more than the kernel's
+/// read-ahead (`--max-prefetch`, 16 MiB by default), whose requests for the next window can
+/// arrive before the rest of the current one.
+const SEQUENTIAL_FORWARD: u64 = 32 * 1024 * 1024;
+
+#[derive(Debug, Default)]
+pub(super) struct SequentialState {
+    /// Where the next read starts if the reader is sequential.
+    next_offset: u64,
+    /// Bytes served of segments not yet served whole.
+    partly_served: HashMap<u64, u64>,
+    window: u64,
+    /// Where a read further back than `SEQUENTIAL_BACK` ended: a seek back if the next read
+    /// goes on from there, else a request that came very late.
+    seek_end: Option<u64>,
+    /// Read-ahead was requested for the segments before this one (of the current run of
+    /// sequential reads): each is fetched once, even if it has since left the cache.
+    read_ahead_to: u64,
+}
+
+impl SequentialState {
+    pub(super) fn new(window: u64) -> Self {
+        Self {
+            window,
+            ..Default::default()
+        }
+    }
+}
+
+/// What one reader may read ahead while others read too.
+#[derive(Debug, Clone, Copy)]
+struct ReadAheadShare {
+    /// The largest read-ahead window, in bytes.
+    window: u64,
+    /// Segments per read-ahead GET.
+    get_segments: u64,
+}
+
+impl ReadContext {
+    /// Each open reader's part of the read-ahead: what all of them fetch ahead must fit in
+    /// the cache together, or segments fetched ahead are evicted before they are read and
+    /// fetched again (eight `cat`s at once fetched 58 % more than they read). A reader
+    /// alone reads ahead up to `max_window` in GETs of `chunk_segments`; with more, the
+    /// window shrinks to half of its share of the cache, and the GETs to a quarter of it.
+    fn read_ahead_share(&self) -> ReadAheadShare {
+        let segment = u64::from(self.layout.plaintext_segment_size());
+        let readers = self.open_readers.load(Ordering::Relaxed).max(1) as u64;
+        let window = (self.cache_bytes / readers / 2)
+            .max(2 * segment)
+            .min(self.prefetch.max_window);
+        let get_segments = (self.cache_bytes / readers / 4 / segment)
+            .clamp(1, self.prefetch.chunk_segments.max(1));
+        ReadAheadShare {
+            window,
+            get_segments,
+        }
+    }
+}
+
+impl ObjectReader {
+    /// Counts what a sequential reader was served of `seg`; once it has had all of it, the
+    /// segment leaves the cache: the reader will not come back for it (the kernel's page
+    /// cache keeps what it read), and the room is for segments still ahead. Dropping a
+    /// segment as soon as one read covered its end raced with the read that covered its
+    /// start (the kernel serves several at once), which then fetched it again and left it
+    /// in the cache for good; so did dropping what lay behind the furthest request, since a
+    /// prefetch could still be filling it in.
+    pub(super) fn served(&self, seg: u64, bytes: u64, segment_len: u64) {
+        let done = {
+            let mut state = self.state.lock().unwrap();
+            if state.partly_served.len() >= PARTLY_SERVED_LIMIT {
+                // Not a reader that reads each byte once after all.
+                state.partly_served.clear();
+            }
+            let total = state.partly_served.entry(seg).or_default();
+            *total += bytes;
+            let done = *total >= segment_len;
+            if done {
+                state.partly_served.remove(&seg);
+            }
+            done
+        };
+        if done && let Some(id) = self.segment_id(seg) {
+            self.ctx.cache.remove(&id);
+        }
+    }
+
+    /// Waits for a prefetch that covers `seg`, or fetches `seg..limit` (the rest of the read)
+    /// with one GET; returns the plaintext of `seg` and of the segments fetched after it.
+    pub(super) async fn wait_or_fetch(
+        &self,
+        seg: u64,
+        limit: u64,
+    ) -> Result<Vec<Bytes>, ReadError> {
+        let pending = self
+            .inflight
+            .lock()
+            .unwrap()
+            .range(..=seg)
+            .next_back()
+            .filter(|(_, (to, _))| *to > seg)
+            .map(|(_, (_, fetch))| fetch.clone());
+        if let Some(fetch) = pending {
+            fetch.await?;
+            if let Some(p) = self.cached(seg) {
+                return Ok(vec![p]);
+            }
+        }
+        // Fetch only up to the first segment that is already cached or being fetched.
+        let mut end = seg + 1;
+        while end < limit && self.cached(end).is_none() {
+            end += 1;
+        }
+        self.fetch(seg, end).await
+    }
+
+    /// Starts background GETs for the window ahead of a sequential reader.
+    /// Returns whether the reader looks sequential.
+    pub(super) fn schedule_prefetch(&self, offset: u64, end: u64) -> bool {
+        let layout = self.ctx.layout;
+        let share = self.ctx.read_ahead_share();
+        let mut state = self.state.lock().unwrap();
+        let furthest = state.next_offset;
+        let near = |pos: u64| offset + SEQUENTIAL_BACK >= pos && offset <= pos + SEQUENTIAL_FORWARD;
+        if !near(furthest) {
+            if offset < furthest && !state.seek_end.is_some_and(near) {
+                // Far behind: a seek back, or a request that came very late. Only the next
+                // read tells which; until then nothing changes (a late request taken for a
+                // seek made the reader fetch again what it had read ahead).
+                debug!(key = %self.version.key, offset, furthest, "a read far behind");
+                state.seek_end = Some(end);
+                return false;
+            }
+            // A seek (confirmed by this read, for one back): followed from here on. The read
+            // after it that goes on from here gets read-ahead, starting small again; a
+            // random reader never does. What lies behind the new position is read ahead
+            // again.
+            debug!(key = %self.version.key, offset, furthest, "a seek");
+            state.window = self.ctx.prefetch.initial_window.min(share.window);
+            if offset < furthest {
+                state.read_ahead_to = state.read_ahead_to.min(layout.segment_of(offset));
+            }
+            state.next_offset = end;
+            state.seek_end = None;
+            return false;
+        }
+        state.seek_end = None;
+        state.next_offset = furthest.max(end);
+        // Read-ahead starts at the furthest request so far, not at this one: a request served
+        // late (the kernel sends many at once) must not ask again for segments its successors
+        // already had fetched, and which they may since have been served and dropped. It
+        // did: a cold 4 GiB `cat` fetched a fifth of its segments twice.
+        let start = offset.max(furthest);
+        let ahead_end = (end.max(furthest) + state.window).min(self.plaintext_size);
+        state.window = (state.window * 2).min(share.window);
+        if ahead_end <= start {
+            return true;
+        }
+        let segment_count = layout.segment_count(self.plaintext_size);
+        // GETs start and end on multiples of their size, so that they stay whole-sized.
+        let first = layout.segment_of(start) / share.get_segments * share.get_segments;
+        let mut from = first.max(state.read_ahead_to);
+        let until = layout.segment_of(ahead_end - 1) + 1;
+        while from < until {
+            let to = ((from / share.get_segments + 1) * share.get_segments).min(segment_count);
+            // Segments already here (fetched for a request, or before a seek) are not asked
+            // for again.
+            while from < to && self.cached(from).is_some() {
+                from += 1;
+            }
+            if from < to {
+                // Registered under the lock the task takes to deregister itself, so a fetch
+                // that finishes at once cannot leave a stale entry behind.
+                let mut inflight = self.inflight.lock().unwrap();
+                let fetch = self.spawn_fetch(from, to);
+                inflight.insert(from, (to, fetch));
+            }
+            from = to;
+        }
+        state.read_ahead_to = state.read_ahead_to.max(from);
+        true
+    }
+
+    fn spawn_fetch(&self, from: u64, to: u64) -> FetchFuture {
+        let job = FetchJob {
+            ctx: self.ctx.clone(),
+            version: self.version.clone(),
+            plaintext_size: self.plaintext_size,
+            decryptor: self.decryptor.clone(),
+        };
+        let inflight = self.inflight.clone();
+        let handle = tokio::spawn(async move {
+            let result = job.fetch(from, to).await.map(|_| ());
+            inflight.lock().unwrap().remove(&from);
+            result
+        });
+        async move {
+            handle.await.unwrap_or_else(|e| {
+                Err(ReadError::Store(StoreError::fatal(format!(
+                    "prefetch task failed: {e}"
+                ))))
+            })
+        }
+        .boxed()
+        .shared()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::read::test_support::{SEGMENT, context, put_file};
+    use crate::store::memory::MemoryStore;
+
+    fn pattern(len: usize, seed: usize) -> Vec<u8> {
+        (0..len).map(|i| ((i * 7 + seed) % 251) as u8).collect()
+    }
+
+    /// Eight readers at once, each reading its file from start to end in small steps, as
+    /// eight `cat`s do: what they fetch ahead together fits in the cache, so each segment is
+    /// fetched once. With every reader's whole window, the cache held a fraction of what was
+    /// fetched ahead, and eight `cat`s of 64 MiB fetched 58 % more than they read.
+    #[tokio::test]
+    async fn readers_at_once_share_the_cache_and_fetch_each_segment_once() {
+        const READERS: usize = 8;
+        const LEN: usize = 64 * SEGMENT;
+        let store = Arc::new(MemoryStore::new());
+        // A cache of 32 segments; a reader alone reads 16 ahead, in GETs of 8.
+        let s = SEGMENT as u64;
+        let ctx = context(store.clone(), 3, 32 * s, 8, 16 * s);
+        let mut files = Vec::new();
+        for r in 0..READERS {
+            let plain = pattern(LEN, r);
+            let (_, version) = put_file(&ctx, &store, &format!("f{r}"), &plain).await;
+            files.push((plain, ObjectReader::new(ctx.clone(), version).unwrap()));
+        }
+        let segments = ctx.layout.segment_count(LEN as u64) * READERS as u64;
+        let step = SEGMENT / 2;
+        for offset in (0..LEN).step_by(step) {
+            for (plain, reader) in &files {
+                let got = reader.read(offset as u64, step as u32).await.unwrap();
+                assert!(got[..] == plain[offset..offset + step], "at {offset}");
+            }
+        }
+        let fetched = ReadStats::get(&ctx.stats.segments_fetched);
+        assert_eq!(fetched, segments, "each segment fetched once");
+
+        // Alone again, a reader gets the whole window and GETs of 8 segments.
+        drop(files);
+        let plain = pattern(LEN, 99);
+        let (_, version) = put_file(&ctx, &store, "alone", &plain).await;
+        let reader = ObjectReader::new(ctx.clone(), version).unwrap();
+        let gets = ReadStats::get(&ctx.stats.gets);
+        for offset in (0..LEN).step_by(step) {
+            let got = reader.read(offset as u64, step as u32).await.unwrap();
+            assert!(got[..] == plain[offset..offset + step], "at {offset}");
+        }
+        let gets = ReadStats::get(&ctx.stats.gets) - gets;
+        assert!(gets <= 10, "{gets} GETs for 65 segments read alone");
+    }
+
+    /// The kernel sends a sequential reader's requests many at once and they are served out
+    /// of order: a request that comes late fetches nothing that was already fetched for the
+    /// requests after it, whether or not they have since been served and dropped. (A cold
+    /// 4 GiB `cat` fetched a fifth of its segments twice.)
+    #[tokio::test]
+    async fn late_requests_fetch_nothing_twice() {
+        const LEN: usize = 64 * SEGMENT;
+        let store = Arc::new(MemoryStore::new());
+        let s = SEGMENT as u64;
+        let ctx = context(store.clone(), 3, 1 << 20, 4, 16 * s);
+        let plain = pattern(LEN, 5);
+        let (_, version) = put_file(&ctx, &store, "f", &plain).await;
+        let reader = ObjectReader::new(ctx.clone(), version).unwrap();
+        // Requests of four segments, each pair swapped: the second comes first.
+        let request = 4 * SEGMENT;
+        let count = LEN / request;
+        for pair in (0..count).step_by(2) {
+            for k in [pair + 1, pair] {
+                let offset = k * request;
+                let got = reader.read(offset as u64, request as u32).await.unwrap();
+                assert!(got[..] == plain[offset..offset + request], "request {k}");
+            }
+        }
+        let segments = ctx.layout.segment_count(LEN as u64);
+        assert_eq!(ReadStats::get(&ctx.stats.segments_fetched), segments);
+        assert_eq!(
+            ctx.cache.len(),
+            0,
+            "every segment was served whole and dropped"
+        );
+    }
+
+    /// A request that comes very late, further behind than `SEQUENTIAL_BACK`, is not taken
+    /// for a seek: the reader goes on as a sequential one from where it was, fetches nothing
+    /// again and drops what it was served. (Taken for a seek, it reset the read-ahead, and
+    /// the request after it, near where the reader really was, looked like a seek forward;
+    /// in a mount, read-ahead already under way was then fetched again.)
+    #[tokio::test]
+    async fn a_very_late_request_is_not_a_seek() {
+        const MIB: usize = 1 << 20;
+        let len = (SEQUENTIAL_BACK as usize) + 8 * MIB;
+        let store = Arc::new(MemoryStore::new());
+        let s = SEGMENT as u64;
+        let ctx = context(store.clone(), 3, 16 << 20, 32, 256 * s);
+        let plain = pattern(len, 9);
+        let (_, version) = put_file(&ctx, &store, "f", &plain).await;
+        let reader = ObjectReader::new(ctx.clone(), version).unwrap();
+        let read = |offset: usize| {
+            let reader = &reader;
+            let plain = &plain;
+            async move {
+                let got = reader.read(offset as u64, MIB as u32).await.unwrap();
+                assert!(got[..] == plain[offset..offset + MIB], "at {offset}");
+            }
+        };
+        let late = 2 * MIB;
+        for offset in (0..len - MIB).step_by(MIB).filter(|o| *o != late) {
+            read(offset).await;
+            if offset == len - 4 * MIB {
+                read(late).await;
+            }
+        }
+        read(len - MIB).await;
+        let segments = ctx.layout.segment_count(len as u64);
+        assert_eq!(ReadStats::get(&ctx.stats.segments_fetched), segments);
+        // Only the late request's own segments stay cached (a read far behind is not
+        // counted as served); taken for a seek, the reads after it were not either.
+        assert!(
+            ctx.cache.len() <= MIB / SEGMENT + 1,
+            "{} segments left in the cache",
+            ctx.cache.len()
+        );
+    }
+}
