@@ -254,6 +254,22 @@ mod tests {
         (0..len).map(|i| ((i * 7 + seed) % 251) as u8).collect()
     }
 
+    /// A context (format 3) over a fresh store, one file of `len` bytes put there, and a
+    /// reader of it.
+    async fn one_reader(
+        len: usize,
+        cache_bytes: u64,
+        chunk_segments: u64,
+        max_window: u64,
+    ) -> (Arc<ReadContext>, Vec<u8>, ObjectReader) {
+        let store = Arc::new(MemoryStore::new());
+        let ctx = context(store.clone(), 3, cache_bytes, chunk_segments, max_window);
+        let plain = pattern(len, len % 251);
+        let (_, version) = put_file(&ctx, &store, "f", &plain).await;
+        let reader = ObjectReader::new(ctx.clone(), version).unwrap();
+        (ctx, plain, reader)
+    }
+
     /// Eight readers at once, each reading its file from start to end in small steps, as
     /// eight `cat`s do: what they fetch ahead together fits in the cache, so each segment is
     /// fetched once. With every reader's whole window, the cache held a fraction of what was
@@ -304,12 +320,7 @@ mod tests {
     #[tokio::test]
     async fn late_requests_fetch_nothing_twice() {
         const LEN: usize = 64 * SEGMENT;
-        let store = Arc::new(MemoryStore::new());
-        let s = SEGMENT as u64;
-        let ctx = context(store.clone(), 3, 1 << 20, 4, 16 * s);
-        let plain = pattern(LEN, 5);
-        let (_, version) = put_file(&ctx, &store, "f", &plain).await;
-        let reader = ObjectReader::new(ctx.clone(), version).unwrap();
+        let (ctx, plain, reader) = one_reader(LEN, 1 << 20, 4, 16 * SEGMENT as u64).await;
         // Requests of four segments, each pair swapped: the second comes first.
         let request = 4 * SEGMENT;
         let count = LEN / request;
@@ -338,12 +349,7 @@ mod tests {
     async fn a_very_late_request_is_not_a_seek() {
         const MIB: usize = 1 << 20;
         let len = (SEQUENTIAL_BACK as usize) + 8 * MIB;
-        let store = Arc::new(MemoryStore::new());
-        let s = SEGMENT as u64;
-        let ctx = context(store.clone(), 3, 16 << 20, 32, 256 * s);
-        let plain = pattern(len, 9);
-        let (_, version) = put_file(&ctx, &store, "f", &plain).await;
-        let reader = ObjectReader::new(ctx.clone(), version).unwrap();
+        let (ctx, plain, reader) = one_reader(len, 16 << 20, 32, 256 * SEGMENT as u64).await;
         let read = |offset: usize| {
             let reader = &reader;
             let plain = &plain;
