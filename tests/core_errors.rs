@@ -91,7 +91,9 @@ async fn tampered_or_truncated_objects_are_eio() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_or_server_errors_after_retries_are_eio() {
     let mut core = Core::new(false).await;
-    saved_file(&mut core, "f", 10_000).await;
+    // Past its first segment, which the lookup brings along with the metadata: the read
+    // needs a GET of its own.
+    saved_file(&mut core, "f", 200_000).await;
     core.faults
         .on(Op::Get, 0, Action::Fail(StoreErrorKind::Throttled));
     assert_eq!(
