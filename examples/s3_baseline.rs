@@ -6,13 +6,19 @@
 //! s3_baseline upload FILE KEY     multipart upload, 8,392,704-byte parts, 4 in flight
 //! s3_baseline download KEY OUT    ranged GETs of 8 MiB, 4 in flight, written in order to OUT
 //! s3_baseline delete KEY          DeleteObject (to free space between benchmark runs)
+//! s3_baseline stat PREFIX head|prefix BYTES
+//!                                 LIST of everything under PREFIX, then of each object a
+//!                                 HEAD, or a ranged GET of its first BYTES with its metadata
+//!                                 (what an s3cryptfs lookup asks), 32 in flight: the floor
+//!                                 of a cold `ls -l`
 //! ```
 //!
 //! Settings come from the environment: `S3_ENDPOINT` (e.g. `http://127.0.0.1:3900`),
 //! `S3_BUCKET` (`BUCKET[/PREFIX]`), `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, and
 //! optionally `AWS_REGION` (default us-east-1). Path-style addressing is always used.
 //!
-//! On success one line is printed to stdout: `<mode> bytes=N seconds=S mib_per_s=R`.
+//! On success one line is printed to stdout: `<mode> bytes=N seconds=S mib_per_s=R` (for
+//! `stat`, N counts the objects looked at).
 
 use std::fs::File;
 use std::io::Write;
@@ -33,12 +39,15 @@ const PART_SIZE: u64 = 128 * 65_568;
 const RANGE_SIZE: u64 = 8 * 1024 * 1024;
 /// Requests in flight, for both directions (s3cryptfs' default per file).
 const IN_FLIGHT: usize = 4;
+/// Lookups in flight (s3cryptfs' bound on concurrent HEADs).
+const LOOKUPS_IN_FLIGHT: usize = 32;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: s3_baseline upload FILE KEY | download KEY OUT | delete KEY\n\
+        "usage: s3_baseline upload FILE KEY | download KEY OUT | delete KEY \
+         | stat PREFIX head|prefix BYTES\n\
          env: S3_ENDPOINT, S3_BUCKET (BUCKET[/PREFIX]), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY"
     );
     ExitCode::from(2)
@@ -155,6 +164,37 @@ async fn download(store: Arc<S3Store>, key: &str, out: &str) -> Result<u64, BoxE
     Ok(received)
 }
 
+/// A LIST of `prefix`, then one HEAD (or ranged GET of the first `bytes` bytes, which also
+/// brings the metadata) per object listed; returns the number of objects.
+async fn stat(store: Arc<S3Store>, prefix: &str, how: &str, bytes: u64) -> Result<u64, BoxError> {
+    let with_prefix = match how {
+        "head" => false,
+        "prefix" => true,
+        _ => return Err(format!("stat: '{how}' is neither head nor prefix").into()),
+    };
+    let in_flight = std::env::var("S3_BASELINE_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LOOKUPS_IN_FLIGHT);
+    let listing = store.list_all(prefix, None).await?;
+    let count = listing.objects.len() as u64;
+    stream::iter(listing.objects)
+        .map(|object| {
+            let store = Arc::clone(&store);
+            async move {
+                if with_prefix {
+                    store.head_with_prefix(&object.key, bytes).await.map(drop)
+                } else {
+                    store.head(&object.key).await.map(drop)
+                }
+            }
+        })
+        .buffer_unordered(in_flight)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(count)
+}
+
 fn report(mode: &str, bytes: u64, started: Instant) {
     let seconds = started.elapsed().as_secs_f64();
     let mib_per_s = bytes as f64 / (1024.0 * 1024.0) / seconds.max(1e-9);
@@ -176,6 +216,10 @@ async fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["upload", file, key] => upload(store, file, key).await.map(|n| ("upload", n)),
         ["download", key, out] => download(store, key, out).await.map(|n| ("download", n)),
+        ["stat", prefix, how, bytes] => match bytes.parse() {
+            Ok(bytes) => stat(store, prefix, how, bytes).await.map(|n| ("stat", n)),
+            Err(_) => return usage(),
+        },
         ["delete", key] => store
             .delete(key)
             .await

@@ -10,7 +10,8 @@ use bytes::Bytes;
 
 use crate::crypto::{
     ATTRS_METADATA_NAME, AttrsBinding, CryptoError, Header, KeySource, Layout, MasterKey,
-    ObjectKind, UserKey, VolumeConfig, encrypt_to_vec, open_attrs, open_unbound_attrs, seal_attrs,
+    ObjectKind, UserKey, VolumeConfig, attrs_metadata, encrypt_to_vec, open_attrs,
+    open_unbound_attrs,
 };
 use crate::object_keys::NameCodec;
 pub use crate::object_keys::RESERVED_NAME;
@@ -196,10 +197,7 @@ impl Volume {
             Err(e) => return Ok(Binding::Invalid(e.to_string())),
         };
         let metadata = |binding: &AttrsBinding| {
-            Metadata::from([(
-                ATTRS_METADATA_NAME.to_string(),
-                seal_attrs(&self.master, &attrs, binding),
-            )])
+            Metadata::from_iter(attrs_metadata(&self.master, &attrs, binding))
         };
         match header {
             // The same body (same header) with the attributes bound to it.
@@ -210,7 +208,8 @@ impl Volume {
             None if key.ends_with('/') && info.size == 0 => {
                 let marker = encrypt_to_vec(&self.master, self.layout, ObjectKind::Directory, b"");
                 let header = Header::parse(&marker, self.layout).expect("a header just written");
-                let metadata = metadata(&AttrsBinding::of(&header));
+                let md5 = crate::store::content_md5(&marker);
+                let metadata = metadata(&AttrsBinding::of(&header).with_body_md5(md5));
                 self.store.put(key, Bytes::from(marker), &metadata).await?;
             }
             None => return Ok(Binding::Invalid("not an object of ours".into())),

@@ -7,7 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::in_process::{Core, Settings};
-use s3cryptfs::crypto::{ATTRS_METADATA_NAME, PosixAttrs, seal_unbound_attrs};
+use s3cryptfs::crypto::{
+    ATTRS_METADATA_NAME, AttrsBinding, BINDING_METADATA_NAME, Header, Layout, PosixAttrs,
+    VOLUME_FORMAT_VERSION, seal_attrs, seal_unbound_attrs,
+};
+use s3cryptfs::store::fault::Op;
 use s3cryptfs::store::{Metadata, ObjectStore};
 
 fn path(text: &str) -> Vec<String> {
@@ -74,6 +78,7 @@ macro_rules! on_both_mounts {
 
 on_both_mounts!(
     values_moved_from_another_object_are_not_believed,
+    a_binding_named_to_match_the_object_is_not_believed,
     values_of_an_earlier_version_are_not_believed,
     a_directory_keeps_its_own_attributes,
     bound_attributes_survive_a_rename,
@@ -92,6 +97,26 @@ async fn values_moved_from_another_object_are_not_believed(shared: bool) {
         "another object's attributes are not this one's: private to root"
     );
     assert_eq!(shown(&mut core, "public").await, (0o666, 2000));
+}
+
+async fn a_binding_named_to_match_the_object_is_not_believed(shared: bool) {
+    let mut core = core(shared).await;
+    file_with(&mut core, "private", 0o600, 1000).await;
+    file_with(&mut core, "public", 0o666, 2000).await;
+    // The provider moves the public value over, naming the private file's own header and
+    // body digest (both in the clear) so that a HEAD finds the digest it expects.
+    let mut moved = metadata_of(&core, "public").await;
+    let own = metadata_of(&core, "private").await;
+    moved.insert(
+        BINDING_METADATA_NAME.to_string(),
+        own[BINDING_METADATA_NAME].clone(),
+    );
+    provider_sets(&core, "private", &moved).await;
+    assert_eq!(
+        shown(&mut core, "private").await,
+        (0o600, 0),
+        "the value was sealed for another object: private to root"
+    );
 }
 
 async fn values_of_an_earlier_version_are_not_believed(shared: bool) {
@@ -324,4 +349,89 @@ async fn a_replaced_file_saves_no_attributes_onto_its_replacement() {
     let (mode, _) = shown(&mut core, "target").await;
     assert_eq!(mode, 0o640, "the replacement keeps its own attributes");
     assert_eq!(core.read_all(&path("target"), 4096).await.unwrap(), b"new");
+}
+
+/// Lookups made since `since` = (HEADs, header reads): a header read is a ranged GET.
+fn lookups_since(core: &Core, since: (usize, usize)) -> (usize, usize) {
+    let reads = core.faults.header_reads() - since.1;
+    (core.faults.calls(Op::Head) - since.0 - reads, reads)
+}
+
+fn lookup_counts(core: &Core) -> (usize, usize) {
+    (core.faults.calls(Op::Head), core.faults.header_reads())
+}
+
+/// Attributes sealed for the body's digest (everything this build sends in one request) are
+/// checked by a HEAD alone, the ETag being that digest: no ranged GET of the header when a
+/// listed name is looked up.
+#[tokio::test(start_paused = true)]
+async fn bound_attributes_are_checked_by_one_head() {
+    let mut core = core(true).await;
+    file_with(&mut core, "f", 0o640, 1000).await;
+    core.write_new(&path("new"), &[b"as written".to_vec()])
+        .await
+        .unwrap();
+    core.mkdir(&path("d"), 0o750).await.unwrap();
+    core.chmod_chown(&path("d"), 0o750, 1000).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    core.remount().await;
+    // Listed first, as `ls -l` does (a name not listed is asked for with a GET that also
+    // brings its first segment, for the read that usually follows). Listing asks about
+    // small objects, which may be symlinks or special files: those are these lookups.
+    let before = lookup_counts(&core);
+    core.list(&[]).await.unwrap();
+    let f = core.resolve(&path("f")).await.unwrap();
+    let new = core.resolve(&path("new")).await.unwrap();
+    let d = core.resolve(&path("d")).await.unwrap();
+    assert_eq!((f.perm, f.uid), (0o640, 1000));
+    assert_eq!(new.uid, Core::caller().uid);
+    assert_eq!((d.perm, d.uid), (0o750, 1000));
+    assert_eq!(
+        lookups_since(&core, before),
+        (3, 0),
+        "(HEADs, header reads)"
+    );
+}
+
+/// A volume of objects whose values are bound to their header only (multipart uploads, builds
+/// before digests): each is looked up by one ranged GET, after a few lookups that also tried
+/// a HEAD first; shown as recorded.
+#[tokio::test(start_paused = true)]
+async fn attributes_bound_to_the_header_only_are_read_with_it() {
+    let mut core = core(true).await;
+    let master = core.master().await;
+    let layout = Layout::with_format(65536, VOLUME_FORMAT_VERSION as u8).unwrap();
+    let files = 100;
+    for i in 0..files {
+        let name = format!("f{i:03}");
+        core.write_new(&path(&name), &[name.as_bytes().to_vec()])
+            .await
+            .unwrap();
+        let body = core.memory.object(&name).unwrap();
+        let header = Header::parse(&body, layout).unwrap();
+        let attrs = PosixAttrs {
+            mode: libc::S_IFREG | 0o604,
+            uid: 4000 + i,
+            gid: 0,
+            mtime: std::time::SystemTime::UNIX_EPOCH,
+            ctime: std::time::SystemTime::UNIX_EPOCH,
+            atime: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let sealed = seal_attrs(&master, &attrs, &AttrsBinding::of(&header));
+        let header_only = Metadata::from([(ATTRS_METADATA_NAME.to_string(), sealed)]);
+        provider_sets(&core, &name, &header_only).await;
+    }
+    core.remount().await;
+    let before = lookup_counts(&core);
+    core.list(&[]).await.unwrap();
+    for i in 0..files {
+        let attr = core.resolve(&path(&format!("f{i:03}"))).await.unwrap();
+        assert_eq!((attr.perm, attr.uid), (0o604, 4000 + i));
+    }
+    let (heads, reads) = lookups_since(&core, before);
+    assert_eq!(reads, files as usize, "one header read each");
+    assert!(
+        heads <= 32,
+        "{heads} HEADs: they stop once they do not help"
+    );
 }

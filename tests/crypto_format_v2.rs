@@ -263,8 +263,15 @@ fn known_answer_vector_with_three_epochs() {
     );
 }
 
-/// docs/FORMAT.md §9a: attributes sealed for the §15.5 object, salt 16 × `66`, as version 3
-/// (written now, with the ctime) and as version 2 (builds before ctime; still read).
+/// docs/FORMAT.md §9a: attributes sealed for the §15.5 object, salt 16 × `66`, as version 4
+/// (written now for objects sent in one request: bound to the body's MD5 digest too), as
+/// version 3 (written for multipart uploads) and as version 2 (builds before ctime; still
+/// read).
+const ATTRS_VECTOR_V4: &str = "BGZmZmZmZmZmZmZmZmZmZmbbSRvJJN2n62ARdEyJ9_Zq-gNDarRv5KoYTD0ViBWiSbvB-bRadAn-KWTp62_DWVxJo65tvRkcSSa-gAMFAsxEC_oUyYdXXZYJttXBWseSzfS2Ooo";
+/// The `s3cf-bound-to` value that names the version-4 binding: header bytes 0..8 (byte 7 as
+/// bound) and salt, then the body's MD5 digest.
+const ATTRS_BINDING_VECTOR: &str =
+    "UzNDRgIBDAAiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiImxCJH7rWRQcUYOP2Wz88JQ";
 const ATTRS_VECTOR_V3: &str = "A2ZmZmZmZmZmZmZmZmZmZmYmXD3w4aM2DP4-OojLwqxC7z2eKZn3hlyb6PNS_KO2b4m10VZQayNOogp0Jk7zeo2x3KZuNndTALMv11o-yDNUMw-uw0P_-3fphd22jRuGtZuq_40";
 const ATTRS_VECTOR_V2: &str = "AmZmZmZmZmZmZmZmZmZmZmYqaIt4hjj_2ONaIJGnkR0f9xhs_vzmuAklrfsIh800cnZHDNheEJvEY9Q0nCx9AalhZ0Ua49VEnZ7Z-Bs";
 
@@ -292,15 +299,46 @@ fn attributes_known_answer_vectors() {
         ctime: std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_100, 987_654_321),
         atime: std::time::UNIX_EPOCH + std::time::Duration::new(1_690_000_000, 42),
     };
-    let binding = AttrsBinding::of(&header);
+    let md5: [u8; 16] = <md5::Md5 as md5::Digest>::digest(&object).into();
     let format_md = include_str!("../docs/FORMAT.md");
-    for (version, vector) in [(3u8, ATTRS_VECTOR_V3), (2, ATTRS_VECTOR_V2)] {
+    for (version, vector) in [
+        (4u8, ATTRS_VECTOR_V4),
+        (3, ATTRS_VECTOR_V3),
+        (2, ATTRS_VECTOR_V2),
+    ] {
+        let binding = match version {
+            4 => AttrsBinding::of(&header).with_body_md5(md5),
+            _ => AttrsBinding::of(&header),
+        };
         let sealed = seal_attrs_with_salt(&m, &attrs, &binding, [0x66; 16], version);
+        if version == 4 {
+            let named = binding.to_metadata().expect("a digest to name");
+            let mut rebuilt = object[..40].to_vec();
+            rebuilt[7] = 0;
+            rebuilt.extend_from_slice(&md5);
+            use base64::Engine as _;
+            assert_eq!(
+                named,
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&rebuilt)
+            );
+            assert_eq!(named, ATTRS_BINDING_VECTOR, "md5 {}", hex::encode(md5));
+            assert_eq!(
+                AttrsBinding::from_metadata(&named, layout).unwrap(),
+                (binding, ObjectKind::File)
+            );
+            assert!(format_md.contains(ATTRS_BINDING_VECTOR));
+        }
         // Rebuilt from the primitives as §9a says.
-        let mut info = b"s3cryptfs v2 attributes".to_vec();
+        let mut info = match version {
+            4 => b"s3cryptfs v4 attributes".to_vec(),
+            _ => b"s3cryptfs v2 attributes".to_vec(),
+        };
         info.extend_from_slice(&object[..8]);
         info[23 + 7] = 0; // byte 7 of the header as bound: 0 in format 2
         info.extend_from_slice(&[0x22; 32]);
+        if version == 4 {
+            info.extend_from_slice(&md5);
+        }
         let mut okm = [0u8; 64];
         hkdf::Hkdf::<sha2::Sha256>::new(Some(&[0x66; 16]), &[0x11; 32])
             .expand(&info, &mut okm)
@@ -312,7 +350,7 @@ fn attributes_known_answer_vectors() {
         body.extend_from_slice(&1_700_000_000i64.to_be_bytes());
         body.extend_from_slice(&123_456_789u32.to_be_bytes());
         body.extend_from_slice(&[0; 4]);
-        if version == 3 {
+        if version >= 3 {
             body.extend_from_slice(&1_700_000_100i64.to_be_bytes());
             body.extend_from_slice(&987_654_321u32.to_be_bytes());
             body.extend_from_slice(&1_690_000_000i64.to_be_bytes());
@@ -339,7 +377,7 @@ fn attributes_known_answer_vectors() {
         assert_eq!(sealed, vector, "version {version}");
         // Version 2 recorded no ctime or atime: they read as the mtime.
         let want = match version {
-            3 => attrs,
+            3 | 4 => attrs,
             _ => PosixAttrs {
                 ctime: mtime,
                 atime: mtime,

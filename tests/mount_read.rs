@@ -20,6 +20,7 @@ on_all_volumes!(
 );
 on_both_servers!(
     files_opened_by_name_cost_one_request,
+    files_written_here_are_listed_with_one_head_each,
     large_directory_lists_without_per_file_requests,
     wrong_key_and_missing_volume_are_refused,
 );
@@ -248,6 +249,48 @@ async fn files_opened_by_name_cost_one_request(kind: ServerKind) {
 
     assert_eq!(std::fs::read(m.join("d/sub/x")).unwrap(), b"x");
     assert_eq!(step(&m), (2, 1, 0, 3), "a directory, then a file in it");
+}
+
+/// What this build writes (each file in one request here) records attributes bound to the
+/// body's digest, which the server gives as its ETag: `ls -l` checks them with one HEAD per
+/// file, no ranged GET of a header. Also after a mode change saved by a copy.
+async fn files_written_here_are_listed_with_one_head_each(kind: ServerKind) {
+    use std::os::unix::fs::PermissionsExt;
+    let v = TestVolume::new(kind, "listhead", "vol").await;
+    let n = 30;
+    let m = v.mount(&[]);
+    std::fs::create_dir(m.join("d")).unwrap();
+    for i in 0..n {
+        let data = random_bytes(5000 + i * 100, i as u64);
+        std::fs::write(m.join(&format!("d/f{i:02}")), data).unwrap();
+    }
+    // As `cp -p` and rsync do after writing: saved by a server-side copy.
+    std::fs::set_permissions(m.join("d/f00"), std::fs::Permissions::from_mode(0o604)).unwrap();
+    std::fs::create_dir(m.join("d/sub")).unwrap();
+    assert_eq!(m.unmount(), Some(0));
+
+    let m = v.mount(&["--metadata-ttl", "120"]);
+    assert!(std::fs::metadata(m.join("d")).unwrap().is_dir());
+    let before = (m.requests("HeadObject"), m.requests("GetObjectHeader"));
+    let out = std::process::Command::new("ls")
+        .arg("-l")
+        .arg(m.join("d"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listing.lines().filter(|l| l.starts_with('-')).count(), n);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("-rw----r--") && l.ends_with(" f00")),
+        "the mode saved by a copy is shown:\n{listing}"
+    );
+    let heads = m.requests("HeadObject") - before.0;
+    let header_reads = m.requests("GetObjectHeader") - before.1;
+    println!("ls -l of {n} files written here: {heads} HEAD, {header_reads} header reads");
+    assert_eq!(header_reads, 0, "no ranged GET of a header");
+    assert!(heads <= n + 1, "{heads} HEADs: one per entry");
 }
 
 async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {

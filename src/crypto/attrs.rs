@@ -28,13 +28,28 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::error::CryptoError;
-use super::header::Header;
+use super::header::{Header, ObjectKind};
 use super::keys::{MasterKey, ObjectKeys, os_random};
+use super::layout::Layout;
 
 /// The S3 user-metadata name (`x-amz-meta-<name>`) that holds the sealed attributes.
 pub const ATTRS_METADATA_NAME: &str = "s3cf-attrs";
 
-/// The blob version written now (bound to its object, with the ctime and atime).
+/// The S3 user-metadata name (`x-amz-meta-<name>`) that names the header the attributes are
+/// bound to: its first 40 bytes, base64url. With it a HEAD can open the attributes; without
+/// it (objects of older builds) the header must be read. That the body has this header is
+/// checked when the body is first opened (docs/FORMAT.md §9b).
+pub const BINDING_METADATA_NAME: &str = "s3cf-bound-to";
+/// A binding in user metadata: the header's bytes 0..8 and salt, then the body's MD5 digest.
+const BINDING_LEN: usize = 40 + 16;
+
+/// The blob version written for an object whose whole body is known when its attributes are
+/// sealed (a single-request upload, a symlink, a special file, a directory marker): bound to
+/// its header and to the MD5 digest of its body, which a server gives as such an object's
+/// ETag, so that a HEAD can check the binding without reading the header.
+const DIGEST_VERSION: u8 = 4;
+/// The blob version written for other objects (multipart uploads): bound to the header, with
+/// the ctime and atime.
 const VERSION: u8 = 3;
 /// Blobs of the builds before ctime and atime were recorded: bound, both read as the mtime.
 const NO_CTIME_VERSION: u8 = 2;
@@ -56,6 +71,9 @@ fn body_len(version: u8) -> usize {
     }
 }
 const INFO: &[u8] = b"s3cryptfs v2 attributes";
+const DIGEST_INFO: &[u8] = b"s3cryptfs v4 attributes";
+/// The length of an MD5 digest.
+const DIGEST_LEN: usize = 16;
 const UNBOUND_INFO: &[u8] = b"s3cryptfs v1 attributes";
 
 /// What a blob is bound to: the header of the object it describes, as far as it identifies
@@ -64,6 +82,9 @@ const UNBOUND_INFO: &[u8] = b"s3cryptfs v1 attributes";
 pub struct AttrsBinding {
     prefix: [u8; 8],
     salt: [u8; 32],
+    /// The MD5 digest of the object's whole body (its ETag as a single-request upload), when
+    /// it was known as the attributes were sealed.
+    body_md5: Option<[u8; DIGEST_LEN]>,
 }
 
 impl AttrsBinding {
@@ -71,15 +92,97 @@ impl AttrsBinding {
         Self {
             prefix: header.prefix(),
             salt: *header.salt(),
+            body_md5: None,
         }
     }
 
-    fn keys(&self, master: &MasterKey, blob_salt: &[u8]) -> ObjectKeys {
-        let mut info = Vec::with_capacity(INFO.len() + 8 + 32);
-        info.extend_from_slice(INFO);
-        info.extend_from_slice(&self.prefix);
-        info.extend_from_slice(&self.salt);
-        ObjectKeys::derive_labeled(master, blob_salt, &info)
+    /// The binding to this header and to a body whose MD5 digest is `md5`.
+    pub fn with_body_md5(self, md5: [u8; DIGEST_LEN]) -> Self {
+        Self {
+            body_md5: Some(md5),
+            ..self
+        }
+    }
+
+    /// The MD5 digest of the body this binding names, if it names one.
+    pub fn body_md5(&self) -> Option<[u8; DIGEST_LEN]> {
+        self.body_md5
+    }
+
+    /// The binding as it is recorded in user metadata ([`BINDING_METADATA_NAME`]): the header
+    /// bytes, then the body's digest. `None` without a digest (nothing to look up by HEAD).
+    pub fn to_metadata(&self) -> Option<String> {
+        let md5 = self.body_md5?;
+        let mut bytes = [0u8; BINDING_LEN];
+        bytes[..8].copy_from_slice(&self.prefix);
+        bytes[8..40].copy_from_slice(&self.salt);
+        bytes[40..].copy_from_slice(&md5);
+        Some(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// The binding an object's user metadata names, and the object kind it gives, checked
+    /// against the volume's `layout` as a header's first bytes are. Only a claim: whether the
+    /// body's header says the same is known once the body is read.
+    pub fn from_metadata(value: &str, layout: Layout) -> Result<(Self, ObjectKind), CryptoError> {
+        // Checked before decoding: the server sized it.
+        if value.len() > 2 * BINDING_LEN {
+            return Err(CryptoError::Truncated);
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(value.trim())
+            .map_err(|_| CryptoError::CorruptHeader("the binding is not base64url".into()))?;
+        if bytes.len() != BINDING_LEN {
+            return Err(CryptoError::CorruptHeader(format!(
+                "the binding has {} bytes, not {BINDING_LEN}",
+                bytes.len()
+            )));
+        }
+        let kind = Header::check_identity(&bytes, layout)?;
+        let mut binding = Self {
+            prefix: [0u8; 8],
+            salt: [0u8; 32],
+            body_md5: Some([0u8; DIGEST_LEN]),
+        };
+        binding.prefix.copy_from_slice(&bytes[..8]);
+        binding.salt.copy_from_slice(&bytes[8..40]);
+        if let Some(md5) = binding.body_md5.as_mut() {
+            md5.copy_from_slice(&bytes[40..]);
+        }
+        Ok((binding, kind))
+    }
+
+    /// The keys of a blob of `version` (3 and 2: the header; 4: the header and the body's
+    /// digest, which the binding must then name).
+    fn keys(
+        &self,
+        master: &MasterKey,
+        blob_salt: &[u8],
+        version: u8,
+    ) -> Result<ObjectKeys, CryptoError> {
+        let mut info = Vec::with_capacity(DIGEST_INFO.len() + 8 + 32 + DIGEST_LEN);
+        if version == DIGEST_VERSION {
+            let md5 = self.body_md5.ok_or_else(|| {
+                CryptoError::CorruptHeader("the value is bound to a body digest not known".into())
+            })?;
+            info.extend_from_slice(DIGEST_INFO);
+            info.extend_from_slice(&self.prefix);
+            info.extend_from_slice(&self.salt);
+            info.extend_from_slice(&md5);
+        } else {
+            info.extend_from_slice(INFO);
+            info.extend_from_slice(&self.prefix);
+            info.extend_from_slice(&self.salt);
+        }
+        Ok(ObjectKeys::derive_labeled(master, blob_salt, &info))
+    }
+
+    /// The blob version sealed for this binding.
+    fn version(&self) -> u8 {
+        if self.body_md5.is_some() {
+            DIGEST_VERSION
+        } else {
+            VERSION
+        }
     }
 }
 
@@ -159,7 +262,28 @@ impl PosixAttrs {
 /// Encrypts and authenticates `attrs` for the user metadata of the object `binding` names.
 pub fn seal_attrs(master: &MasterKey, attrs: &PosixAttrs, binding: &AttrsBinding) -> String {
     let salt = fresh_salt();
-    seal_blob(VERSION, &salt, &binding.keys(master, &salt), attrs)
+    let version = binding.version();
+    let keys = binding
+        .keys(master, &salt, version)
+        .expect("the binding names what its version needs");
+    seal_blob(version, &salt, &keys, attrs)
+}
+
+/// The user metadata that records `attrs` for the object version `binding` names: the sealed
+/// attributes and the binding they are sealed to.
+pub fn attrs_metadata(
+    master: &MasterKey,
+    attrs: &PosixAttrs,
+    binding: &AttrsBinding,
+) -> Vec<(String, String)> {
+    let sealed = (
+        ATTRS_METADATA_NAME.to_string(),
+        seal_attrs(master, attrs, binding),
+    );
+    match binding.to_metadata() {
+        Some(named) => vec![sealed, (BINDING_METADATA_NAME.to_string(), named)],
+        None => vec![sealed],
+    }
 }
 
 /// [`seal_attrs`] with a given salt and blob version (3, or 2 as the builds before ctime
@@ -174,8 +298,14 @@ pub fn seal_attrs_with_salt(
     salt: [u8; SALT_LEN],
     version: u8,
 ) -> String {
-    assert!(version == VERSION || version == NO_CTIME_VERSION);
-    seal_blob(version, &salt, &binding.keys(master, &salt), attrs)
+    assert!(matches!(
+        version,
+        DIGEST_VERSION | VERSION | NO_CTIME_VERSION
+    ));
+    let keys = binding
+        .keys(master, &salt, version)
+        .expect("a version-4 value needs a body digest");
+    seal_blob(version, &salt, &keys, attrs)
 }
 
 fn fresh_salt() -> [u8; SALT_LEN] {
@@ -207,7 +337,9 @@ pub fn open_attrs(
 ) -> Result<PosixAttrs, CryptoError> {
     let blob = decode(sealed)?;
     match blob[0] {
-        VERSION | NO_CTIME_VERSION => open_blob(&blob, &binding.keys(master, salt_of(&blob))),
+        v @ (DIGEST_VERSION | VERSION | NO_CTIME_VERSION) => {
+            open_blob(&blob, &binding.keys(master, salt_of(&blob), v)?)
+        }
         UNBOUND_VERSION => Err(CryptoError::UnboundAttributes),
         v => Err(CryptoError::UnsupportedVersion(v)),
     }
@@ -331,6 +463,73 @@ mod tests {
     fn binding(key: &MasterKey, kind: ObjectKind) -> AttrsBinding {
         let layout = Layout::with_format(65536, 2).unwrap();
         AttrsBinding::of(StreamEncryptor::new(key, layout, kind).header())
+    }
+
+    #[test]
+    fn the_binding_in_metadata_names_the_header_its_kind_and_the_body_digest() {
+        let key = MasterKey::from_bytes([5; 32]);
+        let layout = Layout::with_format(65536, 2).unwrap();
+        for kind in [ObjectKind::File, ObjectKind::Symlink, ObjectKind::Directory] {
+            let encryptor = StreamEncryptor::new(&key, layout, kind);
+            let binding = AttrsBinding::of(encryptor.header()).with_body_md5([9; 16]);
+            let value = binding.to_metadata().expect("a digest to name");
+            assert_eq!(
+                AttrsBinding::from_metadata(&value, layout).unwrap(),
+                (binding, kind)
+            );
+            // Sealed for the digest: version 4, which opens only with that digest.
+            let sealed = seal_attrs(&key, &sample(), &binding);
+            assert_eq!(decode(&sealed).unwrap()[0], DIGEST_VERSION);
+            assert_eq!(open_attrs(&key, &sealed, &binding).unwrap(), sample());
+            let header_only = AttrsBinding::of(encryptor.header());
+            assert!(open_attrs(&key, &sealed, &header_only).is_err());
+            let other_body = header_only.with_body_md5([8; 16]);
+            assert!(open_attrs(&key, &sealed, &other_body).is_err());
+            // Without a digest nothing is named, and version 3 is sealed.
+            assert_eq!(header_only.to_metadata(), None);
+            let sealed = seal_attrs(&key, &sample(), &header_only);
+            assert_eq!(decode(&sealed).unwrap()[0], VERSION);
+            assert_eq!(open_attrs(&key, &sealed, &header_only).unwrap(), sample());
+            // A version-3 value ignores a digest the binding may name.
+            assert_eq!(open_attrs(&key, &sealed, &binding).unwrap(), sample());
+        }
+    }
+
+    #[test]
+    fn a_binding_in_metadata_that_is_not_this_volumes_header_is_refused() {
+        let key = MasterKey::from_bytes([5; 32]);
+        let layout = Layout::with_format(65536, 2).unwrap();
+        let mut named = StreamEncryptor::new(&key, layout, ObjectKind::File)
+            .header()
+            .to_bytes()[..40]
+            .to_vec();
+        named.extend_from_slice(&[7; 16]);
+        let encode = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let changed = |at: usize, to: u8| {
+            let mut b = named.clone();
+            b[at] = to;
+            encode(&b)
+        };
+        let refused = [
+            changed(0, b'X'),                     // magic
+            changed(4, 9),                        // format
+            changed(5, 77),                       // kind
+            changed(6, 12),                       // segment size
+            encode(&named[..BINDING_LEN - 1]),    // short
+            encode(&[&named[..], &[0]].concat()), // long
+            "not base64url!".to_string(),         // garbage
+            "A".repeat(4 * BINDING_LEN),          // too long to decode
+        ];
+        for value in refused {
+            assert!(
+                AttrsBinding::from_metadata(&value, layout).is_err(),
+                "{value} accepted"
+            );
+        }
+        // Another volume layout (format 3) does not take a format-2 header.
+        let format3 = Layout::with_format(65536, 3).unwrap();
+        assert!(AttrsBinding::from_metadata(&encode(&named), format3).is_err());
+        assert!(AttrsBinding::from_metadata(&encode(&named), layout).is_ok());
     }
 
     #[test]

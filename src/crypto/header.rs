@@ -152,29 +152,37 @@ impl Header {
     /// Errors: `Truncated` if fewer than 48 bytes; `NotOurFormat` on bad magic;
     /// `UnsupportedVersion`; `CorruptHeader` for an unknown kind, a segment
     /// size differing from `layout`, or non-zero reserved bytes.
-    pub fn parse(bytes: &[u8], layout: Layout) -> Result<Header, CryptoError> {
-        if bytes.len() < HEADER_LEN {
-            return Err(CryptoError::Truncated);
-        }
+    /// Checks what the first 8 bytes of a header say (magic, format, kind, segment size)
+    /// against `layout`, and returns the kind. `bytes` holds at least 8 bytes.
+    pub(crate) fn check_identity(bytes: &[u8], layout: Layout) -> Result<ObjectKind, CryptoError> {
         if bytes[0..4] != MAGIC {
             return Err(CryptoError::NotOurFormat);
         }
         if bytes[4] != layout.format() {
             return Err(CryptoError::UnsupportedVersion(bytes[4]));
         }
+        let kind = ObjectKind::from_byte(bytes[5]).ok_or_else(|| {
+            CryptoError::CorruptHeader(format!("unknown object kind {}", bytes[5]))
+        })?;
+        if bytes[6] != layout.segment_size_log2() {
+            return Err(CryptoError::CorruptHeader(format!(
+                "segment size 2^{} does not match the volume's 2^{}",
+                bytes[6],
+                layout.segment_size_log2()
+            )));
+        }
+        Ok(kind)
+    }
+
+    pub fn parse(bytes: &[u8], layout: Layout) -> Result<Header, CryptoError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(CryptoError::Truncated);
+        }
+        let kind = Self::check_identity(bytes, layout)?;
         if bytes.len() < layout.header_len() {
             return Err(CryptoError::Truncated);
         }
         let h = &bytes[..layout.header_len()];
-        let kind = ObjectKind::from_byte(h[5])
-            .ok_or_else(|| CryptoError::CorruptHeader(format!("unknown object kind {}", h[5])))?;
-        if h[6] != layout.segment_size_log2() {
-            return Err(CryptoError::CorruptHeader(format!(
-                "segment size 2^{} does not match the volume's 2^{}",
-                h[6],
-                layout.segment_size_log2()
-            )));
-        }
         let corrupt = |why: &str| Err(CryptoError::CorruptHeader(why.into()));
         let mut salt = [0u8; 32];
         salt.copy_from_slice(&h[8..40]);

@@ -32,7 +32,8 @@ mod segment_keys;
 pub mod staging;
 
 pub use attrs::{
-    ATTRS_METADATA_NAME, AttrsBinding, PosixAttrs, open_attrs, open_unbound_attrs, seal_attrs,
+    ATTRS_METADATA_NAME, AttrsBinding, BINDING_METADATA_NAME, PosixAttrs, attrs_metadata,
+    open_attrs, open_unbound_attrs, seal_attrs,
 };
 #[cfg(any(test, feature = "test-support"))]
 pub use attrs::{seal_attrs_with_salt, seal_unbound_attrs};

@@ -47,6 +47,8 @@ struct Plan {
 pub struct FaultStore {
     inner: Arc<dyn ObjectStore>,
     plan: Mutex<Plan>,
+    /// Lookups that read the header with the metadata (counted under [`Op::Head`] too).
+    header_reads: std::sync::atomic::AtomicUsize,
 }
 
 impl FaultStore {
@@ -54,6 +56,7 @@ impl FaultStore {
         Self {
             inner,
             plan: Mutex::new(Plan::default()),
+            header_reads: Default::default(),
         }
     }
 
@@ -67,6 +70,12 @@ impl FaultStore {
     pub fn fail_randomly(&self, per_million: u32, seed: u64, kind: StoreErrorKind) {
         self.plan.lock().unwrap().random =
             (per_million > 0).then_some((per_million, seed.max(1), kind));
+    }
+
+    /// How many lookups read the header with the metadata (a ranged GET on S3), of the
+    /// [`Op::Head`] calls.
+    pub fn header_reads(&self) -> usize {
+        self.header_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn calls(&self, op: Op) -> usize {
@@ -133,6 +142,8 @@ impl ObjectStore for FaultStore {
         len: u64,
     ) -> Result<(ObjectInfo, Bytes), StoreError> {
         self.enter(Op::Head).await?;
+        self.header_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.head_with_prefix(key, len).await
     }
     async fn get_range(

@@ -102,6 +102,27 @@ pub struct CompletedPart {
     pub etag: String,
 }
 
+/// The MD5 digest of `body`: the ETag that S3 (without SSE-KMS or SSE-C), Garage, MinIO and
+/// moto give an object written by one PutObject, and keep through a CopyObject.
+pub fn content_md5(body: &[u8]) -> [u8; 16] {
+    use md5::{Digest, Md5};
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&Md5::digest(body));
+    digest
+}
+
+/// The MD5 digest an ETag is, if it is one (32 hex digits, quoted or not). A multipart
+/// upload's ETag (`…-N`) and those of encrypting servers are not.
+pub fn etag_md5(etag: &str) -> Option<[u8; 16]> {
+    let hex_digits = etag.trim_matches('"');
+    if hex_digits.len() != 32 {
+        return None;
+    }
+    let mut digest = [0u8; 16];
+    hex::decode_to_slice(hex_digits, &mut digest).ok()?;
+    Some(digest)
+}
+
 /// The result of a request that created an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutResult {

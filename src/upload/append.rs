@@ -219,6 +219,7 @@ impl Appender {
                     ciphertext_size,
                     etag: put.etag,
                     conflict,
+                    binding: None,
                 })
             }
             Err(e) => {

@@ -41,7 +41,7 @@ impl ObjectWriter {
             store,
             &self.key,
             &final_key,
-            &self.metadata(),
+            &self.metadata(None),
             guard.as_ref(),
         )
         .await;

@@ -25,8 +25,7 @@ use sent_copy::{CopyTarget, SentCopy};
 pub use sent_copy::{KeepSent, LocalObject};
 
 use crate::crypto::{
-    ATTRS_METADATA_NAME, AttrsBinding, Layout, MasterKey, ObjectKind, PosixAttrs, StreamEncryptor,
-    seal_attrs,
+    AttrsBinding, Layout, MasterKey, ObjectKind, PosixAttrs, StreamEncryptor, attrs_metadata,
 };
 use crate::store::{CompletedPart, ConditionSupport, Metadata, ObjectStore, StoreError};
 
@@ -102,6 +101,9 @@ pub struct Committed {
     pub etag: Option<String>,
     /// Another mount had saved (or removed) the file first, and both versions were kept.
     pub conflict: Option<Conflict>,
+    /// What the saved version's attributes are bound to, when it was sent in one request
+    /// (its header and body digest); `None`: read its header when attributes are saved.
+    pub binding: Option<AttrsBinding>,
 }
 
 struct Multipart {
@@ -235,15 +237,17 @@ impl ObjectWriter {
         true
     }
 
-    /// The user metadata the object carries: its attributes, sealed for this version.
-    fn metadata(&self) -> Metadata {
+    /// The user metadata the object carries: its attributes, sealed for this version, and for
+    /// its body's digest when the whole body is known (`body_md5`).
+    fn metadata(&self, body_md5: Option<[u8; 16]>) -> Metadata {
         let Some(attrs) = &self.attrs else {
             return Metadata::new();
         };
-        Metadata::from([(
-            ATTRS_METADATA_NAME.to_string(),
-            seal_attrs(&self.ctx.master, attrs, &self.binding),
-        )])
+        let binding = match body_md5 {
+            Some(md5) => self.binding.with_body_md5(md5),
+            None => self.binding,
+        };
+        Metadata::from_iter(attrs_metadata(&self.ctx.master, attrs, &binding))
     }
 
     /// Plaintext bytes written so far.
@@ -344,14 +348,18 @@ impl ObjectWriter {
         let ctx = self.ctx.clone();
         let body = Bytes::from(std::mem::take(&mut self.buffer));
         self.ciphertext_bytes += body.len() as u64;
+        let mut binding = None;
         let (etag, parts, conflict) = match self.multipart.take() {
             None => {
+                let md5 = crate::store::content_md5(&body);
+                binding = Some(self.binding.with_body_md5(md5));
+                let metadata = self.metadata(Some(md5));
                 let (put, conflict) = conflict::put(
                     ctx.store.as_ref(),
                     &ctx.conditions,
                     &self.key,
                     body,
-                    &self.metadata(),
+                    &metadata,
                     self.guard.as_ref(),
                 )
                 .await?;
@@ -392,6 +400,7 @@ impl ObjectWriter {
             plaintext_size,
             ciphertext_size: self.ciphertext_bytes,
             etag,
+            binding: binding.filter(|_| conflict.is_none()),
             conflict,
         })
     }
@@ -465,7 +474,7 @@ impl ObjectWriter {
             let upload_id = self
                 .ctx
                 .store
-                .create_multipart(&self.key, &self.metadata())
+                .create_multipart(&self.key, &self.metadata(None))
                 .await?;
             self.multipart = Some(Multipart {
                 upload_id,

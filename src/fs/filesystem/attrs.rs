@@ -61,10 +61,7 @@ impl FsCore {
 
     /// The user metadata that records `attrs` with the object `binding` names.
     pub(super) fn attrs_metadata(&self, attrs: &PosixAttrs, binding: &AttrsBinding) -> Metadata {
-        Metadata::from([(
-            ATTRS_METADATA_NAME.to_string(),
-            seal_attrs(&self.volume.master, attrs, binding),
-        )])
+        Metadata::from_iter(attrs_metadata(&self.volume.master, attrs, binding))
     }
 
     /// What attributes of the saved object `key` are bound to: from this mount's last lookup,

@@ -241,7 +241,10 @@ impl FsCore {
         let layout = self.volume.layout;
         let body = crate::crypto::encrypt_to_vec(&self.volume.master, layout, kind, plaintext);
         let header = Header::parse(&body, layout).expect("a header just written parses");
-        (Bytes::from(body), AttrsBinding::of(&header))
+        // Sent whole in one request: its ETag will be this digest, which lets a HEAD check
+        // the attributes' binding.
+        let binding = AttrsBinding::of(&header).with_body_md5(crate::store::content_md5(&body));
+        (Bytes::from(body), binding)
     }
 
     pub(super) async fn put_small(

@@ -438,8 +438,7 @@ impl FsCore {
                         done.ciphertext_size,
                         done.etag.clone(),
                         node.state.attrs,
-                        // A new version: its header is read when attributes are next saved.
-                        None,
+                        done.binding,
                     );
                     // Changed after the multipart upload began: saved by a copy shortly.
                     node.state.attrs_dirty = dirty;

@@ -3,6 +3,9 @@
 //! not listed.
 
 use super::*;
+use crate::crypto::Layout;
+use crate::store::{ObjectInfo, etag_md5};
+use std::sync::atomic::AtomicU64;
 
 /// What a lookup (a HEAD, or the GET of an object's header that stands for one) said about
 /// an object.
@@ -83,14 +86,29 @@ impl FsCore {
         let layout = self.volume.layout;
         let slots = self.head_slots.clone();
         let read = with_first_segment.then(|| self.read.clone());
+        let by_head = self.lookups_by_head.clone();
         let mut len = layout.header_len() as u64;
         if with_first_segment {
             len += layout.ciphertext_segment_size();
         }
         async move {
             let _slot = slots.acquire_owned().await.expect("never closed");
-            // The header comes with the metadata in one request: attributes are checked
-            // against the object they claim to describe.
+            // Attributes bound to the body's digest are checked by a HEAD (on Garage a fifth
+            // of the server's work of a ranged GET): the ETag is that digest. Others (objects
+            // of multipart uploads and of older builds, servers whose ETags are not MD5
+            // digests) are checked against the header, which comes with the metadata in one
+            // ranged GET. Which one is asked first follows what this volume's objects are.
+            if !with_first_segment && by_head.worth_trying() {
+                let info = match store.head(&key).await {
+                    Ok(info) => info,
+                    Err(e) if e.kind == StoreErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(FsError::store("HEAD", &key, e)),
+                };
+                if let Some(headed) = headed_by_digest(&master, layout, &key, &info) {
+                    by_head.record(true);
+                    return Ok(Some(Arc::new(headed)));
+                }
+            }
             match store.head_with_prefix(&key, len).await {
                 Ok((info, prefix)) => {
                     let header = Header::parse(&prefix, layout).ok();
@@ -108,7 +126,21 @@ impl FsCore {
                             debug!(key = %key, "first segment not cached: {e}");
                         }
                     }
-                    let binding = header.as_ref().map(AttrsBinding::of);
+                    // The body's digest that version-4 values are bound to, as named: a wrong
+                    // one only makes the value fail to verify.
+                    let named = named_binding(layout, &key, &info);
+                    let binding = header.as_ref().map(|h| match named {
+                        Some((named, _)) => named.body_md5().map_or(AttrsBinding::of(h), |md5| {
+                            AttrsBinding::of(h).with_body_md5(md5)
+                        }),
+                        None => AttrsBinding::of(h),
+                    });
+                    if !with_first_segment {
+                        let etag_md5 = info.etag.as_deref().and_then(etag_md5);
+                        by_head.record(
+                            etag_md5.is_some() && named.and_then(|(n, _)| n.body_md5()) == etag_md5,
+                        );
+                    }
                     let sealed = info.metadata.get(ATTRS_METADATA_NAME);
                     Ok(Some(Arc::new(Headed {
                         size: info.size,
@@ -329,6 +361,75 @@ impl FsCore {
             return Ok(Some((NodeKind::Dir, self.dir_state(marker.as_deref()))));
         }
         Ok(None)
+    }
+}
+
+/// The binding (and object kind) that `key`'s metadata names, if it names one of this
+/// volume's format.
+fn named_binding(
+    layout: Layout,
+    key: &str,
+    info: &ObjectInfo,
+) -> Option<(AttrsBinding, ObjectKind)> {
+    let named = info.metadata.get(BINDING_METADATA_NAME)?;
+    AttrsBinding::from_metadata(named, layout)
+        .inspect_err(|e| debug!(key = %key, "the binding its metadata names is not usable: {e}"))
+        .ok()
+}
+
+/// What a HEAD of `key` proves when its attributes are bound to the body's digest and the
+/// ETag is that digest: the body is the one they were sealed for. `None` otherwise (no such
+/// binding, another body's, a server whose ETags are not digests, a value that does not
+/// verify): then the header decides, and a value that is not this object's is reported there.
+fn headed_by_digest(
+    master: &MasterKey,
+    layout: Layout,
+    key: &str,
+    info: &ObjectInfo,
+) -> Option<Headed> {
+    let sealed = info.metadata.get(ATTRS_METADATA_NAME)?;
+    let (binding, kind) = named_binding(layout, key, info)?;
+    let etag_md5 = etag_md5(info.etag.as_deref()?)?;
+    if binding.body_md5() != Some(etag_md5) {
+        return None;
+    }
+    let attrs = open_attrs(master, sealed, &binding).ok()?;
+    Some(Headed {
+        size: info.size,
+        etag: info.etag.clone(),
+        last_modified: info.last_modified.unwrap_or(SystemTime::UNIX_EPOCH),
+        recorded: Recorded::Bound(attrs),
+        binding: Some(binding),
+        header_kind: Some(kind),
+    })
+}
+
+/// Whether lookups ask with a HEAD first: counts how many of the objects looked up could be
+/// checked by one. While few of them can (a volume of older builds' objects, a server whose
+/// ETags are not digests), the HEAD would only add a request before the ranged GET.
+#[derive(Default)]
+pub(super) struct LookupsByHead {
+    checkable: AtomicU64,
+    not_checkable: AtomicU64,
+}
+
+impl LookupsByHead {
+    /// Lookups seen before the counts decide.
+    const LEARNING: u64 = 32;
+
+    fn worth_trying(&self) -> bool {
+        let yes = self.checkable.load(Ordering::Relaxed);
+        let no = self.not_checkable.load(Ordering::Relaxed);
+        yes + no < Self::LEARNING || yes * 4 >= no
+    }
+
+    fn record(&self, checkable: bool) {
+        let counter = if checkable {
+            &self.checkable
+        } else {
+            &self.not_checkable
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 

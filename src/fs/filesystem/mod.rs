@@ -16,8 +16,8 @@ use tracing::{debug, info, warn};
 use super::inodes::{InodeTable, Node, NodeKind, NodeState, ROOT_INO};
 use super::modify::ModifyHandle;
 use crate::crypto::{
-    ATTRS_METADATA_NAME, AttrsBinding, CryptoError, Header, MasterKey, ObjectKind, PosixAttrs,
-    open_attrs, open_unbound_attrs, seal_attrs,
+    ATTRS_METADATA_NAME, AttrsBinding, BINDING_METADATA_NAME, CryptoError, Header, MasterKey,
+    ObjectKind, PosixAttrs, attrs_metadata, open_attrs, open_unbound_attrs,
 };
 use crate::object_keys as names;
 use crate::read::{ObjectReader, ObjectVersion, ReadContext};
@@ -157,6 +157,8 @@ pub struct FsCore {
     /// metadata TTL: attributes are fetched once per object, also when read ahead.
     heads: Mutex<HashMap<String, (Instant, HeadFuture)>>,
     head_slots: Arc<tokio::sync::Semaphore>,
+    /// Whether lookups ask with a HEAD first (see [`lookup::LookupsByHead`]).
+    lookups_by_head: Arc<lookup::LookupsByHead>,
     /// Nodes with a delayed attribute save pending (one per node, however many changes).
     flushes_scheduled: Mutex<std::collections::HashSet<u64>>,
     /// Serialise what changes one object in the bucket: an attribute save (a copy of the
@@ -217,6 +219,7 @@ impl FsCore {
             dirs: Mutex::new(DirCache::default()),
             heads: Mutex::new(HashMap::new()),
             head_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HEADS)),
+            lookups_by_head: Arc::default(),
             flushes_scheduled: Mutex::new(std::collections::HashSet::new()),
             object_locks: ObjectLocks::default(),
             modifying: Mutex::new(HashMap::new()),
