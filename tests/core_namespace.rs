@@ -636,3 +636,47 @@ async fn an_unlink_during_the_release_of_a_closed_file_is_not_undone() {
         "the save did not land after the unlink"
     );
 }
+
+/// A walk over a listed directory (`ls -l`: a lookup of each entry in order) finds the
+/// attributes read ahead: from the second lookup on, HEADs for up to 128 entries ahead are
+/// asked for, in batches, and every entry is asked about once.
+#[tokio::test(start_paused = true)]
+async fn a_walk_reads_attributes_ahead_once_each() {
+    use s3cryptfs::store::fault::Op;
+    let mut core = Core::new(false).await;
+    core.mkdir(&path("d"), 0o755).await.unwrap();
+    let n = 300;
+    for i in 0..n {
+        // Larger than a symlink can be: listing does not ask about them.
+        core.write_new(&path(&format!("d/f{i:03}")), &[vec![b'x'; 5000]])
+            .await
+            .unwrap();
+    }
+    core.remount().await;
+    core.list(&path("d")).await.unwrap();
+    let lookups_before = core.faults.calls(Op::Head);
+    let lookups = |core: &Core| core.faults.calls(Op::Head) - lookups_before;
+    for i in 0..2 {
+        core.resolve(&path(&format!("d/f{i:03}"))).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let ahead = lookups(&core);
+    assert!(
+        (100..=130).contains(&ahead),
+        "{ahead} lookups after two: the next 128 are read ahead"
+    );
+    for i in 2..150 {
+        core.resolve(&path(&format!("d/f{i:03}"))).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let ahead = lookups(&core);
+    assert!(
+        ahead >= 150 + 64,
+        "{ahead} lookups after 150: at least 64 still ahead of the walk"
+    );
+    for i in 150..n {
+        core.resolve(&path(&format!("d/f{i:03}"))).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(lookups(&core), n, "each entry asked about once");
+}

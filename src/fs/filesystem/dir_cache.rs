@@ -35,6 +35,8 @@ struct DirListing {
     /// Lookups answered from this listing: from the second one on, a walk is under way.
     lookups: AtomicU32,
     valid_until: Instant,
+    /// The last entry whose attributes were asked for ahead of a walk.
+    read_ahead_to: Option<String>,
 }
 
 /// A fresh listing's answer about one name, and whether a walk over the directory is under
@@ -86,6 +88,17 @@ impl DirCache {
 
     /// Keeps a listing of `dir` made from a LIST that started at `generation`: not if this
     /// mount changed the directory meanwhile (the listing may miss the change).
+    /// The last entry of `dir`'s listing whose attributes were asked for ahead of a walk.
+    pub(super) fn read_ahead_to(&self, dir: u64) -> Option<String> {
+        self.listings.get(&dir)?.read_ahead_to.clone()
+    }
+
+    pub(super) fn set_read_ahead_to(&mut self, dir: u64, name: String) {
+        if let Some(listing) = self.listings.get_mut(&dir) {
+            listing.read_ahead_to = Some(name);
+        }
+    }
+
     pub(super) fn keep_listing(
         &mut self,
         dir: u64,
@@ -103,6 +116,7 @@ impl DirCache {
                 entries,
                 lookups: AtomicU32::new(walked),
                 valid_until: Instant::now() + ttl,
+                read_ahead_to: None,
             },
         );
     }
@@ -115,6 +129,7 @@ impl DirCache {
                 entries: Arc::new(BTreeMap::new()),
                 lookups: AtomicU32::new(0),
                 valid_until: Instant::now() + ttl,
+                read_ahead_to: None,
             },
         );
     }
