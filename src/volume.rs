@@ -9,9 +9,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::crypto::{
-    ATTRS_METADATA_NAME, AttrsBinding, CryptoError, Header, KeySource, Layout, MasterKey,
-    ObjectKind, UserKey, VolumeConfig, attrs_metadata, encrypt_to_vec, open_attrs,
-    open_unbound_attrs,
+    ATTRS_METADATA_NAME, AttrsBinding, BINDING_METADATA_NAME, CryptoError, Header, KeySource,
+    Layout, MasterKey, ObjectKind, UserKey, VolumeConfig, attrs_metadata, encrypt_to_vec,
+    open_attrs, open_unbound_attrs,
 };
 use crate::object_keys::NameCodec;
 pub use crate::object_keys::RESERVED_NAME;
@@ -186,7 +186,12 @@ impl Volume {
         };
         let header = Header::parse(&prefix, self.layout).ok();
         if let Some(header) = &header {
-            match open_attrs(&self.master, sealed, &AttrsBinding::of(header)) {
+            let named = info.metadata.get(BINDING_METADATA_NAME).map(String::as_str);
+            match open_attrs(
+                &self.master,
+                sealed,
+                &AttrsBinding::of_object(header, named),
+            ) {
                 Ok(_) => return Ok(Binding::AlreadyBound),
                 Err(CryptoError::UnboundAttributes) => {}
                 Err(e) => return Ok(Binding::Invalid(e.to_string())),

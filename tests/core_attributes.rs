@@ -266,6 +266,11 @@ async fn older_attributes_are_bound_in_place_on_request() {
         volume.bind_attributes("file").await.unwrap(),
         Binding::AlreadyBound
     );
+    // The new marker is sent in one request: its value is bound to its digest too.
+    assert_eq!(
+        volume.bind_attributes("dir/").await.unwrap(),
+        Binding::AlreadyBound
+    );
     assert!(matches!(
         volume.bind_attributes("junk").await.unwrap(),
         Binding::Invalid(_)

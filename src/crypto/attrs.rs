@@ -96,6 +96,20 @@ impl AttrsBinding {
         }
     }
 
+    /// The binding of an object whose header is `header` and whose metadata names `named`
+    /// ([`BINDING_METADATA_NAME`]): that header, and the body digest the name gives. The
+    /// digest is not trusted: a version-4 value verifies only with the one it was sealed
+    /// for, together with this header.
+    pub fn of_object(header: &Header, named: Option<&str>) -> Self {
+        let named_md5 = named
+            .and_then(|value| Self::from_metadata(value, header.layout()).ok())
+            .and_then(|(binding, _)| binding.body_md5);
+        match named_md5 {
+            Some(md5) => Self::of(header).with_body_md5(md5),
+            None => Self::of(header),
+        }
+    }
+
     /// The binding to this header and to a body whose MD5 digest is `md5`.
     pub fn with_body_md5(self, md5: [u8; DIGEST_LEN]) -> Self {
         Self {

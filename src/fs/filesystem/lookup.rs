@@ -126,14 +126,10 @@ impl FsCore {
                             debug!(key = %key, "first segment not cached: {e}");
                         }
                     }
-                    // The body's digest that version-4 values are bound to, as named: a wrong
-                    // one only makes the value fail to verify.
                     let named = named_binding(layout, &key, &info);
-                    let binding = header.as_ref().map(|h| match named {
-                        Some((named, _)) => named.body_md5().map_or(AttrsBinding::of(h), |md5| {
-                            AttrsBinding::of(h).with_body_md5(md5)
-                        }),
-                        None => AttrsBinding::of(h),
+                    let binding = header.as_ref().map(|h| {
+                        let named = info.metadata.get(BINDING_METADATA_NAME);
+                        AttrsBinding::of_object(h, named.map(String::as_str))
                     });
                     if !with_first_segment {
                         let etag_md5 = info.etag.as_deref().and_then(etag_md5);
