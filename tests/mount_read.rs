@@ -389,7 +389,10 @@ async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {
         lists <= 10 * n.div_ceil(1000),
         "{lists} LIST requests: the directory is listed, names are not probed one by one"
     );
-    assert!(heads <= n + 1, "{heads} lookups: at most one per file");
+    // These objects record no attributes (written by another tool): each is looked up with
+    // one ranged GET of its header, after at most 32 HEADs asked first while the mount
+    // learns that HEADs cannot serve them.
+    assert!(heads <= n + 1 + 32, "{heads} lookups: at most one per file");
     assert_eq!(gets, 0, "no GET to list a directory");
 
     // Objects small enough to be symlinks or special files are looked up once when listed

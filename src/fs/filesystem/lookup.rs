@@ -433,16 +433,22 @@ fn headed_by_digest(
 pub(super) struct LookupsByHead {
     checkable: AtomicU64,
     not_checkable: AtomicU64,
+    /// HEADs asked first before any object could be checked by one.
+    tried: AtomicU64,
 }
 
 impl LookupsByHead {
-    /// Lookups seen before the counts decide.
+    /// HEADs asked first, at most, before one shows that they can serve: the counts are
+    /// known only as answers arrive, and a walk starts many lookups at once.
     const LEARNING: u64 = 32;
 
     fn worth_trying(&self) -> bool {
         let yes = self.checkable.load(Ordering::Relaxed);
         let no = self.not_checkable.load(Ordering::Relaxed);
-        yes + no < Self::LEARNING || yes * 4 >= no
+        if yes == 0 {
+            return self.tried.fetch_add(1, Ordering::Relaxed) < Self::LEARNING;
+        }
+        yes * 4 >= no
     }
 
     fn record(&self, checkable: bool) {
