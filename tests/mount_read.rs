@@ -27,6 +27,17 @@ on_both_servers!(
 
 /// Writes `files` (path, plaintext) into the volume with the format library, as a writer
 /// would, and returns the unlocked volume.
+/// What `ls -l DIR` prints (it must succeed).
+fn ls_l(dir: &std::path::Path) -> String {
+    let out = std::process::Command::new("ls")
+        .arg("-l")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 async fn prepare(v: &TestVolume, files: &[(&str, Vec<u8>)]) -> Volume {
     let store: Arc<dyn ObjectStore> = Arc::new(v.store.clone());
     let key = UserKey::from_key_file(&v.key_file).unwrap();
@@ -272,13 +283,7 @@ async fn files_written_here_are_listed_with_one_head_each(kind: ServerKind) {
     let m = v.mount(&["--metadata-ttl", "120"]);
     assert!(std::fs::metadata(m.join("d")).unwrap().is_dir());
     let before = (m.requests("HeadObject"), m.requests("GetObjectHeader"));
-    let out = std::process::Command::new("ls")
-        .arg("-l")
-        .arg(m.join("d"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = ls_l(&m.join("d"));
     assert_eq!(listing.lines().filter(|l| l.starts_with('-')).count(), n);
     assert!(
         listing
@@ -365,13 +370,7 @@ async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {
     // concurrently), still no GET and no further LIST.
     let before = count(&m);
     let started = std::time::Instant::now();
-    let out = std::process::Command::new("ls")
-        .arg("-l")
-        .arg(m.join("d"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = ls_l(&m.join("d"));
     assert_eq!(listing.lines().filter(|l| l.starts_with('-')).count(), n);
     assert!(
         listing.lines().any(|l| l.contains(" 4100 ")),
