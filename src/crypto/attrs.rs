@@ -14,12 +14,15 @@
 //! key. The tag covers the version byte (through the IV) and the ciphertext; the salt and the
 //! binding are bound through the keys.
 //!
-//! Version 3 (written now) adds the ctime and atime to the body of version 2; both bind the blob to
-//! its object: the keys are HKDF-SHA256(master key,
-//! salt, "s3cryptfs v2 attributes" || the object's header bytes 0..8 (kind and format, as in
-//! its keys) || the object's header salt). A provider that moves a blob to another object, or
-//! replays one recorded for an earlier version (every new version has a new salt), gets a
-//! blob that does not verify. A server-side copy (rename) keeps the body and so the binding.
+//! Version 3 adds the ctime and atime to the body of version 2; both bind the blob to its
+//! object: the keys are HKDF-SHA256(master key, salt, "s3cryptfs v2 attributes" || the
+//! object's header bytes 0..8 (kind and format, as in its keys) || the object's header salt).
+//! A provider that moves a blob to another object, or replays one recorded for an earlier
+//! version (every new version has a new salt), gets a blob that does not verify. A
+//! server-side copy (rename) keeps the body and so the binding. Version 4 (written for
+//! objects sent in one request) has version 3's body and binds the body's MD5 digest too
+//! ("s3cryptfs v4 attributes" || header bytes 0..8 || header salt || digest), so that a HEAD,
+//! whose ETag is that digest, can check the binding without reading the header.
 //! Version 1 (older builds) used "s3cryptfs v1 attributes" and no binding: such blobs are
 //! read only by [`open_unbound_attrs`], for the rule docs/SEMANTICS.md gives them.
 
@@ -35,10 +38,10 @@ use super::layout::Layout;
 /// The S3 user-metadata name (`x-amz-meta-<name>`) that holds the sealed attributes.
 pub const ATTRS_METADATA_NAME: &str = "s3cf-attrs";
 
-/// The S3 user-metadata name (`x-amz-meta-<name>`) that names the header the attributes are
-/// bound to: its first 40 bytes, base64url. With it a HEAD can open the attributes; without
-/// it (objects of older builds) the header must be read. That the body has this header is
-/// checked when the body is first opened (docs/FORMAT.md §9b).
+/// The S3 user-metadata name (`x-amz-meta-<name>`) that names what a version-4 value is bound
+/// to: the header's bytes 0..8 and salt, then the body's MD5 digest, base64url. Not trusted
+/// on its own: a HEAD believes the value only if the ETag is that digest and the value
+/// verifies with it (docs/FORMAT.md §9a); otherwise the header is read.
 pub const BINDING_METADATA_NAME: &str = "s3cf-bound-to";
 /// A binding in user metadata: the header's bytes 0..8 and salt, then the body's MD5 digest.
 const BINDING_LEN: usize = 40 + 16;
@@ -135,8 +138,8 @@ impl AttrsBinding {
     }
 
     /// The binding an object's user metadata names, and the object kind it gives, checked
-    /// against the volume's `layout` as a header's first bytes are. Only a claim: whether the
-    /// body's header says the same is known once the body is read.
+    /// against the volume's `layout` as a header's first bytes are. Only a claim until a value
+    /// verifies with it and the ETag (or the header read) agrees.
     pub fn from_metadata(value: &str, layout: Layout) -> Result<(Self, ObjectKind), CryptoError> {
         // Checked before decoding: the server sized it.
         if value.len() > 2 * BINDING_LEN {
@@ -152,16 +155,11 @@ impl AttrsBinding {
             )));
         }
         let kind = Header::check_identity(&bytes, layout)?;
-        let mut binding = Self {
-            prefix: [0u8; 8],
-            salt: [0u8; 32],
-            body_md5: Some([0u8; DIGEST_LEN]),
+        let binding = Self {
+            prefix: bytes[..8].try_into().expect("8 bytes"),
+            salt: bytes[8..40].try_into().expect("32 bytes"),
+            body_md5: Some(bytes[40..].try_into().expect("16 bytes")),
         };
-        binding.prefix.copy_from_slice(&bytes[..8]);
-        binding.salt.copy_from_slice(&bytes[8..40]);
-        if let Some(md5) = binding.body_md5.as_mut() {
-            md5.copy_from_slice(&bytes[40..]);
-        }
         Ok((binding, kind))
     }
 

@@ -41,7 +41,7 @@ impl ObjectWriter {
             store,
             &self.key,
             &final_key,
-            &self.metadata(None),
+            &self.metadata(&self.binding),
             guard.as_ref(),
         )
         .await;

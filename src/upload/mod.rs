@@ -237,17 +237,13 @@ impl ObjectWriter {
         true
     }
 
-    /// The user metadata the object carries: its attributes, sealed for this version, and for
-    /// its body's digest when the whole body is known (`body_md5`).
-    fn metadata(&self, body_md5: Option<[u8; 16]>) -> Metadata {
+    /// The user metadata the object carries: its attributes, sealed for `binding` (this
+    /// version's header, and its body's digest when the whole body is known).
+    fn metadata(&self, binding: &AttrsBinding) -> Metadata {
         let Some(attrs) = &self.attrs else {
             return Metadata::new();
         };
-        let binding = match body_md5 {
-            Some(md5) => self.binding.with_body_md5(md5),
-            None => self.binding,
-        };
-        Metadata::from_iter(attrs_metadata(&self.ctx.master, attrs, &binding))
+        Metadata::from_iter(attrs_metadata(&self.ctx.master, attrs, binding))
     }
 
     /// Plaintext bytes written so far.
@@ -351,9 +347,9 @@ impl ObjectWriter {
         let mut binding = None;
         let (etag, parts, conflict) = match self.multipart.take() {
             None => {
-                let md5 = crate::store::content_md5(&body);
-                binding = Some(self.binding.with_body_md5(md5));
-                let metadata = self.metadata(Some(md5));
+                let whole = self.binding.with_body_md5(crate::store::content_md5(&body));
+                binding = Some(whole);
+                let metadata = self.metadata(&whole);
                 let (put, conflict) = conflict::put(
                     ctx.store.as_ref(),
                     &ctx.conditions,
@@ -474,7 +470,7 @@ impl ObjectWriter {
             let upload_id = self
                 .ctx
                 .store
-                .create_multipart(&self.key, &self.metadata(None))
+                .create_multipart(&self.key, &self.metadata(&self.binding))
                 .await?;
             self.multipart = Some(Multipart {
                 upload_id,

@@ -126,16 +126,15 @@ impl FsCore {
                             debug!(key = %key, "first segment not cached: {e}");
                         }
                     }
-                    let named = named_binding(layout, &key, &info);
                     let binding = header.as_ref().map(|h| {
                         let named = info.metadata.get(BINDING_METADATA_NAME);
                         AttrsBinding::of_object(h, named.map(String::as_str))
                     });
                     if !with_first_segment {
+                        // Whether a HEAD could have checked it: a digest named, and the ETag.
                         let etag_md5 = info.etag.as_deref().and_then(etag_md5);
-                        by_head.record(
-                            etag_md5.is_some() && named.and_then(|(n, _)| n.body_md5()) == etag_md5,
-                        );
+                        let named_md5 = binding.and_then(|b| b.body_md5());
+                        by_head.record(etag_md5.is_some() && named_md5 == etag_md5);
                     }
                     let sealed = info.metadata.get(ATTRS_METADATA_NAME);
                     Ok(Some(Arc::new(Headed {
