@@ -680,3 +680,61 @@ async fn a_walk_reads_attributes_ahead_once_each() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(lookups(&core), n, "each entry asked about once");
 }
+
+/// Lookups in a walk are answered from the attributes read ahead without waiting (the FUSE
+/// adapter then replies on its own thread): the same answers as a lookup that waits, no
+/// request of their own, and no answer made up for names whose HEAD has not come back.
+#[tokio::test(start_paused = true)]
+async fn a_walk_is_answered_from_attributes_read_ahead() {
+    use s3cryptfs::store::fault::Op;
+    let mut core = Core::new(false).await;
+    core.mkdir(&path("d"), 0o755).await.unwrap();
+    let n = 200;
+    for i in 0..n {
+        // Larger than a symlink can be: listing does not ask about them.
+        core.write_new(&path(&format!("d/f{i:03}")), &[vec![b'x'; 5000 + i]])
+            .await
+            .unwrap();
+    }
+    core.remount().await;
+    let dir = core.resolve(&path("d")).await.unwrap().ino;
+    core.list(&path("d")).await.unwrap();
+    let name = |i: usize| format!("f{i:03}");
+    assert!(
+        core.fs.lookup_now(dir, OsStr::new(&name(0))).is_none(),
+        "nothing read ahead before the walk starts: the lookup has to ask"
+    );
+    core.resolve(&path("d/f000")).await.unwrap();
+    core.resolve(&path("d/f001")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let heads = core.faults.calls(Op::Head);
+    for i in 2..100 {
+        let attr = core
+            .fs
+            .lookup_now(dir, OsStr::new(&name(i)))
+            .unwrap_or_else(|| panic!("{} read ahead, but not answered", name(i)))
+            .unwrap();
+        assert_eq!(attr.size, 5000 + i as u64, "{}", name(i));
+        assert_eq!(attr.kind, s3cryptfs::fs::NodeKind::File);
+        let waited = core
+            .resolve(&path(&format!("d/{}", name(i))))
+            .await
+            .unwrap();
+        assert_eq!((waited.ino, waited.size), (attr.ino, attr.size));
+    }
+    assert_eq!(
+        core.faults.calls(Op::Head),
+        heads,
+        "no request of their own"
+    );
+    assert!(
+        core.fs.lookup_now(dir, OsStr::new(&name(n - 1))).is_none(),
+        "not read ahead yet: the lookup has to wait for its HEAD"
+    );
+    let missing = core.fs.lookup_now(dir, OsStr::new("nope")).unwrap();
+    assert_eq!(
+        missing.unwrap_err().errno(),
+        libc::ENOENT,
+        "the listing says"
+    );
+}

@@ -128,6 +128,17 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        // In a walk (`ls -l`) the attributes were read ahead: answering here saves a task
+        // and a wake-up per name (a fifth of the daemon's CPU for `ls -l` of 10,000 files).
+        let now = {
+            let _runtime = self.rt.enter();
+            self.fs.lookup_now(parent.0, name)
+        };
+        match now {
+            Some(Ok(a)) => return reply.entry(&self.ttl, &file_attr(&a), GENERATION),
+            Some(Err(e)) => return reply.error(errno("lookup", e)),
+            None => {}
+        }
         let (fs, name, ttl) = (self.fs.clone(), name.to_owned(), self.ttl);
         self.spawn(async move {
             match fs.lookup(parent.0, &name).await {

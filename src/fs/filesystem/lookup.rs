@@ -36,6 +36,13 @@ pub(super) enum Recorded {
     Invalid,
 }
 
+/// How far a lookup gets on what this mount holds.
+enum Held<'n> {
+    Answer(Attr),
+    /// S3 has to be asked about this name (a valid key component) in this directory.
+    Ask(&'n str, Box<Node>),
+}
+
 pub(super) type HeadResult = FsResult<Option<Arc<Headed>>>;
 pub(super) type HeadFuture = Shared<BoxFuture<'static, HeadResult>>;
 
@@ -222,41 +229,10 @@ impl FsCore {
     }
 
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Attr> {
-        // The volume's own name at the root is simply not there.
-        let name = key_component(name, parent == ROOT_INO).map_err(|e| {
-            if e.is(libc::EPERM) {
-                FsError::answer(libc::ENOENT)
-            } else {
-                e
-            }
-        })?;
-        let parent_node = self.node(parent)?;
-        if parent_node.kind != NodeKind::Dir {
-            return Err(FsError::answer(libc::ENOTDIR));
-        }
-        // A file being written here exists before the bucket shows it.
-        {
-            let mut inodes = self.inodes.lock().unwrap();
-            let known = inodes
-                .child(parent, name)
-                .filter(|n| {
-                    n.writers > 0 || n.state.attrs_dirty || n.state.valid_until > Instant::now()
-                })
-                .map(|n| n.ino);
-            if let Some(ino) = known {
-                let node = inodes.get_mut(ino).expect("just seen");
-                node.lookups += 1;
-                return Ok(self.attr_of(node));
-            }
-        }
-        if self
-            .dirs
-            .lock()
-            .unwrap()
-            .is_negative(parent, name, Instant::now())
-        {
-            return Err(FsError::answer(libc::ENOENT));
-        }
+        let (name, parent_node) = match self.lookup_held(parent, name)? {
+            Held::Answer(attr) => return Ok(attr),
+            Held::Ask(name, parent_node) => (name, parent_node),
+        };
         let child = self.child_keys(&parent_node, name)?;
         let mut listed = self.fresh_listing_entry(parent, &parent_node.key, name);
         if listed.is_none() && self.was_walked(parent) {
@@ -282,15 +258,102 @@ impl FsCore {
             }
         };
         let Some((kind, mut state)) = found else {
-            self.dirs
-                .lock()
-                .unwrap()
-                .add_negative(parent, name, self.options.metadata_ttl);
-            return Err(FsError::answer(libc::ENOENT));
+            return Err(self.not_found(parent, name));
         };
         if kind.is_device() {
             state.rdev = self.read_device_number(&child.file, &state).await?;
         }
+        Ok(self.settle_lookup(parent, name, child, kind, state))
+    }
+
+    /// A lookup answered from what this mount holds, without waiting for S3: a node it knows,
+    /// a fresh listing, and a HEAD already answered (a walk reads them ahead). `None` when
+    /// the answer needs a request or a wait; [`Self::lookup`] then gives it. Lets the FUSE
+    /// adapter reply on the thread that read the request, without a task and a wake-up.
+    pub fn lookup_now(&self, parent: u64, name: &OsStr) -> Option<FsResult<Attr>> {
+        let (name, parent_node) = match self.lookup_held(parent, name) {
+            Ok(Held::Answer(attr)) => return Some(Ok(attr)),
+            Ok(Held::Ask(name, parent_node)) => (name, parent_node),
+            Err(e) => return Some(Err(e)),
+        };
+        let child = match self.child_keys(&parent_node, name) {
+            Ok(child) => child,
+            Err(e) => return Some(Err(e)),
+        };
+        let found = match self.fresh_listing_entry(parent, &parent_node.key, name)? {
+            Some(kind) => self.resolved_now(&child, kind)?,
+            None => None,
+        };
+        let Some((kind, state)) = found else {
+            return Some(Err(self.not_found(parent, name)));
+        };
+        if kind.is_device() {
+            // Its device number is in its body.
+            return None;
+        }
+        Some(Ok(self.settle_lookup(parent, name, child, kind, state)))
+    }
+
+    /// The part of a lookup that needs no request: the name checked, and a node this mount
+    /// knows better than S3 (being written, changed, or looked up within the TTL), or a
+    /// name known not to exist.
+    fn lookup_held<'n>(&self, parent: u64, name: &'n OsStr) -> FsResult<Held<'n>> {
+        // The volume's own name at the root is simply not there.
+        let name = key_component(name, parent == ROOT_INO).map_err(|e| {
+            if e.is(libc::EPERM) {
+                FsError::answer(libc::ENOENT)
+            } else {
+                e
+            }
+        })?;
+        let parent_node = self.node(parent)?;
+        if parent_node.kind != NodeKind::Dir {
+            return Err(FsError::answer(libc::ENOTDIR));
+        }
+        // A file being written here exists before the bucket shows it.
+        {
+            let mut inodes = self.inodes.lock().unwrap();
+            let known = inodes
+                .child(parent, name)
+                .filter(|n| {
+                    n.writers > 0 || n.state.attrs_dirty || n.state.valid_until > Instant::now()
+                })
+                .map(|n| n.ino);
+            if let Some(ino) = known {
+                let node = inodes.get_mut(ino).expect("just seen");
+                node.lookups += 1;
+                return Ok(Held::Answer(self.attr_of(node)));
+            }
+        }
+        if self
+            .dirs
+            .lock()
+            .unwrap()
+            .is_negative(parent, name, Instant::now())
+        {
+            return Err(FsError::answer(libc::ENOENT));
+        }
+        Ok(Held::Ask(name, Box::new(parent_node)))
+    }
+
+    /// Remembers that `name` is not in `parent`, and says so.
+    fn not_found(&self, parent: u64, name: &str) -> FsError {
+        self.dirs
+            .lock()
+            .unwrap()
+            .add_negative(parent, name, self.options.metadata_ttl);
+        FsError::answer(libc::ENOENT)
+    }
+
+    /// Enters what a lookup found into the inode table, and gives its attributes.
+    fn settle_lookup(
+        &self,
+        parent: u64,
+        name: &str,
+        child: ChildKeys,
+        kind: NodeKind,
+        state: NodeState,
+    ) -> Attr {
         let key = match kind {
             NodeKind::Dir => child.dir,
             _ => child.file,
@@ -310,10 +373,10 @@ impl FsCore {
         if let Some(ino) = newer {
             let node = inodes.get_mut(ino).expect("just seen");
             node.lookups += 1;
-            return Ok(self.attr_of(node));
+            return self.attr_of(node);
         }
         let ino = inodes.upsert(parent, name, kind, key, state, true);
-        Ok(self.attr_of(inodes.get(ino).expect("just inserted")))
+        self.attr_of(inodes.get(ino).expect("just inserted"))
     }
 
     /// `Some(Some(kind))` / `Some(None)` from a fresh listing of `parent` (the listing is also
@@ -353,6 +416,31 @@ impl FsCore {
         }
         let key = &child.file;
         Ok(self.head(key).await?.map(|h| self.file_state(key, &h)))
+    }
+
+    /// [`Self::resolve`] if the HEAD it needs has already been answered; `None` if it has
+    /// not (or failed: the lookup that waits for it reports the failure).
+    fn resolved_now(
+        &self,
+        child: &ChildKeys,
+        listed: NodeKind,
+    ) -> Option<Option<(NodeKind, NodeState)>> {
+        let key = match listed {
+            NodeKind::Dir => &child.dir,
+            _ => &child.file,
+        };
+        let headed = {
+            let heads = self.heads.lock().unwrap();
+            let (until, future) = heads.get(key.as_str())?;
+            if *until <= Instant::now() {
+                return None;
+            }
+            future.peek()?.as_ref().ok()?.clone()
+        };
+        if listed == NodeKind::Dir {
+            return Some(Some((NodeKind::Dir, self.dir_state(headed.as_deref()))));
+        }
+        Some(headed.map(|h| self.file_state(key, &h)))
     }
 
     /// Asks S3 whether a name not listed yet is a file or a directory (any key under its
