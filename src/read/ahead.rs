@@ -130,14 +130,7 @@ impl ObjectReader {
         seg: u64,
         limit: u64,
     ) -> Result<Vec<Bytes>, ReadError> {
-        let pending = self
-            .inflight
-            .lock()
-            .unwrap()
-            .range(..=seg)
-            .next_back()
-            .filter(|(_, (to, _))| *to > seg)
-            .map(|(_, (_, fetch))| fetch.clone());
+        let pending = self.inflight.lock().unwrap().covering(seg);
         if let Some(fetch) = pending {
             fetch.await?;
             if let Some(p) = self.cached(seg) {
@@ -210,8 +203,9 @@ impl ObjectReader {
                 // Registered under the lock the task takes to deregister itself, so a fetch
                 // that finishes at once cannot leave a stale entry behind.
                 let mut inflight = self.inflight.lock().unwrap();
-                let fetch = self.spawn_fetch(from, to);
-                inflight.insert(from, (to, fetch));
+                let id = inflight.next_id();
+                let fetch = self.spawn_fetch(from, to, id);
+                inflight.register(from, to, id, fetch);
             }
             from = to;
         }
@@ -219,7 +213,7 @@ impl ObjectReader {
         true
     }
 
-    fn spawn_fetch(&self, from: u64, to: u64) -> FetchFuture {
+    fn spawn_fetch(&self, from: u64, to: u64, id: u64) -> FetchFuture {
         let job = FetchJob {
             ctx: self.ctx.clone(),
             version: self.version.clone(),
@@ -229,7 +223,7 @@ impl ObjectReader {
         let inflight = self.inflight.clone();
         let handle = tokio::spawn(async move {
             let result = job.fetch(from, to).await.map(|_| ());
-            inflight.lock().unwrap().remove(&from);
+            inflight.lock().unwrap().finished(from, id);
             result
         });
         async move {
@@ -244,11 +238,77 @@ impl ObjectReader {
     }
 }
 
+/// The GETs of one reader under way, by their first segment.
+#[derive(Default)]
+pub(super) struct InFlightFetches {
+    issued: u64,
+    by_first: BTreeMap<u64, InFlight>,
+}
+
+struct InFlight {
+    /// The segment after the last one fetched.
+    to: u64,
+    id: u64,
+    fetch: FetchFuture,
+}
+
+impl InFlightFetches {
+    /// A number for the next fetch, to deregister it by.
+    fn next_id(&mut self) -> u64 {
+        self.issued += 1;
+        self.issued
+    }
+
+    fn register(&mut self, from: u64, to: u64, id: u64, fetch: FetchFuture) {
+        self.by_first.insert(from, InFlight { to, id, fetch });
+    }
+
+    /// A fetch is over. It is taken out by its number, not only by its first segment:
+    /// after a seek back a second fetch can start at the same segment while the first is
+    /// still running, and the first one's end must not hide the second from its readers
+    /// (they would fetch its segments again).
+    fn finished(&mut self, from: u64, id: u64) {
+        if self.by_first.get(&from).is_some_and(|f| f.id == id) {
+            self.by_first.remove(&from);
+        }
+    }
+
+    /// The fetch under way that brings `seg`, if any.
+    fn covering(&self, seg: u64) -> Option<FetchFuture> {
+        self.by_first
+            .range(..=seg)
+            .next_back()
+            .filter(|(_, f)| f.to > seg)
+            .map(|(_, f)| f.fetch.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::read::test_support::{SEGMENT, context, put_file};
     use crate::store::memory::MemoryStore;
+
+    /// A fetch that ends takes out only itself: a later one from the same segment (after a
+    /// seek back) stays findable by the reads that wait for it.
+    #[test]
+    fn a_finished_fetch_takes_out_only_itself() {
+        let done = || futures::future::ready(Ok(())).boxed().shared();
+        let mut fetches = InFlightFetches::default();
+        let first = fetches.next_id();
+        fetches.register(5, 9, first, done());
+        let second = fetches.next_id();
+        fetches.register(5, 9, second, done());
+        assert_ne!(first, second);
+        fetches.finished(5, first);
+        assert!(
+            fetches.covering(7).is_some(),
+            "the second fetch is still under way"
+        );
+        assert!(fetches.covering(9).is_none() && fetches.covering(4).is_none());
+        fetches.finished(5, second);
+        assert!(fetches.covering(7).is_none());
+    }
 
     fn pattern(len: usize, seed: usize) -> Vec<u8> {
         (0..len).map(|i| ((i * 7 + seed) % 251) as u8).collect()

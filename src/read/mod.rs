@@ -175,8 +175,8 @@ pub struct ObjectReader {
     plaintext_size: u64,
     decryptor: Arc<OnceCell<Arc<ObjectDecryptor>>>,
     state: Mutex<SequentialState>,
-    /// GETs under way: first segment -> (the segment after the last, the fetch).
-    inflight: Arc<Mutex<BTreeMap<u64, (u64, FetchFuture)>>>,
+    /// GETs under way.
+    inflight: Arc<Mutex<ahead::InFlightFetches>>,
 }
 
 impl Drop for ObjectReader {
@@ -209,7 +209,7 @@ impl ObjectReader {
             plaintext_size,
             decryptor: Arc::new(OnceCell::new_with(known)),
             state: Mutex::new(SequentialState::new(window)),
-            inflight: Arc::new(Mutex::new(BTreeMap::new())),
+            inflight: Arc::default(),
         })
     }
 
