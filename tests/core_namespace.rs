@@ -738,3 +738,45 @@ async fn a_walk_is_answered_from_attributes_read_ahead() {
         "the listing says"
     );
 }
+
+/// A walk that descends (`ls -lR`, `find`) finds the next directories listed ahead: opening
+/// one subdirectory of a walked directory starts the LISTs of the next two, and opening
+/// those costs no LIST of its own. A listing started ahead is not used once this mount
+/// changed that directory.
+#[tokio::test]
+async fn a_descending_walk_finds_the_next_directories_listed_ahead() {
+    use s3cryptfs::store::fault::Op;
+    let mut core = Core::new(false).await;
+    core.mkdir(&path("p"), 0o755).await.unwrap();
+    for i in 0..5 {
+        core.mkdir(&path(&format!("p/s{i}")), 0o755).await.unwrap();
+        core.write_new(&path(&format!("p/s{i}/f")), &[b"x".to_vec()])
+            .await
+            .unwrap();
+    }
+    core.remount().await;
+    core.list(&path("p")).await.unwrap();
+    for i in 0..5 {
+        core.resolve(&path(&format!("p/s{i}"))).await.unwrap();
+    }
+    let lists_before = core.faults.calls(Op::List);
+    let lists = |core: &Core| core.faults.calls(Op::List) - lists_before;
+    let names = |entries: Vec<s3cryptfs::fs::DirEntry>| -> Vec<String> {
+        entries
+            .into_iter()
+            .map(|e| e.name)
+            .filter(|n| n != "." && n != "..")
+            .collect()
+    };
+    assert_eq!(names(core.list(&path("p/s0")).await.unwrap()), ["f"]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(lists(&core), 3, "s0, and s1 and s2 ahead");
+    assert_eq!(names(core.list(&path("p/s1")).await.unwrap()), ["f"]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(lists(&core), 4, "s1 was listed ahead; s3 is now");
+    core.write_new(&path("p/s2/new"), &[b"y".to_vec()])
+        .await
+        .unwrap();
+    let s2 = names(core.list(&path("p/s2")).await.unwrap());
+    assert_eq!(s2, ["f", "new"], "the listing made ahead missed the change");
+}

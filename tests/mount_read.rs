@@ -21,6 +21,7 @@ on_all_volumes!(
 on_both_servers!(
     files_opened_by_name_cost_one_request,
     files_written_here_are_listed_with_one_head_each,
+    a_recursive_listing_lists_each_directory_once,
     large_directory_lists_without_per_file_requests,
     wrong_key_and_missing_volume_are_refused,
 );
@@ -296,6 +297,49 @@ async fn files_written_here_are_listed_with_one_head_each(kind: ServerKind) {
     println!("ls -l of {n} files written here: {heads} HEAD, {header_reads} header reads");
     assert_eq!(header_reads, 0, "no ranged GET of a header");
     assert!(heads <= n + 1, "{heads} HEADs: one per entry");
+}
+
+/// `ls -lR` of a tree: every file shown with its size, and each directory listed once,
+/// also those listed ahead of the walk (nothing listed twice, nothing wasted at its end
+/// beyond the directories still ahead).
+async fn a_recursive_listing_lists_each_directory_once(kind: ServerKind) {
+    let v = TestVolume::new(kind, "lsr", "vol").await;
+    let m = v.mount(&[]);
+    let dirs = 6;
+    for d in 0..dirs {
+        std::fs::create_dir_all(m.join(&format!("t/d{d}"))).unwrap();
+        for f in 0..3 {
+            let data = random_bytes(5000 + d * 10 + f, (d * 10 + f) as u64);
+            std::fs::write(m.join(&format!("t/d{d}/f{f}")), data).unwrap();
+        }
+    }
+    assert_eq!(m.unmount(), Some(0));
+
+    let m = v.mount(&["--metadata-ttl", "120"]);
+    assert!(std::fs::metadata(m.join("t")).unwrap().is_dir());
+    let before = m.requests("ListObjectsV2");
+    let out = std::process::Command::new("ls")
+        .arg("-lR")
+        .arg(m.join("t"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let files: Vec<&str> = listing.lines().filter(|l| l.starts_with('-')).collect();
+    assert_eq!(files.len(), dirs * 3, "{listing}");
+    for d in 0..dirs {
+        for f in 0..3 {
+            let size = format!(" {} ", 5000 + d * 10 + f);
+            assert!(
+                files
+                    .iter()
+                    .any(|l| l.contains(&size) && l.ends_with(&format!(" f{f}"))),
+                "d{d}/f{f} of {size}bytes:\n{listing}"
+            );
+        }
+    }
+    let lists = m.requests("ListObjectsV2") - before;
+    assert_eq!(lists, dirs + 1, "t and each of its directories listed once");
 }
 
 async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {

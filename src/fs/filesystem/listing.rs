@@ -2,6 +2,7 @@
 //! from their side objects, foreign keys hidden), kept in the `DirCache`; opendir/readdir.
 
 use super::*;
+use crate::store::{Listing, StoreError};
 
 /// A d_ino for a listed name without an inode: stable, non-zero, and outside the range of
 /// real inode numbers (which count up from 1).
@@ -12,6 +13,93 @@ pub(super) fn synthetic_ino(dir_prefix: &str, name: &str) -> u64 {
     h.finish() | (1 << 63)
 }
 
+/// Directories listed ahead of a walk that descends (`ls -lR`, `find`, `du`, `rsync` go
+/// through the subdirectories of a directory in order): once one of them is opened after its
+/// parent's entries were looked up in turn, the LISTs of the next ones run while the walker
+/// works in this one, instead of each costing a round trip when it gets there. At most
+/// this many LISTs are wasted when the walk stops.
+const LIST_AHEAD: usize = 2;
+/// Listings started ahead and not used are dropped past this many.
+const LISTS_AHEAD_KEPT: usize = 64;
+
+type ListFuture = Shared<BoxFuture<'static, Result<Arc<Listing>, StoreError>>>;
+
+/// A LIST started ahead of a walk.
+pub(super) struct ListAhead {
+    /// The directory's generation when it started: a change this mount made since then
+    /// may be missing from it, and then it is not used.
+    generation: u64,
+    started: Instant,
+    listing: ListFuture,
+}
+
+impl FsCore {
+    /// Starts the LISTs of the [`LIST_AHEAD`] directories after `dir` in its parent, if its
+    /// parent is being walked and they were looked up (a walker looks at an entry before it
+    /// descends into it).
+    fn list_siblings_ahead(&self, dir: &Node) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        if dir.ino == ROOT_INO || !self.was_walked(dir.parent) {
+            return;
+        }
+        let now = Instant::now();
+        let Some(entries) = self.dirs.lock().unwrap().fresh_entries(dir.parent, now) else {
+            return;
+        };
+        let siblings: Vec<(u64, String)> = {
+            let inodes = self.inodes.lock().unwrap();
+            entries
+                .range::<str, _>((Excluded(dir.name.as_str()), Unbounded))
+                .filter(|(_, e)| e.kind == NodeKind::Dir)
+                .take(LIST_AHEAD)
+                .filter_map(|(name, _)| {
+                    let node = inodes.child(dir.parent, name)?;
+                    (node.kind == NodeKind::Dir).then(|| (node.ino, node.key.clone()))
+                })
+                .collect()
+        };
+        for (ino, key) in siblings {
+            let generation = {
+                let dirs = self.dirs.lock().unwrap();
+                if dirs.fresh_entries(ino, now).is_some() {
+                    continue;
+                }
+                dirs.generation(ino)
+            };
+            let mut ahead = self.lists_ahead.lock().unwrap();
+            if ahead.contains_key(&key) {
+                continue;
+            }
+            if ahead.len() >= LISTS_AHEAD_KEPT {
+                ahead.clear();
+            }
+            let store = self.volume.store.clone();
+            let prefix = key.clone();
+            let listing: ListFuture =
+                async move { store.list_all(&prefix, Some("/")).await.map(Arc::new) }
+                    .boxed()
+                    .shared();
+            tokio::spawn(listing.clone());
+            ahead.insert(
+                key,
+                ListAhead {
+                    generation,
+                    started: now,
+                    listing,
+                },
+            );
+        }
+    }
+
+    /// The LIST of `dir_key` started ahead, if it can stand for one made now: started
+    /// within the metadata TTL, and this mount changed nothing there since.
+    fn listed_ahead(&self, dir_key: &str, generation: u64) -> Option<ListFuture> {
+        let ahead = self.lists_ahead.lock().unwrap().remove(dir_key)?;
+        (ahead.generation == generation && ahead.started.elapsed() < self.options.metadata_ttl)
+            .then_some(ahead.listing)
+    }
+}
+
 impl FsCore {
     pub(super) async fn listing(&self, ino: u64) -> FsResult<dir_cache::Entries> {
         if let Some(entries) = self.dirs.lock().unwrap().fresh_entries(ino, Instant::now()) {
@@ -19,12 +107,16 @@ impl FsCore {
         }
         let node = self.node(ino)?;
         let generation = self.generation(ino);
-        let listing = self
-            .volume
-            .store
-            .list_all(&node.key, Some("/"))
-            .await
-            .map_err(|e| FsError::store("LIST", &node.key, e))?;
+        let listing = match self.listed_ahead(&node.key, generation) {
+            Some(ahead) => ahead.await,
+            None => self
+                .volume
+                .store
+                .list_all(&node.key, Some("/"))
+                .await
+                .map(Arc::new),
+        }
+        .map_err(|e| FsError::store("LIST", &node.key, e))?;
         self.list_requests
             .fetch_add(listing.requests as u64, Ordering::Relaxed);
         let is_root = ino == ROOT_INO;
@@ -173,6 +265,7 @@ impl FsCore {
         if node.kind != NodeKind::Dir {
             return Err(FsError::answer(libc::ENOTDIR));
         }
+        self.list_siblings_ahead(&node);
         let listed = self.listing(ino).await?;
         let small_kinds = self.kinds_of_small_entries(&node, &listed).await;
         let mut entries = vec![

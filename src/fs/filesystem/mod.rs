@@ -157,6 +157,9 @@ pub struct FsCore {
     /// metadata TTL: attributes are fetched once per object, also when read ahead.
     heads: Mutex<HashMap<String, (Instant, HeadFuture)>>,
     head_slots: Arc<tokio::sync::Semaphore>,
+    /// LISTs of directories started ahead of a walk that descends (see
+    /// [`listing::ListAhead`]), by directory key. Locked alone, never with another lock held.
+    lists_ahead: Mutex<HashMap<String, listing::ListAhead>>,
     /// Whether lookups ask with a HEAD first (see [`lookup::LookupsByHead`]).
     lookups_by_head: Arc<lookup::LookupsByHead>,
     /// Nodes with a delayed attribute save pending (one per node, however many changes).
@@ -219,6 +222,7 @@ impl FsCore {
             dirs: Mutex::new(DirCache::default()),
             heads: Mutex::new(HashMap::new()),
             head_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HEADS)),
+            lists_ahead: Mutex::new(HashMap::new()),
             lookups_by_head: Arc::default(),
             flushes_scheduled: Mutex::new(std::collections::HashSet::new()),
             object_locks: ObjectLocks::default(),
