@@ -142,11 +142,11 @@ pub struct DirEntry {
 /// Lock order. The std mutexes below are never held across an `.await`; where two are held at
 /// once they are taken in this order: `inodes` → `dirs` (a commit records its name in the
 /// listing under the inode lock, so that a racing rename sees either the old name listed or
-/// the new one). `modifying`, `handles`, `heads`, `flushes_scheduled` and `hidden_logged` are
-/// taken alone. The async `object_locks` are
-/// taken before any of these, all of one operation's objects at once (in stripe order), and
-/// never while holding a std mutex; a `ModifyHandle`'s async mutex may be held while taking
-/// them (a save), never the reverse.
+/// the new one). `modifying`, `handles`, `heads`, `lists_ahead`, `flushes_scheduled` and
+/// `hidden_logged` are taken alone. The async `object_locks` are taken before any of these,
+/// all of one operation's objects at once (in stripe order), and never while holding a std
+/// mutex; a `ModifyHandle`'s async mutex may be held while taking them (a save), never the
+/// reverse.
 pub struct FsCore {
     volume: Arc<Volume>,
     options: FsOptions,
