@@ -780,3 +780,63 @@ async fn a_descending_walk_finds_the_next_directories_listed_ahead() {
     let s2 = names(core.list(&path("p/s2")).await.unwrap());
     assert_eq!(s2, ["f", "new"], "the listing made ahead missed the change");
 }
+
+/// `ls DIR` of a directory not listed yet costs one LIST: the lookup that had to LIST the
+/// name to find it is a directory keeps that page as its listing, unless this mount changes
+/// the directory first, or the page was not all of it.
+#[tokio::test]
+async fn a_directory_found_by_a_list_is_not_listed_again() {
+    use s3cryptfs::store::fault::Op;
+    let mut core = Core::new(false).await;
+    for dir in ["p", "q", "r"] {
+        core.mkdir(&path(dir), 0o755).await.unwrap();
+        core.write_new(&path(&format!("{dir}/f")), &[b"x".to_vec()])
+            .await
+            .unwrap();
+    }
+    core.remount().await;
+    let names = |entries: Vec<s3cryptfs::fs::DirEntry>| -> Vec<String> {
+        entries
+            .into_iter()
+            .map(|e| e.name)
+            .filter(|n| n != "." && n != "..")
+            .collect()
+    };
+    let before = core.faults.calls(Op::List);
+    assert_eq!(names(core.list(&path("p")).await.unwrap()), ["f"]);
+    assert_eq!(
+        core.faults.calls(Op::List) - before,
+        1,
+        "the LIST of the lookup is the listing"
+    );
+
+    core.resolve(&path("q")).await.unwrap();
+    core.write_new(&path("q/new"), &[b"y".to_vec()])
+        .await
+        .unwrap();
+    assert_eq!(
+        names(core.list(&path("q")).await.unwrap()),
+        ["f", "new"],
+        "a page older than a change made here is not used"
+    );
+
+    // Past one page (1000 entries), the lookup's page is not the whole directory.
+    let r_key = core.key("r/").await;
+    for i in 0..1001 {
+        core.memory
+            .put(
+                &format!("{r_key}x{i:04}"),
+                Bytes::from_static(b"not ours"),
+                &s3cryptfs::store::Metadata::new(),
+            )
+            .await
+            .unwrap();
+    }
+    core.remount().await;
+    let before = core.faults.calls(Op::List);
+    core.list(&path("r")).await.unwrap();
+    assert!(
+        core.faults.calls(Op::List) - before >= 3,
+        "one page for the lookup, then the listing's two"
+    );
+}

@@ -24,7 +24,8 @@ const LISTS_AHEAD_KEPT: usize = 64;
 
 type ListFuture = Shared<BoxFuture<'static, Result<Arc<Listing>, StoreError>>>;
 
-/// A LIST started ahead of a walk.
+/// A LIST made ahead of a directory's listing: started for a walk that descends, or made
+/// by the lookup that found the directory.
 pub(super) struct ListAhead {
     /// The directory's generation when it started: a change this mount made since then
     /// may be missing from it, and then it is not used.
@@ -89,6 +90,27 @@ impl FsCore {
                 },
             );
         }
+    }
+
+    /// Keeps `listing`, made now, as the LIST of `dir_key` made ahead (by a lookup that had
+    /// to LIST the name to find it is a directory): the directory's listing if this mount
+    /// changes nothing there first, that is if its generation is still `generation`.
+    pub(super) fn keep_listed_ahead(&self, dir_key: &str, generation: u64, listing: Listing) {
+        let ready: ListFuture = futures::future::ready(Ok(Arc::new(listing)))
+            .boxed()
+            .shared();
+        let mut ahead = self.lists_ahead.lock().unwrap();
+        if ahead.len() >= LISTS_AHEAD_KEPT {
+            ahead.clear();
+        }
+        ahead.insert(
+            dir_key.to_string(),
+            ListAhead {
+                generation,
+                started: Instant::now(),
+                listing: ready,
+            },
+        );
     }
 
     /// The LIST of `dir_key` started ahead, if it can stand for one made now: started

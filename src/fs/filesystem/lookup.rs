@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::crypto::Layout;
-use crate::store::{ObjectInfo, etag_md5};
+use crate::store::{Listing, ObjectInfo, etag_md5};
 use std::sync::atomic::AtomicU64;
 
 /// What a lookup (a HEAD, or the GET of an object's header that stands for one) said about
@@ -246,14 +246,15 @@ impl FsCore {
             Some(None) => None,
             None => {
                 let generation = self.generation(parent);
-                let found = self.probe(&child).await?;
+                let child_generation = self.child_dir_generation(parent, name);
+                let found = self.probe(&child, child_generation).await?;
                 if self.generation(parent) == generation {
                     found
                 } else {
                     // This mount changed the directory while we asked: ask again.
                     self.forget_head(&child.file);
                     self.forget_head(&child.dir);
-                    self.probe(&child).await?
+                    self.probe(&child, child_generation).await?
                 }
             }
         };
@@ -399,6 +400,19 @@ impl FsCore {
         Some(answer.kind)
     }
 
+    /// The generation that `parent/name` will have as a directory: its own if this mount
+    /// knows it as one, else that of a new inode.
+    fn child_dir_generation(&self, parent: u64, name: &str) -> u64 {
+        let known = self
+            .inodes
+            .lock()
+            .unwrap()
+            .child(parent, name)
+            .filter(|n| n.kind == NodeKind::Dir)
+            .map(|n| n.ino);
+        known.map_or(0, |ino| self.generation(ino))
+    }
+
     /// Whether names of `parent`'s (possibly expired) listing were being looked up in turn.
     pub(super) fn was_walked(&self, parent: u64) -> bool {
         self.dirs.lock().unwrap().was_walked(parent)
@@ -448,7 +462,15 @@ impl FsCore {
     /// read that usually follows, then, only if there is none, the directory. A name that is
     /// both (made by two machines at once, or by another tool) is shown as the file until
     /// its directory is listed; listings show the directory (docs/SEMANTICS.md).
-    pub(super) async fn probe(&self, child: &ChildKeys) -> FsResult<Option<(NodeKind, NodeState)>> {
+    ///
+    /// A directory whose entries all came in that LIST's one page keeps it as its listing
+    /// (see [`Self::keep_listed_ahead`]; `dir_generation` is what the directory's generation
+    /// is then expected to be): `ls DIR` of a directory not listed yet costs one LIST, not two.
+    pub(super) async fn probe(
+        &self,
+        child: &ChildKeys,
+        dir_generation: u64,
+    ) -> FsResult<Option<(NodeKind, NodeState)>> {
         let file_key = &child.file;
         if let Some(headed) = self.head_for_reading(file_key).await? {
             return Ok(Some(self.file_state(file_key, &headed)));
@@ -462,6 +484,9 @@ impl FsCore {
             .await
             .map_err(|e| FsError::store("LIST", &sub, e))?;
         if !list.objects.is_empty() || !list.common_prefixes.is_empty() {
+            if let Some(listing) = Listing::from_only_page(&sub, &list) {
+                self.keep_listed_ahead(&sub, dir_generation, listing);
+            }
             let marker = if list.objects.iter().any(|o| o.key == sub) {
                 self.head(&sub).await?
             } else {

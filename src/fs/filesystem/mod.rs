@@ -157,8 +157,9 @@ pub struct FsCore {
     /// metadata TTL: attributes are fetched once per object, also when read ahead.
     heads: Mutex<HashMap<String, (Instant, HeadFuture)>>,
     head_slots: Arc<tokio::sync::Semaphore>,
-    /// LISTs of directories started ahead of a walk that descends (see
-    /// [`listing::ListAhead`]), by directory key. Locked alone, never with another lock held.
+    /// LISTs of directories made ahead of their listing (a walk that descends, a lookup that
+    /// listed a name to find it is a directory; see [`listing::ListAhead`]), by directory
+    /// key. Locked alone, never with another lock held.
     lists_ahead: Mutex<HashMap<String, listing::ListAhead>>,
     /// Whether lookups ask with a HEAD first (see [`lookup::LookupsByHead`]).
     lookups_by_head: Arc<lookup::LookupsByHead>,
