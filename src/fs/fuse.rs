@@ -80,7 +80,9 @@ fn file_attr(a: &Attr) -> FileAttr {
         uid: a.uid,
         gid: a.gid,
         rdev: a.rdev,
-        blksize: 128 * 1024,
+        // What `cp` and `cat` take for their buffer size: a call of 1 MiB is one request
+        // (the largest write the kernel sends), where 128 KiB made eight.
+        blksize: MAX_WRITE,
         flags: 0,
     }
 }
