@@ -840,3 +840,29 @@ async fn a_directory_found_by_a_list_is_not_listed_again() {
         "one page for the lookup, then the listing's two"
     );
 }
+
+/// A single lookup after a listing (`ls`, then `cat` of one file) is not a walk: nothing is
+/// read ahead. Asked as the FUSE adapter asks: first without waiting, then waiting.
+#[tokio::test(start_paused = true)]
+async fn one_lookup_after_a_listing_reads_nothing_ahead() {
+    use s3cryptfs::store::fault::Op;
+    let mut core = Core::new(false).await;
+    core.mkdir(&path("d"), 0o755).await.unwrap();
+    for i in 0..20 {
+        core.write_new(&path(&format!("d/f{i:02}")), &[vec![b'x'; 5000]])
+            .await
+            .unwrap();
+    }
+    core.remount().await;
+    let dir = core.resolve(&path("d")).await.unwrap().ino;
+    core.list(&path("d")).await.unwrap();
+    let heads = core.faults.calls(Op::Head);
+    assert!(core.fs.lookup_now(dir, OsStr::new("f05")).is_none());
+    core.fs.lookup(dir, OsStr::new("f05")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        core.faults.calls(Op::Head) - heads,
+        1,
+        "only the file looked up"
+    );
+}

@@ -79,6 +79,21 @@ impl DirCache {
         })
     }
 
+    /// What a fresh listing of `dir` says about `name`, like [`Self::listed`], without
+    /// counting a lookup.
+    pub(super) fn listed_kind(
+        &self,
+        dir: u64,
+        name: &str,
+        now: Instant,
+    ) -> Option<Option<NodeKind>> {
+        let listing = self.listings.get(&dir)?;
+        if listing.valid_until <= now {
+            return None;
+        }
+        Some(listing.entries.get(name).map(|e| e.kind))
+    }
+
     /// Whether names of `dir`'s (possibly expired) listing were being looked up in turn.
     pub(super) fn was_walked(&self, dir: u64) -> bool {
         self.listings

@@ -281,10 +281,18 @@ impl FsCore {
             Ok(child) => child,
             Err(e) => return Some(Err(e)),
         };
-        let found = match self.fresh_listing_entry(parent, &parent_node.key, name)? {
+        // Only a lookup answered here counts towards a walk: one that goes on to wait is
+        // counted there, and counting both made a single lookup look like a walk.
+        let listed = self
+            .dirs
+            .lock()
+            .unwrap()
+            .listed_kind(parent, name, Instant::now())?;
+        let found = match listed {
             Some(kind) => self.resolved_now(&child, kind)?,
             None => None,
         };
+        self.fresh_listing_entry(parent, &parent_node.key, name);
         let Some((kind, state)) = found else {
             return Some(Err(self.not_found(parent, name)));
         };
