@@ -19,8 +19,9 @@ pub(super) fn synthetic_ino(dir_prefix: &str, name: &str) -> u64 {
 /// works in this one, instead of each costing a round trip when it gets there. At most
 /// this many LISTs are wasted when the walk stops.
 const LIST_AHEAD: usize = 2;
-/// Listings started ahead and not used are dropped past this many.
-const LISTS_AHEAD_KEPT: usize = 64;
+/// Listings made ahead and not used yet are dropped past this many (each holds up to a page
+/// of 1000 entries, ~150 KB).
+const LISTS_AHEAD_KEPT: usize = 16;
 
 type ListFuture = Shared<BoxFuture<'static, Result<Arc<Listing>, StoreError>>>;
 
