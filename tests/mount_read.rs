@@ -30,8 +30,13 @@ on_both_servers!(
 /// would, and returns the unlocked volume.
 /// What `ls -l DIR` prints (it must succeed).
 fn ls_l(dir: &std::path::Path) -> String {
+    ls("-l", dir)
+}
+
+/// What `ls FLAGS DIR` prints (it must succeed).
+fn ls(flags: &str, dir: &std::path::Path) -> String {
     let out = std::process::Command::new("ls")
-        .arg("-l")
+        .arg(flags)
         .arg(dir)
         .output()
         .unwrap();
@@ -319,13 +324,7 @@ async fn a_recursive_listing_lists_each_directory_once(kind: ServerKind) {
     let before = m.requests("ListObjectsV2");
     // Its lookup lists `t` to find that it is a directory: that LIST is then its listing.
     assert!(std::fs::metadata(m.join("t")).unwrap().is_dir());
-    let out = std::process::Command::new("ls")
-        .arg("-lR")
-        .arg(m.join("t"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let listing = String::from_utf8(out.stdout).unwrap();
+    let listing = ls("-lR", &m.join("t"));
     let files: Vec<&str> = listing.lines().filter(|l| l.starts_with('-')).collect();
     assert_eq!(files.len(), dirs * 3, "{listing}");
     for d in 0..dirs {
@@ -395,13 +394,7 @@ async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {
     };
     // A plain listing (names only, as `ls` or `find` without stat) needs LIST pages alone.
     let before = count(&m);
-    let out = std::process::Command::new("ls")
-        .arg("-U")
-        .arg(m.join("d"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), n);
+    assert_eq!(ls("-U", &m.join("d")).lines().count(), n);
     let after = count(&m);
     let (lists, heads, gets) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
     println!("ls of {n} files: {lists} LIST, {heads} lookups, {gets} GET");
@@ -450,19 +443,9 @@ async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {
             .unwrap();
     }
     let before = count(&m);
-    let out = std::process::Command::new("ls")
-        .arg("-U")
-        .arg(m.join("s"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    ls("-U", &m.join("s"));
     let middle = count(&m);
-    let out = std::process::Command::new("ls")
-        .arg("-l")
-        .arg(m.join("s"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    ls_l(&m.join("s"));
     let after = count(&m);
     let listed = middle.1 - before.1;
     assert!(
