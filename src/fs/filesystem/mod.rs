@@ -34,6 +34,7 @@ mod dir_cache;
 mod entries;
 mod files;
 mod handles;
+mod heads;
 mod in_place;
 mod listing;
 mod lookup;
@@ -45,7 +46,7 @@ mod rename_plan;
 use dir_cache::{DirCache, ListedEntry};
 use entries::ChildKeys;
 use handles::{Handle, HandleTable, ModifyOpen, SharedModify, WriteHandle};
-use lookup::{HeadFuture, Headed, Recorded};
+use heads::{HeadFuture, Headed, Recorded};
 use object_locks::ObjectLocks;
 
 /// HEADs (for attributes) in flight at once per mount.
@@ -161,8 +162,8 @@ pub struct FsCore {
     /// listed a name to find it is a directory; see [`listing::ListAhead`]), by directory
     /// key. Locked alone, never with another lock held.
     lists_ahead: Mutex<HashMap<String, listing::ListAhead>>,
-    /// Whether lookups ask with a HEAD first (see [`lookup::LookupsByHead`]).
-    lookups_by_head: Arc<lookup::LookupsByHead>,
+    /// Whether lookups ask with a HEAD first (see [`heads::LookupsByHead`]).
+    lookups_by_head: Arc<heads::LookupsByHead>,
     /// Nodes with a delayed attribute save pending (one per node, however many changes).
     flushes_scheduled: Mutex<std::collections::HashSet<u64>>,
     /// Serialise what changes one object in the bucket: an attribute save (a copy of the
