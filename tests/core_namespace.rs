@@ -852,3 +852,29 @@ async fn one_lookup_after_a_listing_reads_nothing_ahead() {
         "only the file looked up"
     );
 }
+
+/// A HEAD read ahead that failed (a throttled request) is asked again by the lookup that
+/// comes for it, not handed to it as that lookup's error.
+#[tokio::test(start_paused = true)]
+async fn a_failed_read_ahead_is_asked_again() {
+    use s3cryptfs::store::StoreErrorKind;
+    use s3cryptfs::store::fault::{Action, Op};
+    let core = core_with_large_files(20, |_| 5000).await;
+    core.list(&path("d")).await.unwrap();
+    core.resolve(&path("d/f000")).await.unwrap();
+    // The second lookup starts the read-ahead: one of the HEADs it sends fails.
+    let heads = core.faults.calls(Op::Head);
+    core.faults
+        .on(Op::Head, heads + 5, Action::Fail(StoreErrorKind::Throttled));
+    core.resolve(&path("d/f001")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(
+        core.faults.calls(Op::Head) >= heads + 5,
+        "the failing HEAD was sent"
+    );
+    for i in 2..20 {
+        core.resolve(&path(&format!("d/f{i:03}")))
+            .await
+            .unwrap_or_else(|e| panic!("f{i:03}: {e}"));
+    }
+}

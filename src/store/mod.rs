@@ -80,13 +80,13 @@ impl Listing {
     /// The whole listing that one page is, if it is the only page (no continuation) and
     /// passes the checks [`ObjectStore::list_all`] makes of every page. It counts no
     /// request: the page was counted when it was asked for.
-    pub fn from_only_page(prefix: &str, page: &ListPage) -> Option<Listing> {
-        if page.next_token.is_some() || check_page(prefix, page, None, 0).is_err() {
+    pub fn from_only_page(prefix: &str, page: ListPage) -> Option<Listing> {
+        if page.next_token.is_some() || check_page(prefix, &page, None, 0).is_err() {
             return None;
         }
         Some(Listing {
-            objects: page.objects.clone(),
-            common_prefixes: page.common_prefixes.clone(),
+            objects: page.objects,
+            common_prefixes: page.common_prefixes,
             requests: 0,
         })
     }

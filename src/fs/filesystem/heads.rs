@@ -54,30 +54,36 @@ impl FsCore {
     }
 
     async fn head_cached(&self, key: &str, with_first_segment: bool) -> HeadResult {
-        let future = {
-            let mut heads = self.heads.lock().unwrap();
-            let now = Instant::now();
-            match heads.get(key) {
-                Some((until, f)) if *until > now => f.clone(),
-                _ => {
-                    if heads.len() > 100_000 {
-                        heads.retain(|_, (until, _)| *until > now);
-                    }
-                    let f = self.head_future(key.to_string(), with_first_segment);
-                    heads.insert(
-                        key.to_string(),
-                        (now + self.options.metadata_ttl, f.clone()),
-                    );
-                    f
-                }
-            }
-        };
+        let (future, _) = self.head_shared(key, with_first_segment);
         let result = future.await;
         if result.is_err() {
             // Failures are not cached: the next ask tries again.
             self.forget_head(key);
         }
         result
+    }
+
+    /// The cached HEAD of `key` while it is fresh and has not failed, else a new one, cached
+    /// (`true`). A HEAD read ahead that failed is asked again here rather than handed to the
+    /// lookup that comes for it: nobody was waiting to take it out of the cache.
+    fn head_shared(&self, key: &str, with_first_segment: bool) -> (HeadFuture, bool) {
+        let mut heads = self.heads.lock().unwrap();
+        let now = Instant::now();
+        if let Some((until, f)) = heads.get(key)
+            && *until > now
+            && !f.peek().is_some_and(Result::is_err)
+        {
+            return (f.clone(), false);
+        }
+        if heads.len() > 100_000 {
+            heads.retain(|_, (until, _)| *until > now);
+        }
+        let f = self.head_future(key.to_string(), with_first_segment);
+        heads.insert(
+            key.to_string(),
+            (now + self.options.metadata_ttl, f.clone()),
+        );
+        (f, true)
     }
 
     fn head_future(&self, key: String, with_first_segment: bool) -> HeadFuture {
@@ -203,19 +209,7 @@ impl FsCore {
                     Err(_) => continue,
                 },
             };
-            let fresh = self
-                .heads
-                .lock()
-                .unwrap()
-                .get(&key)
-                .is_some_and(|(until, _)| *until > Instant::now());
-            if !fresh {
-                let future = {
-                    let mut heads = self.heads.lock().unwrap();
-                    let f = self.head_future(key.clone(), false);
-                    heads.insert(key, (Instant::now() + self.options.metadata_ttl, f.clone()));
-                    f
-                };
+            if let (future, true) = self.head_shared(&key, false) {
                 tokio::spawn(future);
             }
         }

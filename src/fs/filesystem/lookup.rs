@@ -276,10 +276,11 @@ impl FsCore {
             .await
             .map_err(|e| FsError::store("LIST", &sub, e))?;
         if !list.objects.is_empty() || !list.common_prefixes.is_empty() {
-            if let Some(listing) = Listing::from_only_page(&sub, &list) {
+            let has_marker = list.objects.iter().any(|o| o.key == sub);
+            if let Some(listing) = Listing::from_only_page(&sub, list) {
                 self.keep_listed_ahead(&sub, dir_generation, listing);
             }
-            let marker = if list.objects.iter().any(|o| o.key == sub) {
+            let marker = if has_marker {
                 self.head(&sub).await?
             } else {
                 None
