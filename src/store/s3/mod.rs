@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
+mod endpoint;
 mod errors;
 mod multipart;
 
@@ -50,6 +51,7 @@ impl S3Store {
 
         let mut s3 = aws_sdk_s3::config::Builder::from(&sdk)
             .interceptor(RetryCounter)
+            .endpoint_resolver(endpoint::EndpointPerBucket::default())
             .force_path_style(config.force_path_style)
             // Every segment carries an HMAC tag that is checked end to end, so CRC checksums
             // on uploads and downloads would only cost CPU on both sides.
