@@ -781,6 +781,72 @@ async fn a_descending_walk_finds_the_next_directories_listed_ahead() {
     assert_eq!(s2, ["f", "new"], "the listing made ahead missed the change");
 }
 
+/// `ls -lR` looks at the files of a directory before it descends into the next: opening a
+/// subdirectory in such a walk reads its entries' attributes ahead at once, instead of after
+/// its first two lookups, and the walker's lookups there then ask nothing. A walk that looks
+/// only at directories (`find -name`) reads nothing ahead when it enters one.
+#[tokio::test(start_paused = true)]
+async fn a_walk_that_looks_at_files_reads_ahead_in_each_directory_it_enters() {
+    use s3cryptfs::store::fault::Op;
+    let mut core = Core::new(false).await;
+    core.mkdir(&path("p"), 0o755).await.unwrap();
+    for f in ["a", "b"] {
+        core.write_new(&path(&format!("p/{f}")), &[vec![b'x'; 5000]])
+            .await
+            .unwrap();
+    }
+    for i in 0..2 {
+        core.mkdir(&path(&format!("p/s{i}")), 0o755).await.unwrap();
+        for j in 0..10 {
+            core.write_new(&path(&format!("p/s{i}/f{j}")), &[vec![b'x'; 5000]])
+                .await
+                .unwrap();
+        }
+    }
+    let heads_during = |core: &Core, before: usize| core.faults.calls(Op::Head) - before;
+
+    // find -name: the directories are looked up, the files are not.
+    core.remount().await;
+    core.list(&path("p")).await.unwrap();
+    for dir in ["p/s0", "p/s1"] {
+        core.resolve(&path(dir)).await.unwrap();
+    }
+    let before = core.faults.calls(Op::Head);
+    assert_eq!(
+        names_listed(core.list(&path("p/s0")).await.unwrap()).len(),
+        10
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(heads_during(&core, before), 0, "find asks about no file");
+
+    // ls -lR: every entry of p is looked up before s0 is opened.
+    core.remount().await;
+    core.list(&path("p")).await.unwrap();
+    for name in ["p/a", "p/b", "p/s0", "p/s1"] {
+        core.resolve(&path(name)).await.unwrap();
+    }
+    let before = core.faults.calls(Op::Head);
+    assert_eq!(
+        names_listed(core.list(&path("p/s0")).await.unwrap()).len(),
+        10
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        heads_during(&core, before),
+        10,
+        "opening s0 reads all its entries ahead"
+    );
+    for j in 0..10 {
+        let attr = core.resolve(&path(&format!("p/s0/f{j}"))).await.unwrap();
+        assert_eq!(attr.size, 5000);
+    }
+    assert_eq!(
+        heads_during(&core, before),
+        10,
+        "the lookups found their attributes read ahead"
+    );
+}
+
 /// `ls DIR` of a directory not listed yet costs one LIST: the lookup that had to LIST the
 /// name to find it is a directory keeps that page as its listing, unless this mount changes
 /// the directory first, or the page was not all of it.

@@ -34,6 +34,9 @@ struct DirListing {
     entries: Entries,
     /// Lookups answered from this listing: from the second one on, a walk is under way.
     lookups: AtomicU32,
+    /// Those of them that found a file: a walk that looks at files (`ls -lR`, `du`,
+    /// `rsync`), not only at directories (`find -name`).
+    file_lookups: AtomicU32,
     valid_until: Instant,
     /// The last entry whose attributes were asked for ahead of a walk.
     read_ahead_to: Option<String>,
@@ -72,8 +75,12 @@ impl DirCache {
             return None;
         }
         let lookups = listing.lookups.fetch_add(1, Ordering::Relaxed) + 1;
+        let kind = listing.entries.get(name).map(|e| e.kind);
+        if kind.is_some_and(|k| k != NodeKind::Dir) {
+            listing.file_lookups.fetch_add(1, Ordering::Relaxed);
+        }
         Some(ListedAnswer {
-            kind: listing.entries.get(name).map(|e| e.kind),
+            kind,
             entries: listing.entries.clone(),
             walking: lookups >= 2,
         })
@@ -101,8 +108,21 @@ impl DirCache {
             .is_some_and(|l| l.lookups.load(Ordering::Relaxed) >= 2)
     }
 
-    /// Keeps a listing of `dir` made from a LIST that started at `generation`: not if this
-    /// mount changed the directory meanwhile (the listing may miss the change).
+    /// Whether `dir`'s (possibly expired) listing was walked looking at its files: the
+    /// walker then looks at the files of the subdirectories it descends into too.
+    pub(super) fn files_were_walked(&self, dir: u64) -> bool {
+        self.listings.get(&dir).is_some_and(|l| {
+            l.lookups.load(Ordering::Relaxed) >= 2 && l.file_lookups.load(Ordering::Relaxed) >= 2
+        })
+    }
+
+    /// Counts `dir`'s fresh listing as walked, as if two of its names had been looked up.
+    pub(super) fn walk_on(&self, dir: u64) {
+        if let Some(listing) = self.listings.get(&dir) {
+            listing.lookups.fetch_max(2, Ordering::Relaxed);
+        }
+    }
+
     /// The last entry of `dir`'s listing whose attributes were asked for ahead of a walk.
     pub(super) fn read_ahead_to(&self, dir: u64) -> Option<String> {
         self.listings.get(&dir)?.read_ahead_to.clone()
@@ -114,6 +134,8 @@ impl DirCache {
         }
     }
 
+    /// Keeps a listing of `dir` made from a LIST that started at `generation`: not if this
+    /// mount changed the directory meanwhile (the listing may miss the change).
     pub(super) fn keep_listing(
         &mut self,
         dir: u64,
@@ -124,12 +146,15 @@ impl DirCache {
         if self.generation(dir) != generation {
             return;
         }
+        // A walk goes on across a new listing of the same directory.
         let walked = if self.was_walked(dir) { 2 } else { 0 };
+        let files_walked = if self.files_were_walked(dir) { 2 } else { 0 };
         self.listings.insert(
             dir,
             DirListing {
                 entries,
                 lookups: AtomicU32::new(walked),
+                file_lookups: AtomicU32::new(files_walked),
                 valid_until: Instant::now() + ttl,
                 read_ahead_to: None,
             },
@@ -143,6 +168,7 @@ impl DirCache {
             DirListing {
                 entries: Arc::new(BTreeMap::new()),
                 lookups: AtomicU32::new(0),
+                file_lookups: AtomicU32::new(0),
                 valid_until: Instant::now() + ttl,
                 read_ahead_to: None,
             },

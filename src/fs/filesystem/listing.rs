@@ -93,6 +93,24 @@ impl FsCore {
         }
     }
 
+    /// When `dir` is opened by a walk that looks at every file of its parent (`ls -lR`, `du`,
+    /// `rsync`), reads the attributes of its first entries ahead at once: the walker will
+    /// look at them too, and otherwise the first two lookups of each directory would wait
+    /// for their HEADs one after the other before the walk was seen.
+    fn walk_into(&self, dir: &Node, entries: &dir_cache::Entries) {
+        if dir.ino == ROOT_INO {
+            return;
+        }
+        {
+            let dirs = self.dirs.lock().unwrap();
+            if !dirs.files_were_walked(dir.parent) {
+                return;
+            }
+            dirs.walk_on(dir.ino);
+        }
+        self.read_ahead_attrs(dir.ino, &dir.key, entries, "");
+    }
+
     /// Keeps `listing`, made now, as the LIST of `dir_key` made ahead (by a lookup that had
     /// to LIST the name to find it is a directory): the directory's listing if this mount
     /// changes nothing there first, that is if its generation is still `generation`.
@@ -290,6 +308,7 @@ impl FsCore {
         }
         self.list_siblings_ahead(&node);
         let listed = self.listing(ino).await?;
+        self.walk_into(&node, &listed);
         let small_kinds = self.kinds_of_small_entries(&node, &listed).await;
         let mut entries = vec![
             DirEntry {
