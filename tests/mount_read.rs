@@ -306,11 +306,19 @@ async fn files_written_here_are_listed_with_one_head_each(kind: ServerKind) {
 
 /// `ls -lR` of a tree: every file shown with its size, and each directory listed once,
 /// also those listed ahead of the walk (nothing listed twice, nothing wasted at its end
-/// beyond the directories still ahead).
+/// beyond the directories still ahead), and each name's attributes asked for once, also
+/// those read ahead as the walk entered a directory.
 async fn a_recursive_listing_lists_each_directory_once(kind: ServerKind) {
     let v = TestVolume::new(kind, "lsr", "vol").await;
     let m = v.mount(&[]);
     let dirs = 6;
+    // Files beside the directories: `ls -lR` looks at them first, so the directories it
+    // then enters have their entries' attributes read ahead as they are opened.
+    let top_files = 2;
+    std::fs::create_dir_all(m.join("t")).unwrap();
+    for f in 0..top_files {
+        std::fs::write(m.join(&format!("t/top{f}")), random_bytes(700, f as u64)).unwrap();
+    }
     for d in 0..dirs {
         std::fs::create_dir_all(m.join(&format!("t/d{d}"))).unwrap();
         for f in 0..3 {
@@ -322,11 +330,12 @@ async fn a_recursive_listing_lists_each_directory_once(kind: ServerKind) {
 
     let m = v.mount(&["--metadata-ttl", "120"]);
     let before = m.requests("ListObjectsV2");
+    let heads_before = m.requests("HeadObject");
     // Its lookup lists `t` to find that it is a directory: that LIST is then its listing.
     assert!(std::fs::metadata(m.join("t")).unwrap().is_dir());
     let listing = ls("-lR", &m.join("t"));
     let files: Vec<&str> = listing.lines().filter(|l| l.starts_with('-')).collect();
-    assert_eq!(files.len(), dirs * 3, "{listing}");
+    assert_eq!(files.len(), top_files + dirs * 3, "{listing}");
     for d in 0..dirs {
         for f in 0..3 {
             let size = format!(" {} ", 5000 + d * 10 + f);
@@ -340,6 +349,10 @@ async fn a_recursive_listing_lists_each_directory_once(kind: ServerKind) {
     }
     let lists = m.requests("ListObjectsV2") - before;
     assert_eq!(lists, dirs + 1, "t and each of its directories listed once");
+    // Attributes read ahead as the walk enters a directory are the ones its lookups use:
+    // each name (t, its directories, their files) is asked about once.
+    let heads = m.requests("HeadObject") - heads_before;
+    assert_eq!(heads, 1 + top_files + dirs + dirs * 3, "one HEAD per name");
 }
 
 async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {
