@@ -109,11 +109,12 @@ impl DirCache {
     }
 
     /// Whether `dir`'s (possibly expired) listing was walked looking at its files: the
-    /// walker then looks at the files of the subdirectories it descends into too.
+    /// walker then looks at the files of the subdirectories it descends into too. (Two file
+    /// lookups are two lookups: a walk.)
     pub(super) fn files_were_walked(&self, dir: u64) -> bool {
-        self.listings.get(&dir).is_some_and(|l| {
-            l.lookups.load(Ordering::Relaxed) >= 2 && l.file_lookups.load(Ordering::Relaxed) >= 2
-        })
+        self.listings
+            .get(&dir)
+            .is_some_and(|l| l.file_lookups.load(Ordering::Relaxed) >= 2)
     }
 
     /// Counts `dir`'s fresh listing as walked, as if two of its names had been looked up.
