@@ -197,6 +197,48 @@ async fn concurrent_readers(kind: ServerKind, names: Names) {
     });
 }
 
+/// Eight files read at once through a small cache: each reader's share of the cache is a
+/// few segments, yet read-ahead still fetches in GETs of 128 segments (one part of an
+/// upload), reading their bodies only as far as the reader has got; each segment is
+/// fetched once. (Shrunk to the share, the GETs were of two segments here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_at_once_in_a_small_cache_read_in_whole_part_gets() {
+    let v = TestVolume::new(ServerKind::Garage, "paced", "vol").await;
+    const FILE: usize = 12 << 20;
+    let files: Vec<(String, Vec<u8>)> = (0..8)
+        .map(|i| (format!("f{i}"), random_bytes(FILE, 60 + i as u64)))
+        .collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+    prepare(&v, &refs).await;
+    let m = v.mount(&["--cache-size", "4M"]);
+    let before = m.requests("GetObject");
+    std::thread::scope(|s| {
+        for (name, data) in &files {
+            let path = m.join(name);
+            s.spawn(move || {
+                assert!(std::fs::read(&path).unwrap() == *data, "{name}");
+            });
+        }
+    });
+    let gets = m.requests("GetObject") - before;
+    let log = m.log.clone();
+    assert_eq!(m.unmount(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let fetched: u64 = text
+        .lines()
+        .find_map(|l| l.split("segments_fetched=").nth(1))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("read totals logged at unmount");
+    // 12 MiB is 193 segments: two GETs of read-ahead per file (the first segment came
+    // with the lookup), and a few of the first reads' own.
+    let segments = 8 * 193;
+    assert!(
+        fetched <= segments + 8,
+        "{fetched} segments fetched for {segments}"
+    );
+    assert!(gets <= 8 * 4, "{gets} GETs for 8 files of 12 MiB");
+}
+
 /// Files opened by name before their directory is listed (a script that knows its paths,
 /// `sha256sum -c`, a web server): the lookup is one request, which also brings the file's
 /// first segment, so a file of up to one segment is looked up, opened and read with that

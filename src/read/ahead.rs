@@ -6,8 +6,9 @@ use super::*;
 /// Read-ahead settings.
 #[derive(Debug, Clone, Copy)]
 pub struct PrefetchConfig {
-    /// Segments per read-ahead GET at most (and their alignment): several readers at once
-    /// get smaller ones, see [`ReadContext::read_ahead_share`].
+    /// Segments per read-ahead GET (and their alignment). As many as a part of an upload
+    /// holds, so that a GET is one part: servers answer a GET of a whole part with the least
+    /// work (Garage reads its blocks from the part's start).
     pub chunk_segments: u64,
     /// The window a sequential reader starts with, in bytes.
     pub initial_window: u64,
@@ -65,33 +66,21 @@ impl SequentialState {
     }
 }
 
-/// What one reader may read ahead while others read too.
-#[derive(Debug, Clone, Copy)]
-struct ReadAheadShare {
-    /// The largest read-ahead window, in bytes.
-    window: u64,
-    /// Segments per read-ahead GET.
-    get_segments: u64,
-}
-
 impl ReadContext {
-    /// Each open reader's part of the read-ahead: what all of them fetch ahead must fit in
-    /// the cache together, or segments fetched ahead are evicted before they are read and
-    /// fetched again (eight `cat`s at once fetched 58 % more than they read). A reader
-    /// alone reads ahead up to `max_window` in GETs of `chunk_segments`; with more, the
-    /// window shrinks to half of its share of the cache, and the GETs to a quarter of it.
-    fn read_ahead_share(&self) -> ReadAheadShare {
+    /// How far one reader may read ahead while others read too: what all of them fetch
+    /// ahead must fit in the cache together, or segments fetched ahead are evicted before
+    /// they are read and fetched again (eight `cat`s at once fetched 58 % more than they
+    /// read). A reader alone reads ahead up to `max_window`; with more, the window shrinks
+    /// to half of its share of the cache. The GETs keep their size: a read-ahead GET reads
+    /// its body no further than the window ahead ([`ReadAhead`]), so a smaller share means
+    /// GETs that wait, not more of them. (Eight readers in GETs shrunk to 2 MiB made Garage
+    /// spend 40 % more CPU than eight readers of s3fs, most of it per request.)
+    fn read_ahead_window(&self) -> u64 {
         let segment = u64::from(self.layout.plaintext_segment_size());
         let readers = self.open_readers.load(Ordering::Relaxed).max(1) as u64;
-        let window = (self.cache_bytes / readers / 2)
+        (self.cache_bytes / readers / 2)
             .max(2 * segment)
-            .min(self.prefetch.max_window);
-        let get_segments = (self.cache_bytes / readers / 4 / segment)
-            .clamp(1, self.prefetch.chunk_segments.max(1));
-        ReadAheadShare {
-            window,
-            get_segments,
-        }
+            .min(self.prefetch.max_window)
     }
 }
 
@@ -131,11 +120,16 @@ impl ObjectReader {
         limit: u64,
     ) -> Result<Vec<Bytes>, ReadError> {
         let pending = self.inflight.lock().unwrap().covering(seg);
-        if let Some(fetch) = pending {
-            fetch.await?;
-            if let Some(p) = self.cached(seg) {
+        if let Some(mut progress) = pending {
+            // A read-ahead GET caches its segments as they arrive: this read waits for its
+            // own, not for the rest of the GET.
+            if progress.wait_for(|next| *next > seg).await.is_ok()
+                && let Some(p) = self.cached(seg)
+            {
                 return Ok(vec![p]);
             }
+            // The read-ahead ended short of `seg` (a failed GET: a read fetches again
+            // itself, and fails only if that fails too) or `seg` has left the cache.
         }
         // Fetch only up to the first segment that is already cached or being fetched.
         let mut end = seg + 1;
@@ -149,7 +143,8 @@ impl ObjectReader {
     /// Returns whether the reader looks sequential.
     pub(super) fn schedule_prefetch(&self, offset: u64, end: u64) -> bool {
         let layout = self.ctx.layout;
-        let share = self.ctx.read_ahead_share();
+        let max_window = self.ctx.read_ahead_window();
+        let get_segments = self.ctx.prefetch.chunk_segments.max(1);
         let mut state = self.state.lock().unwrap();
         let furthest = state.next_offset;
         let near = |pos: u64| offset + SEQUENTIAL_BACK >= pos && offset <= pos + SEQUENTIAL_FORWARD;
@@ -167,7 +162,7 @@ impl ObjectReader {
             // random reader never does. What lies behind the new position is read ahead
             // again.
             debug!(key = %self.version.key, offset, furthest, "a seek");
-            state.window = self.ctx.prefetch.initial_window.min(share.window);
+            state.window = self.ctx.prefetch.initial_window.min(max_window);
             if offset < furthest {
                 state.read_ahead_to = state.read_ahead_to.min(layout.segment_of(offset));
             }
@@ -183,17 +178,18 @@ impl ObjectReader {
         // did: a cold 4 GiB `cat` fetched a fifth of its segments twice.
         let start = offset.max(furthest);
         let ahead_end = (end.max(furthest) + state.window).min(self.plaintext_size);
-        state.window = (state.window * 2).min(share.window);
+        let window = state.window;
+        state.window = (state.window * 2).min(max_window);
         if ahead_end <= start {
             return true;
         }
         let segment_count = layout.segment_count(self.plaintext_size);
         // GETs start and end on multiples of their size, so that they stay whole-sized.
-        let first = layout.segment_of(start) / share.get_segments * share.get_segments;
+        let first = layout.segment_of(start) / get_segments * get_segments;
         let mut from = first.max(state.read_ahead_to);
         let until = layout.segment_of(ahead_end - 1) + 1;
         while from < until {
-            let to = ((from / share.get_segments + 1) * share.get_segments).min(segment_count);
+            let to = ((from / get_segments + 1) * get_segments).min(segment_count);
             // Segments already here (fetched for a request, or before a seek) are not asked
             // for again.
             while from < to && self.cached(from).is_some() {
@@ -204,8 +200,8 @@ impl ObjectReader {
                 // that finishes at once cannot leave a stale entry behind.
                 let mut inflight = self.inflight.lock().unwrap();
                 let id = inflight.next_id();
-                let fetch = self.spawn_fetch(from, to, id);
-                inflight.register(from, to, id, fetch);
+                let progress = self.spawn_fetch(from, to, id, window);
+                inflight.register(from, to, id, progress);
             }
             from = to;
         }
@@ -213,28 +209,55 @@ impl ObjectReader {
         true
     }
 
-    fn spawn_fetch(&self, from: u64, to: u64, id: u64) -> FetchFuture {
+    /// Starts a read-ahead GET of `from..to` that reads no further than `window` past the
+    /// furthest read; returns where it has got to.
+    fn spawn_fetch(&self, from: u64, to: u64, id: u64, window: u64) -> watch::Receiver<u64> {
+        let (progress, watcher) = watch::channel(from);
         let job = FetchJob {
             ctx: self.ctx.clone(),
             version: self.version.clone(),
             plaintext_size: self.plaintext_size,
             decryptor: self.decryptor.clone(),
+            ahead: Some(ReadAhead {
+                progress,
+                furthest: self.furthest.subscribe(),
+                window,
+            }),
         };
         let inflight = self.inflight.clone();
-        let handle = tokio::spawn(async move {
-            let result = job.fetch(from, to).await.map(|_| ());
+        // Its errors are the reads' to report: they fetch again, and fail if that fails.
+        tokio::spawn(async move {
+            if let Err(e) = job.fetch(from, to).await {
+                debug!(key = %job.version.key, segments = ?(from..to), "read-ahead failed: {e}");
+            }
             inflight.lock().unwrap().finished(from, id);
-            result
         });
-        async move {
-            handle.await.unwrap_or_else(|e| {
-                Err(ReadError::Store(StoreError::fatal(format!(
-                    "prefetch task failed: {e}"
-                ))))
-            })
-        }
-        .boxed()
-        .shared()
+        watcher
+    }
+}
+
+/// What a read-ahead GET answers to besides its range.
+pub(super) struct ReadAhead {
+    /// The segment after the last one cached so far, for the reads that wait on them.
+    pub(super) progress: watch::Sender<u64>,
+    /// The furthest end of any read of the reader, in plaintext bytes; closed when the
+    /// reader is dropped, which ends the GET.
+    pub(super) furthest: watch::Receiver<u64>,
+    /// How far past `furthest` the GET may read. Its body is read only that far ahead: the
+    /// rest waits in the connection, so a GET can be a whole part while the segments
+    /// fetched ahead stay within the reader's share of the cache.
+    pub(super) window: u64,
+}
+
+impl ReadAhead {
+    /// Waits until the reader is less than the window from `plaintext_start`; false if the
+    /// reader is gone.
+    pub(super) async fn wait_for_room(&self, plaintext_start: u64) -> bool {
+        let mut furthest = self.furthest.clone();
+        furthest
+            .wait_for(|f| plaintext_start < f.saturating_add(self.window))
+            .await
+            .is_ok()
     }
 }
 
@@ -249,7 +272,8 @@ struct InFlight {
     /// The segment after the last one fetched.
     to: u64,
     id: u64,
-    fetch: FetchFuture,
+    /// The segment after the last one cached so far; closed when the GET ends.
+    progress: watch::Receiver<u64>,
 }
 
 impl InFlightFetches {
@@ -259,8 +283,8 @@ impl InFlightFetches {
         self.issued
     }
 
-    fn register(&mut self, from: u64, to: u64, id: u64, fetch: FetchFuture) {
-        self.by_first.insert(from, InFlight { to, id, fetch });
+    fn register(&mut self, from: u64, to: u64, id: u64, progress: watch::Receiver<u64>) {
+        self.by_first.insert(from, InFlight { to, id, progress });
     }
 
     /// A fetch is over. It is taken out by its number, not only by its first segment:
@@ -273,13 +297,13 @@ impl InFlightFetches {
         }
     }
 
-    /// The fetch under way that brings `seg`, if any.
-    fn covering(&self, seg: u64) -> Option<FetchFuture> {
+    /// The progress of the fetch under way that brings `seg`, if any.
+    fn covering(&self, seg: u64) -> Option<watch::Receiver<u64>> {
         self.by_first
             .range(..=seg)
             .next_back()
             .filter(|(_, f)| f.to > seg)
-            .map(|(_, f)| f.fetch.clone())
+            .map(|(_, f)| f.progress.clone())
     }
 }
 
@@ -287,13 +311,16 @@ impl InFlightFetches {
 mod tests {
     use super::*;
     use crate::read::test_support::{SEGMENT, context, put_file};
+    use crate::store::StoreErrorKind;
+    use crate::store::fault::{Action, FaultStore, Op};
     use crate::store::memory::MemoryStore;
+    use std::time::Duration;
 
     /// A fetch that ends takes out only itself: a later one from the same segment (after a
     /// seek back) stays findable by the reads that wait for it.
     #[test]
     fn a_finished_fetch_takes_out_only_itself() {
-        let done = || futures::future::ready(Ok(())).boxed().shared();
+        let done = || watch::channel(0).1;
         let mut fetches = InFlightFetches::default();
         let first = fetches.next_id();
         fetches.register(5, 9, first, done());
@@ -358,6 +385,13 @@ mod tests {
         }
         let fetched = ReadStats::get(&ctx.stats.segments_fetched);
         assert_eq!(fetched, segments, "each segment fetched once");
+        // ... in GETs of whole chunks (9 per file, and its first read's own): a smaller
+        // share of the cache makes GETs wait, not shrink.
+        let gets = ReadStats::get(&ctx.stats.gets);
+        assert!(
+            gets <= 10 * READERS as u64,
+            "{gets} GETs for {segments} segments"
+        );
 
         // Alone again, a reader gets the whole window and GETs of 8 segments.
         drop(files);
@@ -371,6 +405,70 @@ mod tests {
         }
         let gets = ReadStats::get(&ctx.stats.gets) - gets;
         assert!(gets <= 10, "{gets} GETs for 65 segments read alone");
+    }
+
+    /// A read-ahead GET reads its body no further than the window past the furthest read:
+    /// the rest waits in the connection until the reader gets nearer, and the GET ends when
+    /// the reader is dropped.
+    #[tokio::test]
+    async fn read_ahead_reads_no_further_than_its_window() {
+        const LEN: usize = 60 * SEGMENT;
+        // One GET of 64 segments would bring the whole file; the window is 4 segments.
+        let store = Arc::new(MemoryStore::new());
+        let ctx = context(store.clone(), 3, 1 << 20, 64, 4 * SEGMENT as u64);
+        let plain = pattern(LEN, 1);
+        let (_, version) = put_file(&ctx, &store, "f", &plain).await;
+        let reader = ObjectReader::new(ctx.clone(), version).unwrap();
+        let step = SEGMENT / 2;
+        for offset in (0..8 * SEGMENT).step_by(step) {
+            let got = reader.read(offset as u64, step as u32).await.unwrap();
+            assert!(got[..] == plain[offset..offset + step], "at {offset}");
+        }
+        // Time for the GET to read all it may (a store in memory answers at once).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ahead = ctx.cache.len();
+        assert!(
+            (1..=5).contains(&ahead),
+            "{ahead} segments fetched ahead of a reader at segment 8 with a window of 4"
+        );
+        for offset in (8 * SEGMENT..LEN).step_by(step) {
+            let got = reader.read(offset as u64, step as u32).await.unwrap();
+            assert!(got[..] == plain[offset..offset + step], "at {offset}");
+        }
+        assert_eq!(ReadStats::get(&ctx.stats.gets), 1, "one GET, paced");
+        drop(reader);
+
+        // A GET waiting for its reader ends when the reader is dropped (it holds the
+        // context while it runs).
+        let plain = pattern(LEN, 7);
+        let (_, version) = put_file(&ctx, &store, "g", &plain).await;
+        let reader = ObjectReader::new(ctx.clone(), version).unwrap();
+        reader.read(0, step as u32).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            Arc::strong_count(&ctx) > 2,
+            "a GET is waiting for the reader"
+        );
+        drop(reader);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(Arc::strong_count(&ctx), 1, "the waiting GET has ended");
+    }
+
+    /// A read-ahead GET that fails fails no read: the read that waited for it fetches its
+    /// segments itself.
+    #[tokio::test]
+    async fn a_failed_read_ahead_is_fetched_again_by_the_read() {
+        let memory = Arc::new(MemoryStore::new());
+        let store = Arc::new(FaultStore::new(memory.clone()));
+        let ctx = context(store.clone(), 3, 1 << 20, 8, 8 * SEGMENT as u64);
+        let plain = pattern(20 * SEGMENT, 3);
+        let (_, version) = put_file(&ctx, &memory, "f", &plain).await;
+        // The first GET is the read-ahead the first read waits for.
+        store.on(Op::Get, 1, Action::Fail(StoreErrorKind::Transient));
+        let reader = ObjectReader::new(ctx.clone(), version).unwrap();
+        let got = reader.read(0, 100).await.unwrap();
+        assert_eq!(&got[..], &plain[..100]);
+        assert_eq!(store.calls(Op::Get), 2, "the read fetched again, once");
     }
 
     /// The kernel sends a sequential reader's requests many at once and they are served out

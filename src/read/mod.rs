@@ -13,9 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, watch};
 use tracing::{debug, warn};
 
 pub use ahead::PrefetchConfig;
@@ -166,8 +164,6 @@ pub struct ObjectVersion {
     pub ciphertext_size: u64,
 }
 
-type FetchFuture = Shared<BoxFuture<'static, Result<(), ReadError>>>;
-
 /// Reads one object version for one open file handle.
 pub struct ObjectReader {
     ctx: Arc<ReadContext>,
@@ -177,6 +173,9 @@ pub struct ObjectReader {
     state: Mutex<SequentialState>,
     /// GETs under way.
     inflight: Arc<Mutex<ahead::InFlightFetches>>,
+    /// The furthest end of any read so far, in plaintext bytes: read-ahead GETs read no
+    /// further than their window past it.
+    furthest: watch::Sender<u64>,
 }
 
 impl Drop for ObjectReader {
@@ -210,6 +209,7 @@ impl ObjectReader {
             decryptor: Arc::new(OnceCell::new_with(known)),
             state: Mutex::new(SequentialState::new(window)),
             inflight: Arc::default(),
+            furthest: watch::Sender::new(0),
         })
     }
 
@@ -231,6 +231,11 @@ impl ObjectReader {
         let layout = self.ctx.layout;
         let first = layout.segment_of(offset);
         let last = layout.segment_of(end - 1);
+        self.furthest.send_if_modified(|furthest| {
+            let further = end > *furthest;
+            *furthest = (*furthest).max(end);
+            further
+        });
         let sequential = self.schedule_prefetch(offset, end);
 
         // Slices of the segments first, copied out only once all are here: a request waiting
@@ -293,6 +298,7 @@ impl ObjectReader {
             version: self.version.clone(),
             plaintext_size: self.plaintext_size,
             decryptor: self.decryptor.clone(),
+            ahead: None,
         }
         .fetch(from, to)
         .await
@@ -305,9 +311,14 @@ struct FetchJob {
     version: Arc<ObjectVersion>,
     plaintext_size: u64,
     decryptor: Arc<OnceCell<Arc<ObjectDecryptor>>>,
+    /// For read-ahead: paced to the reader, its segments only cached; else a read's own
+    /// fetch, which returns them.
+    ahead: Option<ahead::ReadAhead>,
 }
 
 impl FetchJob {
+    /// Fetches segments `from..to`: a read's own fetch returns their plaintext; read-ahead
+    /// returns nothing (its segments are in the cache) and stops early if its reader is gone.
     async fn fetch(&self, from: u64, to: u64) -> Result<Vec<Bytes>, ReadError> {
         let layout: Layout = self.ctx.layout;
         let key = &self.version.key;
@@ -325,7 +336,11 @@ impl FetchJob {
         let mut response = store
             .get_range(key, ct_start..ct_end, Some(&self.version.etag))
             .await
-            .inspect_err(|e| warn!(key = %key, "GET failed: {e}"))?;
+            .inspect_err(|e| {
+                if self.ahead.is_none() {
+                    warn!(key = %key, "GET failed: {e}");
+                }
+            })?;
         ReadStats::add(&self.ctx.stats.gets, 1);
         ReadStats::add(&self.ctx.stats.segments_fetched, to - from);
         if response.range != (ct_start..ct_end) {
@@ -338,8 +353,15 @@ impl FetchJob {
             header = Some(h);
         }
         let decryptor = self.decryptor(header.as_ref().map(|h| &h[..])).await?;
-        let mut out = Vec::with_capacity((to - from) as usize);
+        let mut out = Vec::new();
         for seg in from..to {
+            if let Some(ahead) = &self.ahead
+                && !ahead
+                    .wait_for_room(layout.segment_plaintext_start(seg))
+                    .await
+            {
+                break;
+            }
             let range = layout.segment_ciphertext_range(seg, self.plaintext_size);
             let mut buf = self.ctx.buffers.take();
             response
@@ -350,7 +372,12 @@ impl FetchJob {
                 .ctx
                 .open_into_cache(key, &decryptor, seg, buf)
                 .map_err(|e| self.log_corrupt(e))?;
-            out.push(plain);
+            match &self.ahead {
+                Some(ahead) => {
+                    ahead.progress.send_replace(seg + 1);
+                }
+                None => out.push(plain),
+            }
         }
         // Segments verified under it: worth finding again when the file is opened again.
         let v = &self.version;
@@ -391,8 +418,11 @@ impl FetchJob {
             .cloned()
     }
 
+    /// Read-ahead leaves the log line to the read that then fetches the same segments.
     fn log_corrupt(&self, err: CryptoError) -> ReadError {
-        warn!(key = %self.version.key, "refusing to return data: {err}");
+        if self.ahead.is_none() {
+            warn!(key = %self.version.key, "refusing to return data: {err}");
+        }
         ReadError::corrupt(&self.version.key, err)
     }
 }

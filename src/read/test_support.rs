@@ -16,7 +16,7 @@ pub const SEGMENT: usize = 4096;
 /// A context of object `format` with a cache of `cache_bytes`, GETs of `chunk_segments`
 /// and read-ahead of up to `max_window` bytes (starting at one segment; none if 0).
 pub fn context(
-    store: Arc<MemoryStore>,
+    store: Arc<dyn ObjectStore>,
     format: u8,
     cache_bytes: u64,
     chunk_segments: u64,
