@@ -66,21 +66,44 @@ impl SequentialState {
     }
 }
 
+/// Read-ahead GETs are never smaller than this (in bytes), however many readers share the
+/// cache: below it the server's cost per request dominates.
+const MIN_GET_BYTES: u64 = 1024 * 1024;
+
+/// What one reader may read ahead while others read too.
+#[derive(Debug, Clone, Copy)]
+struct ReadAheadShare {
+    /// The largest read-ahead window, in bytes.
+    window: u64,
+    /// Segments per read-ahead GET (a power of two, so GETs stay within parts).
+    get_segments: u64,
+}
+
 impl ReadContext {
-    /// How far one reader may read ahead while others read too: what all of them fetch
-    /// ahead must fit in the cache together, or segments fetched ahead are evicted before
-    /// they are read and fetched again (eight `cat`s at once fetched 58 % more than they
-    /// read). A reader alone reads ahead up to `max_window`; with more, the window shrinks
-    /// to half of its share of the cache. The GETs keep their size: a read-ahead GET reads
-    /// its body no further than the window ahead ([`ReadAhead`]), so a smaller share means
-    /// GETs that wait, not more of them. (Eight readers in GETs shrunk to 2 MiB made Garage
-    /// spend 40 % more CPU than eight readers of s3fs, most of it per request.)
-    fn read_ahead_window(&self) -> u64 {
+    /// Each open reader's part of the read-ahead: what all of them fetch ahead must fit in
+    /// the cache together, or segments fetched ahead are evicted before they are read and
+    /// fetched again (eight `cat`s at once fetched 58 % more than they read). A reader
+    /// alone reads ahead up to `max_window` in GETs of `chunk_segments`; with more, the
+    /// window shrinks to half of its share of the cache, and a GET to the whole share (at
+    /// least [`MIN_GET_BYTES`]). A read-ahead GET reads its body no further than the window
+    /// ahead ([`ReadAhead`]), so what waits in its connection is at most the other half of
+    /// the share. (Eight readers with GETs of a quarter of their share, 2 MiB, made Garage
+    /// spend 40 % more CPU than eight readers of s3fs, most of it per request; GETs of the
+    /// whole share are 8 MiB there.)
+    fn read_ahead_share(&self) -> ReadAheadShare {
         let segment = u64::from(self.layout.plaintext_segment_size());
         let readers = self.open_readers.load(Ordering::Relaxed).max(1) as u64;
-        (self.cache_bytes / readers / 2)
-            .max(2 * segment)
-            .min(self.prefetch.max_window)
+        let share = self.cache_bytes / readers;
+        let window = (share / 2).max(2 * segment).min(self.prefetch.max_window);
+        let chunk = self.prefetch.chunk_segments.max(1);
+        let wanted = (share.max(MIN_GET_BYTES) / segment).clamp(1, chunk);
+        // The largest power of two that fits: GETs of 128, 64, 32 … segments stay aligned
+        // to the 128-segment parts.
+        let get_segments = 1 << wanted.ilog2();
+        ReadAheadShare {
+            window,
+            get_segments,
+        }
     }
 }
 
@@ -143,8 +166,8 @@ impl ObjectReader {
     /// Returns whether the reader looks sequential.
     pub(super) fn schedule_prefetch(&self, offset: u64, end: u64) -> bool {
         let layout = self.ctx.layout;
-        let max_window = self.ctx.read_ahead_window();
-        let get_segments = self.ctx.prefetch.chunk_segments.max(1);
+        let share = self.ctx.read_ahead_share();
+        let (max_window, get_segments) = (share.window, share.get_segments);
         let mut state = self.state.lock().unwrap();
         let furthest = state.next_offset;
         let near = |pos: u64| offset + SEQUENTIAL_BACK >= pos && offset <= pos + SEQUENTIAL_FORWARD;
@@ -391,8 +414,8 @@ mod tests {
         }
         let fetched = ReadStats::get(&ctx.stats.segments_fetched);
         assert_eq!(fetched, segments, "each segment fetched once");
-        // ... in GETs of whole chunks (9 per file, and its first read's own): a smaller
-        // share of the cache makes GETs wait, not shrink.
+        // ... in GETs of whole chunks (9 per file, and its first read's own): GETs shrink
+        // no further than their floor (a whole chunk here), and wait for their readers.
         let gets = ReadStats::get(&ctx.stats.gets);
         assert!(
             gets <= 10 * READERS as u64,
@@ -458,6 +481,33 @@ mod tests {
         drop(reader);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(Arc::strong_count(&ctx), 1, "the waiting GET has ended");
+    }
+
+    /// A GET is a reader's whole share of the cache, in a power of two of segments between
+    /// the floor of 1 MiB and a chunk: what waits in its connection beyond the reader's
+    /// window stays within the share however many readers there are.
+    #[tokio::test]
+    async fn gets_are_a_readers_share_of_the_cache_down_to_a_floor() {
+        let store = Arc::new(MemoryStore::new());
+        let s = SEGMENT as u64;
+        // A cache of 8 MiB; GETs of 512 segments (2 MiB) at most; the floor is 256.
+        let ctx = context(store.clone(), 3, 8 << 20, 512, 4 << 20);
+        let (_, version) = put_file(&ctx, &store, "f", &pattern(SEGMENT, 1)).await;
+        let mut readers = Vec::new();
+        let mut shares = Vec::new();
+        for count in [1, 4, 5, 16, 1000] {
+            while readers.len() < count {
+                readers.push(ObjectReader::new(ctx.clone(), version.clone()).unwrap());
+            }
+            let share = ctx.read_ahead_share();
+            shares.push((share.window / s, share.get_segments));
+        }
+        // 1 reader: the whole chunk; 4: a 2 MiB share (512 segments); 5: 1.6 MiB (390
+        // segments, down to 256); 16 and 1000: shares under the floor of 1 MiB.
+        assert_eq!(
+            shares,
+            vec![(1024, 512), (256, 512), (204, 256), (64, 256), (2, 256)]
+        );
     }
 
     /// A read-ahead GET that fails fails no read: the read that waited for it fetches its
