@@ -201,7 +201,6 @@ impl ObjectReader {
         // did: a cold 4 GiB `cat` fetched a fifth of its segments twice.
         let start = offset.max(furthest);
         let ahead_end = (end.max(furthest) + state.window).min(self.plaintext_size);
-        let window = state.window;
         state.window = (state.window * 2).min(max_window);
         if ahead_end <= start {
             return true;
@@ -223,7 +222,7 @@ impl ObjectReader {
                 // that finishes at once cannot leave a stale entry behind.
                 let mut inflight = self.inflight.lock().unwrap();
                 let id = inflight.next_id();
-                let progress = self.spawn_fetch(from, to, id, window);
+                let progress = self.spawn_fetch(from, to, id, max_window);
                 inflight.register(from, to, id, progress);
             }
             from = to;

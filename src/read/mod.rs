@@ -354,12 +354,14 @@ impl FetchJob {
         }
         let decryptor = self.decryptor(header.as_ref().map(|h| &h[..])).await?;
         let mut out = Vec::new();
+        let mut fetched = from;
         for seg in from..to {
             if let Some(ahead) = &self.ahead
                 && !ahead
                     .wait_for_room(layout.segment_plaintext_start(seg))
                     .await
             {
+                // Its reader is gone.
                 break;
             }
             let range = layout.segment_ciphertext_range(seg, self.plaintext_size);
@@ -378,13 +380,14 @@ impl FetchJob {
                 }
                 None => out.push(plain),
             }
+            fetched = seg + 1;
         }
         // Segments verified under it: worth finding again when the file is opened again.
         let v = &self.version;
         self.ctx
             .cache
             .keep_decryptor(key, &v.etag, v.ciphertext_size, decryptor.clone());
-        debug!(key = %key, segments = ?(from..to), "fetched");
+        debug!(key = %key, segments = ?(from..fetched), "fetched");
         Ok(out)
     }
 
