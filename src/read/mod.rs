@@ -342,7 +342,6 @@ impl FetchJob {
                 }
             })?;
         ReadStats::add(&self.ctx.stats.gets, 1);
-        ReadStats::add(&self.ctx.stats.segments_fetched, to - from);
         if response.range != (ct_start..ct_end) {
             return Err(self.log_corrupt(CryptoError::Truncated));
         }
@@ -353,7 +352,12 @@ impl FetchJob {
             header = Some(h);
         }
         let decryptor = self.decryptor(header.as_ref().map(|h| &h[..])).await?;
-        let mut out = Vec::new();
+        // A read's own fetch returns its segments; read-ahead only caches them.
+        let mut out = Vec::with_capacity(if self.ahead.is_none() {
+            (to - from) as usize
+        } else {
+            0
+        });
         let mut fetched = from;
         for seg in from..to {
             if let Some(ahead) = &self.ahead
@@ -381,6 +385,8 @@ impl FetchJob {
                 None => out.push(plain),
             }
             fetched = seg + 1;
+            // Counted as they come: a read-ahead whose reader is gone stops short.
+            ReadStats::add(&self.ctx.stats.segments_fetched, 1);
         }
         // Segments verified under it: worth finding again when the file is opened again.
         let v = &self.version;
