@@ -737,6 +737,66 @@ async fn a_walk_is_answered_from_attributes_read_ahead() {
     );
 }
 
+/// READDIRPLUS hands the kernel the attributes this mount has at hand (the small files
+/// HEADed when the directory was opened) without counting them as steps of a walk: a
+/// program that only lists (`ls`, `find`) makes no HEAD of the directory's other entries.
+/// The same answers given to lookups (`ls -l`) are a walk, and read the others ahead.
+#[tokio::test(start_paused = true)]
+async fn entries_handed_over_with_a_listing_are_not_a_walk() {
+    use s3cryptfs::store::fault::Op;
+    let mut core = Core::new(false).await;
+    for dir in ["listed", "walked"] {
+        core.mkdir(&path(dir), 0o755).await.unwrap();
+        for i in 0..4 {
+            let small = vec![b's'; 100 + i];
+            core.write_new(&path(&format!("{dir}/a{i}")), &[small])
+                .await
+                .unwrap();
+        }
+        for i in 0..50 {
+            core.write_new(&path(&format!("{dir}/b{i:02}")), &[vec![b'x'; 5000]])
+                .await
+                .unwrap();
+        }
+    }
+    core.remount().await;
+    answer_small_entries(&core, "listed", false).await;
+    let heads = core.faults.calls(Op::Head);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        core.faults.calls(Op::Head),
+        heads,
+        "nothing read ahead for a listing"
+    );
+    answer_small_entries(&core, "walked", true).await;
+    let walked = core.faults.calls(Op::Head);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let ahead = core.faults.calls(Op::Head) - walked;
+    assert!(
+        ahead >= 40,
+        "{ahead} HEADs: a walk reads the other entries ahead"
+    );
+}
+
+/// Lists `dir`, then answers for its small files `a0`…`a3` without waiting, as READDIRPLUS
+/// (`walk` false) or as lookups (`walk` true) would; its large file `b00` is not known.
+async fn answer_small_entries(core: &Core, dir: &str, walk: bool) {
+    let ino = core.resolve(&path(dir)).await.unwrap().ino;
+    core.list(&path(dir)).await.unwrap();
+    for i in 0..4 {
+        let name = format!("a{i}");
+        let answer = if walk {
+            core.fs.lookup_now(ino, OsStr::new(&name))
+        } else {
+            core.fs.entry_attrs_now(ino, OsStr::new(&name))
+        };
+        let attr = answer.expect("HEADed when listed").unwrap();
+        assert_eq!(attr.size, 100 + i as u64, "{dir}/{name}");
+    }
+    let large = core.fs.entry_attrs_now(ino, OsStr::new("b00"));
+    assert!(large.is_none(), "{dir}/b00: not known without a request");
+}
+
 /// The names of a listing, without `.` and `..`.
 fn names_listed(entries: Vec<s3cryptfs::fs::DirEntry>) -> Vec<String> {
     entries

@@ -24,6 +24,7 @@ on_both_servers!(
     a_recursive_listing_lists_each_directory_once,
     large_directory_lists_without_per_file_requests,
     wrong_key_and_missing_volume_are_refused,
+    small_files_are_listed_with_their_attributes,
 );
 
 /// Writes `files` (path, plaintext) into the volume with the format library, as a writer
@@ -511,6 +512,132 @@ async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {
         after.1 - middle.1 <= 1,
         "ls -l after ls looked {} names up again",
         after.1 - middle.1
+    );
+}
+
+/// `ls -l` of small files, on a fresh mount: the entries come with their attributes
+/// (READDIRPLUS, from the HEADs made to give each small object's type), so the kernel needs
+/// no LOOKUP per name; what `ls -l` shows is what was recorded, and an entry whose lookup
+/// fails is still listed and reported by name.
+async fn small_files_are_listed_with_their_attributes(kind: ServerKind) {
+    use std::os::unix::fs::PermissionsExt;
+    let v = TestVolume::new(kind, "plus", "vol").await;
+    let n = 120;
+    let m = v.mount(&[]);
+    std::fs::create_dir(m.join("d")).unwrap();
+    for i in 0..n {
+        std::fs::write(
+            m.join(&format!("d/f{i:03}")),
+            random_bytes(10 + i, i as u64),
+        )
+        .unwrap();
+    }
+    std::fs::set_permissions(m.join("d/f007"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("f001", m.join("d/link")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .args(["-m", "640"])
+        .arg(m.join("d/pipe"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::write(m.join("d/zz-big"), random_bytes(100_000, 99)).unwrap();
+    std::fs::create_dir(m.join("big")).unwrap();
+    for i in 0..3 {
+        std::fs::write(m.join(&format!("big/b{i}")), random_bytes(70_000, i)).unwrap();
+    }
+    assert_eq!(m.unmount(), Some(0));
+
+    let m = v.mount(&["--metadata-ttl", "120"]);
+    // Large files are not known before their lookups: each entry is listed once all the same.
+    let mut names: Vec<String> = ls("-a1", &m.join("big"))
+        .lines()
+        .map(String::from)
+        .collect();
+    names.sort();
+    assert_eq!(names, [".", "..", "b0", "b1", "b2"]);
+    let big = ls("-la", &m.join("big"));
+    assert_eq!(
+        big.lines().filter(|l| l.contains(" 70000 ")).count(),
+        3,
+        "{big}"
+    );
+    assert_eq!(ls("-U", &m.join("d")).lines().count(), n + 3);
+    // Removed by another machine after this mount listed the directory: its lookup fails.
+    v.store.delete(&v.key("d/zz-big").await).await.unwrap();
+    let out = std::process::Command::new("ls")
+        .arg("-l")
+        .arg(m.join("d"))
+        .output()
+        .unwrap();
+    let errors = stderr(&out);
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        errors.contains("zz-big") && errors.contains("No such file"),
+        "the entry whose lookup failed is reported: {errors}\n{listing}"
+    );
+    let files: Vec<&str> = listing.lines().filter(|l| l.starts_with("-rw")).collect();
+    assert_eq!(files.len(), n, "{listing}");
+    for i in 0..n {
+        let name = format!(" f{i:03}");
+        let size = format!(" {} ", 10 + i);
+        assert!(
+            files
+                .iter()
+                .any(|l| l.ends_with(&name) && l.contains(&size)),
+            "f{i:03} of{size}bytes:\n{listing}"
+        );
+    }
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("-rw------- ") && l.ends_with(" f007"))
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with('l') && l.ends_with(" link -> f001"))
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("prw-r----- ") && l.ends_with(" pipe"))
+    );
+    // The entries the kernel was given stay usable: read, removed, listed again.
+    assert_eq!(
+        std::fs::read(m.join("d/f005")).unwrap(),
+        random_bytes(15, 5)
+    );
+    std::fs::remove_file(m.join("d/f006")).unwrap();
+    assert!(!m.join("d/f006").exists());
+    let again = std::process::Command::new("ls")
+        .arg("-l")
+        .arg(m.join("d"))
+        .output()
+        .unwrap();
+    let again = String::from_utf8(again.stdout).unwrap();
+    assert_eq!(
+        again.lines().filter(|l| l.starts_with("-rw")).count(),
+        n - 1
+    );
+    let log = m.log.clone();
+    assert_eq!(m.unmount(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let total = |field: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.contains("name totals"))
+            .find_map(|l| l.split(&format!(" {field}=")).nth(1))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{field} in the name totals logged at unmount"))
+    };
+    let (lookups, listed) = (total("lookups"), total("listed_with_attrs"));
+    println!("ls -l of {n} small files: {lookups} LOOKUP, {listed} entries with attributes");
+    assert!(
+        listed >= n as u64 + 2,
+        "{listed} entries given with their attributes"
+    );
+    assert!(
+        lookups < 20,
+        "{lookups} LOOKUP requests: the listing gave the attributes"
     );
 }
 

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::args::{MountArgs, PASSPHRASE_ENV, Secret};
 use super::{EXIT_FAILURE, EXIT_STORE, EXIT_USAGE, fail, runtime};
-use crate::fs::{FsCore, FsOptions, FuseAdapter, raise_read_ahead};
+use crate::fs::{FsCore, FsOptions, FuseAdapter, NameTotals, raise_read_ahead};
 use crate::read::{PrefetchConfig, ReadContext, ReadStats};
 use crate::store::ConditionSupport;
 use crate::upload::{MemoryBudget, UploadConfig, UploadContext, UploadStats};
@@ -268,6 +268,7 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
         upload.clone(),
     ));
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
+    let name_totals = adapter.totals();
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -374,7 +375,17 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
     });
     log_upload_totals(&upload.stats);
     log_read_totals(&read.stats);
+    log_name_totals(&name_totals);
     0
+}
+
+fn log_name_totals(totals: &NameTotals) {
+    use std::sync::atomic::Ordering::Relaxed;
+    info!(
+        lookups = totals.lookups.load(Relaxed),
+        listed_with_attrs = totals.listed_with_attrs.load(Relaxed),
+        "name totals"
+    );
 }
 
 /// The staging directory, created (mode 0700) if missing. A directory that cannot be made

@@ -9,5 +9,5 @@ mod modify;
 
 pub use error::{FsError, FsResult};
 pub use filesystem::{Attr, AttrChange, Caller, DirEntry, FsCore, FsOptions};
-pub use fuse::{FuseAdapter, MAX_READAHEAD, MAX_WRITE, raise_read_ahead};
+pub use fuse::{FuseAdapter, MAX_READAHEAD, MAX_WRITE, NameTotals, raise_read_ahead};
 pub use inodes::{NodeKind, ROOT_INO};

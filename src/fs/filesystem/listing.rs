@@ -362,6 +362,21 @@ impl FsCore {
         }
     }
 
+    /// The attributes of a node this mount holds, as they are now: for the `.` and `..` of
+    /// READDIRPLUS, which the kernel shows but does not take as looked up.
+    pub fn attr_now(&self, ino: u64) -> Option<Attr> {
+        self.node(ino).ok().map(|n| self.attr_of(&n))
+    }
+
+    /// The inode number of an entry of `dir` that READDIRPLUS hands over without attributes
+    /// (its lookup failed): outside the range of real inodes, so that the kernel's lookup
+    /// of it, which it has to make before using the entry, and its FORGET of the stand-in
+    /// touch no node.
+    pub fn stand_in_ino(&self, dir: u64, name: &str) -> u64 {
+        let dir_key = self.node(dir).map(|n| n.key).unwrap_or_default();
+        synthetic_ino(&dir_key, name)
+    }
+
     pub fn releasedir(&self, ino: u64, fh: u64) {
         self.handles.lock().unwrap().remove(fh);
         self.inodes.lock().unwrap().close(ino);

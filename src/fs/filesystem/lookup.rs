@@ -56,6 +56,21 @@ impl FsCore {
     /// the answer needs a request or a wait; [`Self::lookup`] then gives it. Lets the FUSE
     /// adapter reply on the thread that read the request, without a task and a wake-up.
     pub fn lookup_now(&self, parent: u64, name: &OsStr) -> Option<FsResult<Attr>> {
+        self.answer_now(parent, name, true)
+    }
+
+    /// The attributes of an entry of the open directory `dir` that READDIRPLUS can hand the
+    /// kernel with the entry, if this mount has them without a request or a wait (the small
+    /// files HEADed at opendir, names it knows); `None` otherwise. The kernel takes such an
+    /// entry as looked up (and forgets it later), so it counts as a lookup here; but not as a
+    /// step of a walk: a program that only lists (`ls`, `find`) must not make the attributes
+    /// of the directory's other entries be read ahead.
+    pub fn entry_attrs_now(&self, dir: u64, name: &OsStr) -> Option<FsResult<Attr>> {
+        self.answer_now(dir, name, false)
+    }
+
+    /// [`Self::lookup_now`]; `walk_step`: whether the answer counts towards a walk.
+    fn answer_now(&self, parent: u64, name: &OsStr, walk_step: bool) -> Option<FsResult<Attr>> {
         let (name, parent_node) = match self.lookup_held(parent, name) {
             Ok(Held::Answer(attr)) => return Some(Ok(attr)),
             Ok(Held::Ask(name, parent_node)) => (name, parent_node),
@@ -76,7 +91,9 @@ impl FsCore {
             Some(kind) => self.resolved_now(&child, kind)?,
             None => None,
         };
-        self.fresh_listing_entry(parent, &parent_node.key, name);
+        if walk_step {
+            self.fresh_listing_entry(parent, &parent_node.key, name);
+        }
         let Some((kind, state)) = found else {
             return Some(Err(self.not_found(parent, name)));
         };

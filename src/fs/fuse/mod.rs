@@ -4,20 +4,24 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
-    WriteFlags,
+    AccessFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 use tracing::debug;
 
-use super::error::FsError;
-use super::filesystem::{Attr, AttrChange, Caller, FsCore};
-use super::inodes::NodeKind;
+use super::filesystem::{AttrChange, FsCore};
+
+mod convert;
+mod entries_plus;
+
+use convert::{caller, errno, file_attr, file_type, system_time};
 
 /// The kernel caps a single write request at 1 MiB (256 pages).
 pub const MAX_WRITE: u32 = 1024 * 1024;
@@ -31,6 +35,16 @@ pub struct FuseAdapter {
     ttl: Duration,
     /// Set once the session exists (it is made from the adapter).
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    totals: Arc<NameTotals>,
+}
+
+/// How the kernel came by the attributes of names: logged at unmount (tests read them).
+#[derive(Default)]
+pub struct NameTotals {
+    /// LOOKUP requests.
+    pub lookups: AtomicU64,
+    /// Entries handed over with their attributes by READDIRPLUS (no LOOKUP needed for them).
+    pub listed_with_attrs: AtomicU64,
 }
 
 impl FuseAdapter {
@@ -41,7 +55,13 @@ impl FuseAdapter {
             rt,
             ttl,
             notifier: Arc::default(),
+            totals: Arc::default(),
         }
+    }
+
+    /// The counts of how names were looked up, shared with the caller.
+    pub fn totals(&self) -> Arc<NameTotals> {
+        self.totals.clone()
     }
 
     /// Where the session's notifier goes, once the session is made.
@@ -58,62 +78,6 @@ impl FuseAdapter {
     }
 }
 
-/// The reply to a failed `request`: the one place a core error is logged.
-fn errno(request: &str, e: FsError) -> Errno {
-    e.log(request);
-    Errno::from_i32(e.errno())
-}
-
-fn file_attr(a: &Attr) -> FileAttr {
-    let kind = file_type(a.kind);
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.size.div_ceil(512),
-        atime: a.atime,
-        mtime: a.mtime,
-        ctime: a.ctime,
-        crtime: a.mtime,
-        kind,
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: a.rdev,
-        // What `cp` and `cat` take for their buffer size: a call of 1 MiB is one request
-        // (the largest write the kernel sends), where 128 KiB made eight.
-        blksize: MAX_WRITE,
-        flags: 0,
-    }
-}
-
-fn file_type(kind: NodeKind) -> FileType {
-    match kind {
-        NodeKind::File => FileType::RegularFile,
-        NodeKind::Dir => FileType::Directory,
-        NodeKind::Symlink => FileType::Symlink,
-        NodeKind::Fifo => FileType::NamedPipe,
-        NodeKind::Socket => FileType::Socket,
-        NodeKind::CharDevice => FileType::CharDevice,
-        NodeKind::BlockDevice => FileType::BlockDevice,
-    }
-}
-
-fn caller(req: &Request) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-        pid: req.pid(),
-    }
-}
-
-fn system_time(t: TimeOrNow) -> SystemTime {
-    match t {
-        TimeOrNow::SpecificTime(t) => t,
-        TimeOrNow::Now => SystemTime::now(),
-    }
-}
-
 impl fuser::Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         if let Err(nearest) = config.set_max_write(MAX_WRITE) {
@@ -126,10 +90,17 @@ impl fuser::Filesystem for FuseAdapter {
         // O_TRUNC arrives with open() instead of as a separate truncate beforehand, so that
         // replacing a file is one new version, not a truncate followed by a write.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        // Entries come with their attributes where this mount has them (`ls -l` of small
+        // files then needs no LOOKUP per name). "Auto": the kernel asks for them at the start
+        // of a listing and while the program looks at what it was given, plain READDIR
+        // otherwise (`find`, `ls` without -l).
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.totals.lookups.fetch_add(1, Ordering::Relaxed);
         // In a walk (`ls -l`) the attributes were read ahead: answering here saves a task
         // and a wake-up per name (a fifth of the daemon's CPU for `ls -l` of 10,000 files).
         let now = {
@@ -511,6 +482,41 @@ impl fuser::Filesystem for FuseAdapter {
             }
             Err(e) => reply.error(errno("readdir", e)),
         }
+    }
+
+    /// Entries with their attributes, for those whose attributes this mount has at hand; the
+    /// reply ends before the first it has not, and the kernel asks for the rest with READDIR
+    /// (or READDIRPLUS again, if the program looks at what it got). Every entry sent with
+    /// attributes is a lookup to the kernel, counted like one. A reply may not be empty
+    /// before the end, so an entry the mount has to ask S3 about that comes first is looked
+    /// up (the program's next step would have looked it up anyway).
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        dir: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.fs.readdir(fh.0) {
+            Ok(entries) => entries,
+            Err(e) => return reply.error(errno("readdirplus", e)),
+        };
+        let start = offset as usize;
+        let filled = {
+            let _runtime = self.rt.enter();
+            entries_plus::fill_plus(&self.fs, self.ttl, dir.0, &entries, start, &mut reply)
+        };
+        self.totals
+            .listed_with_attrs
+            .fetch_add(filled.with_attrs as u64, Ordering::Relaxed);
+        if filled.sent > 0 || start >= entries.len() {
+            return reply.ok();
+        }
+        let (fs, ttl, totals) = (self.fs.clone(), self.ttl, self.totals.clone());
+        self.spawn(async move {
+            entries_plus::reply_from_lookup(&fs, ttl, &totals, dir.0, &entries, start, reply).await;
+        });
     }
 
     fn releasedir(
