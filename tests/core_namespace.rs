@@ -907,6 +907,51 @@ async fn a_walk_that_looks_at_files_reads_ahead_in_each_directory_it_enters() {
     );
 }
 
+/// A tree whose files are all in subdirectories (`ls -lR` of a tree of datasets): the walk
+/// looked at no file of the parent, but at those of the directory it came from, and the
+/// next directory's entries are read ahead as it is opened. A walk that did not look at the
+/// files of the directory before (`find -name`) reads nothing ahead.
+#[tokio::test(start_paused = true)]
+async fn a_walk_that_looked_at_the_files_of_the_last_directory_reads_ahead_in_the_next() {
+    use s3cryptfs::store::fault::Op;
+    let mut core = Core::new(false).await;
+    core.mkdir(&path("q"), 0o755).await.unwrap();
+    for i in 0..3 {
+        core.mkdir(&path(&format!("q/s{i}")), 0o755).await.unwrap();
+        for j in 0..10 {
+            core.write_new(&path(&format!("q/s{i}/f{j}")), &[vec![b'x'; 5000]])
+                .await
+                .unwrap();
+        }
+    }
+    for looks_at_files in [false, true] {
+        core.remount().await;
+        core.list(&path("q")).await.unwrap();
+        for i in 0..3 {
+            core.resolve(&path(&format!("q/s{i}"))).await.unwrap();
+        }
+        core.list(&path("q/s0")).await.unwrap();
+        if looks_at_files {
+            for j in 0..10 {
+                core.resolve(&path(&format!("q/s0/f{j}"))).await.unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let before = core.faults.calls(Op::Head);
+        assert_eq!(
+            names_listed(core.list(&path("q/s1")).await.unwrap()).len(),
+            10
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let ahead = core.faults.calls(Op::Head) - before;
+        let expected = if looks_at_files { 10 } else { 0 };
+        assert_eq!(
+            ahead, expected,
+            "read ahead in s1 (files of s0 looked at: {looks_at_files})"
+        );
+    }
+}
+
 /// `ls DIR` of a directory not listed yet costs one LIST: the lookup that had to LIST the
 /// name to find it is a directory keeps that page as its listing, unless this mount changes
 /// the directory first, or the page was not all of it.

@@ -363,10 +363,12 @@ async fn a_recursive_listing_lists_each_directory_once(kind: ServerKind) {
         std::fs::write(m.join(&format!("t/top{f}")), random_bytes(700, f as u64)).unwrap();
     }
     for d in 0..dirs {
-        std::fs::create_dir_all(m.join(&format!("t/d{d}"))).unwrap();
-        for f in 0..3 {
-            let data = random_bytes(5000 + d * 10 + f, (d * 10 + f) as u64);
-            std::fs::write(m.join(&format!("t/d{d}/f{f}")), data).unwrap();
+        for tree in ["t", "u"] {
+            std::fs::create_dir_all(m.join(&format!("{tree}/d{d}"))).unwrap();
+            for f in 0..3 {
+                let data = random_bytes(5000 + d * 10 + f, (d * 10 + f) as u64);
+                std::fs::write(m.join(&format!("{tree}/d{d}/f{f}")), data).unwrap();
+            }
         }
     }
     assert_eq!(m.unmount(), Some(0));
@@ -396,6 +398,18 @@ async fn a_recursive_listing_lists_each_directory_once(kind: ServerKind) {
     // each name (t, its directories, their files) is asked about once.
     let heads = m.requests("HeadObject") - heads_before;
     assert_eq!(heads, 1 + top_files + dirs + dirs * 3, "one HEAD per name");
+
+    // A tree whose files are all in subdirectories: each directory after the first has its
+    // entries read ahead as the walk enters it (it looked at the files of the one before),
+    // and still each name is asked about once.
+    let heads_before = m.requests("HeadObject");
+    let listing = ls("-lR", &m.join("u"));
+    assert_eq!(
+        listing.lines().filter(|l| l.starts_with('-')).count(),
+        dirs * 3
+    );
+    let heads = m.requests("HeadObject") - heads_before;
+    assert_eq!(heads, 1 + dirs + dirs * 3, "one HEAD per name");
 }
 
 async fn large_directory_lists_without_per_file_requests(kind: ServerKind) {

@@ -93,22 +93,48 @@ impl FsCore {
         }
     }
 
-    /// When `dir` is opened by a walk that looks at every file of its parent (`ls -lR`, `du`,
-    /// `rsync`), reads the attributes of its first entries ahead at once: the walker will
-    /// look at them too, and otherwise the first two lookups of each directory would wait
-    /// for their HEADs one after the other before the walk was seen.
+    /// When `dir` is opened by a walk that looks at every file (`ls -lR`, `du`, `rsync`): one
+    /// that looked at the files of its parent, or of the directory before it there (the
+    /// walker came from it: a tree whose files are all in subdirectories), reads the
+    /// attributes of its first entries ahead at once: the walker will look at them too, and
+    /// otherwise the first two lookups of each directory would wait for their HEADs one
+    /// after the other before the walk was seen.
     fn walk_into(&self, dir: &Node, entries: &dir_cache::Entries) {
         if dir.ino == ROOT_INO {
             return;
         }
+        let previous = self.previous_sibling_dir(dir);
         {
             let dirs = self.dirs.lock().unwrap();
-            if !dirs.files_were_walked(dir.parent) {
+            let files_walked = dirs.files_were_walked(dir.parent)
+                || (dirs.was_walked(dir.parent)
+                    && previous.is_some_and(|ino| dirs.files_were_walked(ino)));
+            if !files_walked {
                 return;
             }
             dirs.walk_on(dir.ino);
         }
         self.read_ahead_attrs(dir.ino, &dir.key, entries, "");
+    }
+
+    /// The directory listed just before `dir` in its parent's fresh listing, if this mount
+    /// knows it (a walk in name order has been through it).
+    fn previous_sibling_dir(&self, dir: &Node) -> Option<u64> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let entries = self
+            .dirs
+            .lock()
+            .unwrap()
+            .fresh_entries(dir.parent, Instant::now())?;
+        let (name, _) = entries
+            .range::<str, _>((Unbounded, Excluded(dir.name.as_str())))
+            .rev()
+            .find(|(_, e)| e.kind == NodeKind::Dir)?;
+        let inodes = self.inodes.lock().unwrap();
+        inodes
+            .child(dir.parent, name)
+            .filter(|n| n.kind == NodeKind::Dir)
+            .map(|n| n.ino)
     }
 
     /// Keeps `listing`, made now, as the LIST of `dir_key` made ahead (by a lookup that had
