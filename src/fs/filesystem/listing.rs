@@ -103,17 +103,23 @@ impl FsCore {
         if dir.ino == ROOT_INO {
             return;
         }
-        let previous = self.previous_sibling_dir(dir);
-        {
+        let (parent_files_walked, parent_walked) = {
             let dirs = self.dirs.lock().unwrap();
-            let files_walked = dirs.files_were_walked(dir.parent)
-                || (dirs.was_walked(dir.parent)
-                    && previous.is_some_and(|ino| dirs.files_were_walked(ino)));
-            if !files_walked {
-                return;
-            }
-            dirs.walk_on(dir.ino);
+            (
+                dirs.files_were_walked(dir.parent),
+                dirs.was_walked(dir.parent),
+            )
+        };
+        // The previous sibling is looked for only in a walk (it costs a scan of the listing).
+        let files_walked = parent_files_walked
+            || (parent_walked
+                && self
+                    .previous_sibling_dir(dir)
+                    .is_some_and(|ino| self.dirs.lock().unwrap().files_were_walked(ino)));
+        if !files_walked {
+            return;
         }
+        self.dirs.lock().unwrap().walk_on(dir.ino);
         self.read_ahead_attrs(dir.ino, &dir.key, entries, "");
     }
 
