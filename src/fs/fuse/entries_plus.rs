@@ -28,47 +28,58 @@ pub(super) async fn reply_from_lookup(
     let offset = (start + 1) as u64;
     match fs.lookup(dir, OsStr::new(&first.name)).await {
         Ok(a) => {
-            let attr = file_attr(&a);
-            if reply.add(INodeNo(a.ino), offset, &first.name, &ttl, &attr, GENERATION) {
-                fs.forget(a.ino, 1);
-            } else {
-                totals.listed_with_attrs.fetch_add(1, Ordering::Relaxed);
-            }
+            add_known(fs, totals, ttl, first, offset, &a, &mut reply);
         }
         Err(e) => {
             e.log("readdirplus");
             add_stand_in(fs, dir, first, offset, &mut reply);
         }
     }
-    let filled = fill_plus(fs, ttl, dir, entries, start + 1, &mut reply);
-    totals
-        .listed_with_attrs
-        .fetch_add(filled.with_attrs as u64, Ordering::Relaxed);
+    fill_plus(fs, ttl, totals, dir, entries, start + 1, &mut reply);
     reply.ok();
 }
 
-/// What [`fill_plus`] put in a reply.
-pub(super) struct Filled {
-    /// Entries in the reply.
-    pub sent: usize,
-    /// Of them, those handed over with their attributes (lookups, to the kernel).
-    pub with_attrs: usize,
+/// Adds an entry with its attributes, a lookup to the kernel: counted in `totals`, or
+/// forgotten again if the reply had no room for it. Returns whether the reply was full.
+fn add_known(
+    fs: &FsCore,
+    totals: &NameTotals,
+    ttl: Duration,
+    entry: &DirEntry,
+    offset: u64,
+    attr: &crate::fs::filesystem::Attr,
+    reply: &mut ReplyDirectoryPlus,
+) -> bool {
+    let full = reply.add(
+        INodeNo(attr.ino),
+        offset,
+        &entry.name,
+        &ttl,
+        &file_attr(attr),
+        GENERATION,
+    );
+    if full {
+        // Not sent: the lookup it counted did not happen.
+        fs.forget(attr.ino, 1);
+    } else {
+        totals.listed_with_attrs.fetch_add(1, Ordering::Relaxed);
+    }
+    full
 }
 
 /// Adds to a READDIRPLUS reply, from entry `start` on, the entries whose attributes `fs`
-/// has at hand, and stops before the first it has not (or when the reply is full).
+/// has at hand, and stops before the first it has not (or when the reply is full). Returns
+/// how many entries the reply holds.
 pub(super) fn fill_plus(
     fs: &FsCore,
     ttl: Duration,
+    totals: &NameTotals,
     dir: u64,
     entries: &[DirEntry],
     start: usize,
     reply: &mut ReplyDirectoryPlus,
-) -> Filled {
-    let mut filled = Filled {
-        sent: 0,
-        with_attrs: 0,
-    };
+) -> usize {
+    let mut sent = 0;
     for (i, e) in entries.iter().enumerate().skip(start) {
         let offset = (i + 1) as u64;
         let full = if e.name == "." || e.name == ".." {
@@ -80,23 +91,7 @@ pub(super) fn fill_plus(
         } else {
             match fs.entry_attrs_now(dir, OsStr::new(&e.name)) {
                 None => break,
-                Some(Ok(a)) => {
-                    let full = reply.add(
-                        INodeNo(a.ino),
-                        offset,
-                        &e.name,
-                        &ttl,
-                        &file_attr(&a),
-                        GENERATION,
-                    );
-                    if full {
-                        // Not sent: the lookup it counted did not happen.
-                        fs.forget(a.ino, 1);
-                    } else {
-                        filled.with_attrs += 1;
-                    }
-                    full
-                }
+                Some(Ok(a)) => add_known(fs, totals, ttl, e, offset, &a, reply),
                 Some(Err(err)) => {
                     err.log("readdirplus");
                     add_stand_in(fs, dir, e, offset, reply)
@@ -106,9 +101,9 @@ pub(super) fn fill_plus(
         if full {
             break;
         }
-        filled.sent += 1;
+        sent += 1;
     }
-    filled
+    sent
 }
 
 /// An entry whose lookup failed, handed over so that the listing stays whole: its stand-in

@@ -503,14 +503,12 @@ impl fuser::Filesystem for FuseAdapter {
             Err(e) => return reply.error(errno("readdirplus", e)),
         };
         let start = offset as usize;
-        let filled = {
+        let sent = {
             let _runtime = self.rt.enter();
-            entries_plus::fill_plus(&self.fs, self.ttl, dir.0, &entries, start, &mut reply)
+            let (fs, ttl, totals) = (&self.fs, self.ttl, &self.totals);
+            entries_plus::fill_plus(fs, ttl, totals, dir.0, &entries, start, &mut reply)
         };
-        self.totals
-            .listed_with_attrs
-            .fetch_add(filled.with_attrs as u64, Ordering::Relaxed);
-        if filled.sent > 0 || start >= entries.len() {
+        if sent > 0 || start >= entries.len() {
             return reply.ok();
         }
         let (fs, ttl, totals) = (self.fs.clone(), self.ttl, self.totals.clone());
