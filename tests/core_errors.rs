@@ -153,7 +153,7 @@ async fn reading_a_version_whose_parts_are_being_sent_and_not_kept_is_ebusy() {
         ..Settings::default()
     })
     .await;
-    // Past one part (8 MiB): its multipart upload, under the file's name, has begun.
+    // Past one part (9 MiB; the first parts are 8 MiB at most by default): its multipart upload, under the file's name, has begun.
     let (ino, fh, errno) = create_and_write(&core.fs, "f", 0, &vec![1u8; 9 << 20]).await;
     assert_eq!(errno, 0);
     // Waits 10 s for the version to be saved, then gives up.

@@ -235,7 +235,7 @@ async fn directory_operations_and_their_errors(encrypt_names: bool) {
 async fn renames_of_files_and_directories(encrypt_names: bool) {
     let mut core = Core::new(encrypt_names).await;
     core.mkdir(&path("dir"), 0o755).await.unwrap();
-    // Over one part (8 MiB): a multipart object, copied part by part.
+    // Over one part (9 MiB; the first parts are 8 MiB at most by default): a multipart object, copied part by part.
     let big: Vec<u8> = (0..9 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
     core.write_new(
         &path("big"),

@@ -7,6 +7,7 @@
 mod common;
 
 use std::ffi::OsStr;
+use std::time::Duration;
 
 use common::in_process::{Core, FileOp, Settings};
 use s3cryptfs::fs::ROOT_INO;
@@ -145,9 +146,13 @@ async fn resizes_and_reads_after_parts_were_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_that_failed_to_upload_is_not_lost_when_the_file_goes_on_in_place() {
     let mut core = Core::new(false).await;
-    // The second part's upload fails (after the SDK's retries): the local copy still has it.
-    core.faults
-        .on(Op::UploadPart, 2, Action::Fail(StoreErrorKind::Fatal));
+    // The second part's upload fails (after the SDK's retries, so the stream has gone on
+    // meanwhile): the local copy still has it.
+    core.faults.on(
+        Op::UploadPart,
+        2,
+        Action::FailAfter(Duration::from_secs(1), StoreErrorKind::Fatal),
+    );
     let mut model = pattern(18 * MIB, 5);
     let (ino, fh) = stream(&core, "f", &model).await;
     core.fs.write(fh, 3, b"!").await.expect("write behind");
@@ -184,12 +189,12 @@ async fn past_keep_sent_parts_a_write_behind_is_einval_and_the_stream_goes_on() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_copy_counts_against_max_cache_size() {
     let core = Core::with(Settings {
-        max_cache_size: 12 * MIB as u64,
+        max_cache_size: 10 * MIB as u64,
         ..Settings::default()
     })
     .await;
-    // Copies may take half of the 12 MiB (the rest stays for changes in place): the first
-    // 8 MiB part does not fit, so the copy is given up at once.
+    // Copies may take half of the 10 MiB (the rest stays for changes in place): the first
+    // part (at least S3's 5 MiB, and its tags) does not fit, so the copy is given up at once.
     let model = pattern(17 * MIB, 2);
     let (ino, fh) = stream(&core, "f", &model).await;
     let behind = core.fs.write(fh, 0, b"x").await;

@@ -45,8 +45,17 @@ fn stream_encrypt(
         ci += 1;
         let mut chunk = &rest[..take];
         while !chunk.is_empty() {
+            let room = enc.room_in_part(&out, limit);
             let n = enc.write(&mut out, chunk, limit);
             assert!(out.len() <= limit);
+            // The room said beforehand whether this write would fill the part.
+            assert_eq!(
+                enc.is_buffer_full(&out, limit),
+                chunk.len() > room,
+                "room {room}, wrote {} of {}",
+                n,
+                chunk.len()
+            );
             chunk = &chunk[n..];
             if enc.is_buffer_full(&out, limit) {
                 assert_eq!(out.len(), limit);

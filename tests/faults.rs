@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::mount::{TestVolume, sha256_file, stderr};
 use common::proxy::{Fault, FaultProxy, get_object, put_object, upload_part};
-use common::{ServerKind, random_bytes};
+use common::{PART, ServerKind, random_bytes};
 use s3cryptfs::store::ObjectStore;
 
 on_both_servers!(
@@ -19,8 +19,6 @@ on_both_servers!(
     a_small_file_whose_put_fails_is_not_created,
     reads_survive_throttling_resets_and_stalls,
 );
-
-const PART: usize = 128 * 65536 - common::HEADER;
 
 /// Like std::fs::write, but reports close()'s result (Rust's File ignores it on drop).
 fn write_and_close(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {

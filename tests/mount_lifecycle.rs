@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::mount::{BIN, TestVolume, is_mounted, sha256_file, stderr};
 use common::proxy::{Fault, FaultProxy};
-use common::{ServerKind, random_bytes};
+use common::{PART, ServerKind, random_bytes};
 use s3cryptfs::store::ObjectStore;
 
 on_both_servers!(
@@ -18,8 +18,6 @@ on_both_servers!(
     sigterm_saves_files_still_open,
     server_outage_mid_copy_never_leaves_a_partial_object,
 );
-
-const PART: usize = 128 * 65536 - common::HEADER;
 
 async fn background_mount_returns_once_live(kind: ServerKind) {
     let v = TestVolume::new(kind, "daemon", "").await;

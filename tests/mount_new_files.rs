@@ -56,7 +56,7 @@ fn make_files(dir: &Path, sparse_source: &Path) {
     f.seek(SeekFrom::Start(149_990)).unwrap();
     f.write_all(b"past the end of the body").unwrap();
     drop(f);
-    // The same past one part (8 MiB): its first parts are uploaded when it goes back.
+    // The same past one part: its first parts are uploaded when it goes back.
     let mut f = std::fs::File::create(dir.join("patched_large")).unwrap();
     f.write_all(&common::random_bytes(20 << 20, 6)).unwrap();
     f.seek(SeekFrom::Start(12 << 20)).unwrap();
@@ -223,7 +223,7 @@ async fn programs_build_archive_and_edit_in_the_mount(kind: ServerKind) {
 
     let files = m.join("files");
     std::fs::create_dir(&files).unwrap();
-    // Incompressible entries past one part (8 MiB) in all: zip goes back to patch the
+    // Incompressible entries past one part in all: zip goes back to patch the
     // header of each entry it wrote, also in parts already uploaded.
     for i in 0..4u64 {
         let body = common::random_bytes(3 << 20, 60 + i);

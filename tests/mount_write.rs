@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::Command;
 
 use common::mount::{Names, TestVolume, sha256_file, stderr};
-use common::{ServerKind, random_bytes};
+use common::{PART, ServerKind, random_bytes};
 use s3cryptfs::store::ObjectStore;
 
 on_all_volumes!(
@@ -18,9 +18,44 @@ on_all_volumes!(
     shell_redirection_and_touch,
 );
 
-/// Plaintext bytes in the first segment, a segment, and the first part (8 MiB parts).
+on_both_servers!(part_size_decides_how_new_files_are_cut);
+
+/// Writes of a new file are encrypted on the FUSE thread straight from the request, without
+/// a copy or a task, unless they wait for an upload: only the first write and about one per
+/// part go the long way (counted in the "upload totals" logged at unmount).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn most_writes_of_a_stream_are_taken_at_once() {
+    let v = TestVolume::new(ServerKind::Garage, "at-once", "a").await;
+    let src = tempfile::tempdir().unwrap();
+    let local = write_local(src.path(), "big", &random_bytes(3 * PART + 5000, 33));
+    let m = v.mount(&[]);
+    let out = Command::new("dd")
+        .arg(format!("if={}", local.display()))
+        .arg(format!("of={}", m.join("big").display()))
+        .args(["bs=1M", "status=none"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dd: {}", stderr(&out));
+    assert_eq!(sha256_file(&m.join("big")), sha256_file(&local));
+    let log = m.log.clone();
+    assert_eq!(m.unmount(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let total = |field: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.contains("upload totals"))
+            .find_map(|l| l.split(&format!(" {field}=")).nth(1))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{field} in the upload totals logged at unmount"))
+    };
+    let (at_once, waited) = (total("writes_at_once"), total("writes_waited"));
+    println!("dd of 3 parts and a bit in 1 MiB writes: {at_once} at once, {waited} waited");
+    // 25 writes of up to 1 MiB (a part is 8 MiB): the first, and one per full part, wait.
+    assert!(at_once + waited >= 25, "{at_once} + {waited}");
+    assert!(waited <= 5, "{waited} writes waited");
+}
+
+/// Plaintext bytes in the first segment (the first part's are `common::PART`).
 const FIRST_SEG: usize = 65536 - common::HEADER;
-const PART: usize = 128 * 65536 - common::HEADER;
 
 fn write_local(dir: &std::path::Path, name: &str, data: &[u8]) -> std::path::PathBuf {
     let p = dir.join(name);
@@ -271,4 +306,42 @@ async fn shell_redirection_and_touch(kind: ServerKind, names: Names) {
     );
     assert_eq!(std::fs::metadata(m.join("empty")).unwrap().len(), 0);
     assert!(std::fs::read(m.join("empty")).unwrap().is_empty());
+}
+
+/// `--part-size` decides how a new file is cut into parts (a multipart object's ETag ends in
+/// its part count); what S3 would refuse is refused before anything is mounted.
+async fn part_size_decides_how_new_files_are_cut(kind: ServerKind) {
+    let v = TestVolume::new(kind, "partsize", "p").await;
+    let src = tempfile::tempdir().unwrap();
+    let data = random_bytes(13 << 20, 31);
+    let local = write_local(src.path(), "thirteen", &data);
+    // 13 MiB: 5 + 5 + 3 MiB, or 8 + 5 MiB.
+    for (size, parts) in [("5M", 3), ("8M", 2)] {
+        let m = v.mount(&["--part-size", size]);
+        let name = format!("cut-{size}");
+        let out = Command::new("cp")
+            .arg(&local)
+            .arg(m.join(&name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cp: {}", stderr(&out));
+        assert_eq!(sha256_file(&m.join(&name)), sha256_file(&local));
+        let head = v.store.head(&v.key(&name).await).await.unwrap();
+        let etag = head.etag.unwrap_or_default();
+        assert!(
+            etag.trim_matches('"').ends_with(&format!("-{parts}")),
+            "--part-size {size}: {parts} parts expected, ETag {etag}"
+        );
+        assert_eq!(m.unmount(), Some(0));
+    }
+    for refused in ["4M", "1G"] {
+        let log = v
+            .mount_with_key(&v.key_file, &["--part-size", refused])
+            .err()
+            .unwrap_or_else(|| panic!("--part-size {refused} mounted"));
+        assert!(
+            log.contains("a part size must be from 5 MiB to 512 MiB"),
+            "{log}"
+        );
+    }
 }

@@ -3,11 +3,9 @@
 mod common;
 
 use common::mount::{TestVolume, daemon_of, is_mounted, sha256_file, stderr};
-use common::{ServerKind, random_bytes};
+use common::{PART, ServerKind, random_bytes};
 
 on_both_servers!(files_come_back_without_fuse, generate_key_and_umount);
-
-const PART: usize = 128 * 65536 - common::HEADER;
 
 async fn files_come_back_without_fuse(kind: ServerKind) {
     let v = TestVolume::new(kind, "recover", "vol").await;

@@ -188,8 +188,9 @@ async fn serves_prometheus_metrics_on_loopback() {
     let parts_metric = "s3cryptfs_s3_requests_total{op=\"UploadPart\"}";
     let parts_before = common::metric(&addr, parts_metric);
     std::fs::write(m.join("small"), b"small").unwrap();
-    // Two parts: 8 MiB parts hold 8,388,560 plaintext bytes (the first) and 8,388,608 (later ones).
-    std::fs::write(m.join("large"), common::random_bytes(16_000_000, 9)).unwrap();
+    // Two parts: one full (common::PART plaintext bytes) and the rest.
+    let large = common::PART + common::PART / 2;
+    std::fs::write(m.join("large"), common::random_bytes(large, 9)).unwrap();
     assert_eq!(std::fs::read(m.join("small")).unwrap(), b"small");
     let value = |name: &str| common::metric(&addr, name);
     assert_eq!(
@@ -201,7 +202,7 @@ async fn serves_prometheus_metrics_on_loopback() {
         1.0
     );
     assert_eq!(value(parts_metric) - parts_before, 2.0);
-    assert!(value("s3cryptfs_bytes_uploaded_total") > 16_000_000.0);
+    assert!(value("s3cryptfs_bytes_uploaded_total") > large as f64);
     assert_eq!(value("s3cryptfs_upload_parts_in_flight"), 0.0);
     assert!(value("s3cryptfs_segment_cache_lookups_total{result=\"miss\"}") >= 1.0);
     drop(m);

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ServerKind, fresh_store, random_bytes};
+use common::{HEADER, PART, ServerKind, fresh_store, random_bytes};
 use s3cryptfs::crypto::{KeySource, Layout, UserKey, VolumeConfig, decrypt_to_vec};
 use s3cryptfs::store::fault::{Action, FaultStore, Op};
 use s3cryptfs::store::{ObjectStore, S3Store, StoreErrorKind};
@@ -16,12 +16,9 @@ on_both_servers!(
     nth_part_failure_aborts_everything,
     complete_failure_aborts_everything,
     slow_parts_apply_backpressure_and_succeed,
+    a_slow_part_does_not_hold_back_the_parts_after_it,
     small_files_use_one_put_large_ones_multipart,
 );
-
-/// Plaintext bytes of the first part: 128 segments of 64 KiB less the header (format 2).
-const HEADER: usize = s3cryptfs::crypto::HEADER_LEN_V2;
-const PART: usize = 128 * 65536 - HEADER;
 
 async fn setup(kind: ServerKind, tag: &str) -> (Arc<FaultStore>, S3Store, Arc<UploadContext>) {
     let (raw, _) = fresh_store(kind, tag, "").await;
@@ -39,7 +36,10 @@ async fn setup(kind: ServerKind, tag: &str) -> (Arc<FaultStore>, S3Store, Arc<Up
         master: Arc::new(master),
         layout: config.layout().unwrap(),
         budget: MemoryBudget::new(64 << 20, Duration::from_secs(5)),
-        config: UploadConfig { parts_in_flight: 2 },
+        config: UploadConfig {
+            parts_in_flight: 2,
+            ..UploadConfig::default()
+        },
         stats: UploadStats::default(),
         conditions: s3cryptfs::store::ConditionSupport::ALL,
     });
@@ -108,6 +108,31 @@ async fn slow_parts_apply_backpressure_and_succeed(kind: ServerKind) {
         64 << 20,
         "every reservation was released"
     );
+}
+
+/// A part slow to upload does not hold the writer while the parts sent after it finish: a
+/// full part waits for whichever upload is done first, not for the oldest.
+async fn a_slow_part_does_not_hold_back_the_parts_after_it(kind: ServerKind) {
+    let (faults, raw, ctx) = setup(kind, "slow-first").await;
+    faults.on(Op::UploadPart, 1, Action::Delay(Duration::from_secs(600)));
+    let data = random_bytes(4 * PART + 3 * HEADER + 100, 6);
+    let mut w = ObjectWriter::new(ctx.clone(), "f".to_string(), None);
+    let writes = async {
+        for (i, chunk) in data.chunks(1 << 20).enumerate() {
+            w.write((i << 20) as u64, chunk).await.unwrap();
+        }
+    };
+    // Waiting for part 1 would take its 600 s.
+    tokio::time::timeout(Duration::from_secs(120), writes)
+        .await
+        .expect("the writes went on while part 1 was uploading");
+    assert_eq!(
+        faults.calls(Op::UploadPart),
+        4,
+        "parts 2 to 4 were sent after it"
+    );
+    w.abort().await;
+    assert_nothing_left(&raw, "f").await;
 }
 
 async fn small_files_use_one_put_large_ones_multipart(kind: ServerKind) {

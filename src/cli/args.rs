@@ -448,9 +448,16 @@ pub struct MountArgs {
     /// a new writer waits, then fails with ENOMEM, when it is used up
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub max_upload_memory: u64,
-    /// Parts of one file uploading at the same time
-    #[arg(long, default_value_t = 4)]
+    /// Part buffers of one file being written: the parts uploading and the one it fills.
+    /// When a full part makes this many, write() waits for the first upload to finish. Each
+    /// takes --part-size of memory; more help only when the network's latency is the limit
+    #[arg(long, default_value_t = crate::upload::DEFAULT_PARTS_IN_FLIGHT)]
     pub parts_in_flight: usize,
+    /// Size of each of a new file's first 1000 upload parts (5M to 512M; later parts grow
+    /// so a file can reach 5 TiB). Smaller parts use less memory (--parts-in-flight of them
+    /// per file being written), larger ones fewer requests
+    #[arg(long, default_value = "8M", value_parser = parse_part_size, value_name = "SIZE")]
+    pub part_size: u64,
     /// Stay in the foreground (for systemd services and debugging)
     #[arg(long, short = 'f')]
     pub foreground: bool,
@@ -531,6 +538,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// A size as [`parse_size`] reads it, or `0` for none.
+/// An upload part size within S3's limits and ours.
+fn parse_part_size(s: &str) -> Result<u64, String> {
+    use crate::upload::{MAX_PART_SIZE, MIN_PART_SIZE};
+    let bytes = parse_size(s)?;
+    if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&bytes) {
+        return Err(format!(
+            "'{s}': a part size must be from {} to {} (S3 refuses parts under 5 MiB)",
+            show_size(MIN_PART_SIZE),
+            show_size(MAX_PART_SIZE)
+        ));
+    }
+    Ok(bytes)
+}
+
 pub fn parse_size_or_zero(s: &str) -> Result<u64, String> {
     if s.trim() == "0" {
         return Ok(0);
@@ -558,6 +579,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn upload_defaults_are_the_write_paths() {
+        let cli = Cli::try_parse_from(["s3cryptfs", "mount", "bucket", "/mnt"]).unwrap();
+        let Command::Mount(args) = cli.command else {
+            panic!("not a mount")
+        };
+        assert_eq!(args.part_size, crate::upload::DEFAULT_PART_SIZE);
+        assert_eq!(args.parts_in_flight, crate::upload::DEFAULT_PARTS_IN_FLIGHT);
+    }
+
+    #[test]
     fn parses_sizes_and_modes() {
         assert_eq!(parse_size("128M"), Ok(128 << 20));
         assert_eq!(parse_size("2g"), Ok(2 << 30));
@@ -576,6 +607,15 @@ mod tests {
         assert_eq!(parse_size_or_zero("0"), Ok(0));
         assert_eq!(parse_size_or_zero("256M"), Ok(256 << 20));
         assert!(parse_size_or_zero("100").is_err());
+        // Parts: S3's 5 MiB minimum up to our 512 MiB.
+        assert_eq!(parse_part_size("5M"), Ok(5 << 20));
+        assert_eq!(parse_part_size("512M"), Ok(512 << 20));
+        assert!(
+            parse_part_size("4M")
+                .unwrap_err()
+                .contains("from 5 MiB to 512 MiB")
+        );
+        assert!(parse_part_size("1G").is_err());
         assert_eq!(show_size(64 << 20), "64 MiB");
         assert_eq!(show_size(10 << 30), "10 GiB");
         assert_eq!(show_size(1536 << 10), "1536 KiB");

@@ -257,6 +257,7 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
         budget: MemoryBudget::new(args.max_upload_memory, Duration::from_secs(30)),
         config: UploadConfig {
             parts_in_flight: args.parts_in_flight.max(1),
+            part_size: args.part_size,
         },
         stats: UploadStats::default(),
         conditions,
@@ -336,6 +337,8 @@ fn serve(args: MountArgs, secret: Secret, ready: &ReadyPipe) -> i32 {
         cache_size = %super::args::show_size(args.cache_size),
         max_prefetch = %super::args::show_size(args.max_prefetch),
         max_upload_memory = %super::args::show_size(args.max_upload_memory),
+        part_size = %super::args::show_size(args.part_size),
+        parts_in_flight = args.parts_in_flight,
         max_cache_size = %super::args::show_size(args.max_cache_size),
         keep_sent_parts = %super::args::show_size(args.keep_sent_parts),
         "mounted {location}"
@@ -419,6 +422,8 @@ fn log_upload_totals(stats: &UploadStats) {
         parts = stats.parts.load(Relaxed),
         bytes = stats.bytes.load(Relaxed),
         failed_files = stats.failures.load(Relaxed),
+        writes_at_once = stats.writes_at_once.load(Relaxed),
+        writes_waited = stats.writes_waited.load(Relaxed),
         "upload totals"
     );
 }

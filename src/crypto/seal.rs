@@ -304,6 +304,23 @@ impl StreamEncryptor {
         self.pending == 0 && out.len() >= out_limit
     }
 
+    /// Plaintext bytes that `write` can take into `out` without making it a whole part of
+    /// `out_limit` bytes: a write of at most this many never fills the buffer (its last
+    /// segment, even when full, waits unsealed for more input or `finish`).
+    pub fn room_in_part(&self, out: &[u8], out_limit: usize) -> usize {
+        let c = self.layout.ciphertext_segment_size() as usize;
+        // The header (in the first part) and the sealed segments fill whole segment slots.
+        let slots_used = (out.len() - self.pending) / c;
+        let slots = (out_limit / c).saturating_sub(slots_used) as u64;
+        if slots == 0 {
+            return 0;
+        }
+        let next = self.sealer.next_index();
+        let first = self.layout.segment_plaintext_capacity(next);
+        let others = self.layout.plaintext_segment_size() as usize * (slots as usize - 1);
+        first + others - self.pending
+    }
+
     /// Seals the final segment (possibly empty, possibly full) with the last
     /// flag, appending its tag to `out`; `out` needs room for at most one
     /// more tag (plus the header for an empty object). Consumes the

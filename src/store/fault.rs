@@ -31,6 +31,8 @@ pub enum Op {
 pub enum Action {
     Fail(StoreErrorKind),
     Delay(Duration),
+    /// Fails after a while, as a request that gave up after its retries does.
+    FailAfter(Duration, StoreErrorKind),
     /// Another client writes this object (key, body) just before the call runs.
     WriteFirst(String, Bytes),
 }
@@ -119,6 +121,10 @@ impl FaultStore {
             Some(Action::Delay(d)) => {
                 tokio::time::sleep(d).await;
                 Ok(())
+            }
+            Some(Action::FailAfter(d, kind)) => {
+                tokio::time::sleep(d).await;
+                Err(StoreError::new(kind, format!("injected failure of {op:?}")))
             }
             Some(Action::WriteFirst(key, body)) => {
                 self.inner.put(&key, body, &Metadata::new()).await?;

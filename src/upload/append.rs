@@ -173,7 +173,11 @@ impl Appender {
     pub async fn write(&mut self, mut data: &[u8]) -> Result<(), WriteError> {
         let layout = self.ctx.layout;
         while !data.is_empty() {
-            let limit = part_size(self.parts.len() as u32 + 1, layout);
+            let limit = part_size(
+                self.parts.len() as u32 + 1,
+                layout,
+                self.ctx.config.part_size,
+            );
             let encryptor = self.encryptor.as_mut().expect("not finished");
             let n = encryptor.write(&mut self.buffer, data, limit);
             data = &data[n..];

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 pub use budget::{MemoryBudget, Reservation};
 pub use conflict::{Conflict, ConflictName, OnConflict, SaveGuard};
-pub use parts::part_size;
+pub use parts::{DEFAULT_PART_SIZE, MAX_PART_SIZE, MIN_PART_SIZE, part_size};
 use sent_copy::{CopyTarget, SentCopy};
 pub use sent_copy::{KeepSent, LocalObject};
 
@@ -29,16 +29,26 @@ use crate::crypto::{
 };
 use crate::store::{CompletedPart, ConditionSupport, Metadata, ObjectStore, StoreError};
 
+/// Measured on Garage (2 cores, 1 GiB `cp`s): 3 parts of 8 MiB write as fast as 4 once a
+/// full part waits for whichever upload finishes first, with 8 MiB less memory.
+pub const DEFAULT_PARTS_IN_FLIGHT: usize = 3;
+
 /// Write-path settings.
 #[derive(Debug, Clone, Copy)]
 pub struct UploadConfig {
-    /// Parts of one file uploading at once; write() waits beyond that.
+    /// Part buffers of one file at once: its parts uploading and the one filling. A full
+    /// part that makes this many waits for the first upload to finish before write() goes on.
     pub parts_in_flight: usize,
+    /// Plaintext bytes in each of a file's first 1000 parts (`parts::part_size`).
+    pub part_size: u64,
 }
 
 impl Default for UploadConfig {
     fn default() -> Self {
-        Self { parts_in_flight: 4 }
+        Self {
+            parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
+            part_size: DEFAULT_PART_SIZE,
+        }
     }
 }
 
@@ -50,6 +60,9 @@ pub struct UploadStats {
     pub parts: AtomicU64,
     pub bytes: AtomicU64,
     pub failures: AtomicU64,
+    /// Writes to new files taken at once by `write_now`, and those that went through `write`.
+    pub writes_at_once: AtomicU64,
+    pub writes_waited: AtomicU64,
 }
 
 /// Shared by every writer of a mount.
@@ -299,7 +312,32 @@ impl ObjectWriter {
         Ok(())
     }
 
+    /// Writes `data` at once, on the caller's thread and from the caller's buffer, when that
+    /// needs no waiting: the stream is at `offset`, a part buffer is held and `data` does not
+    /// fill it (all but about one write per part of a sequential stream). `false`, with
+    /// nothing written, when [`ObjectWriter::write`] is needed.
+    pub fn write_now(&mut self, offset: u64, data: &[u8]) -> bool {
+        if self.result.is_some() || self.reservation.is_none() || offset != self.len() {
+            return false;
+        }
+        let limit = self.part_limit();
+        let Some(encryptor) = self.encryptor.as_mut() else {
+            return false;
+        };
+        if data.len() > encryptor.room_in_part(&self.buffer, limit) {
+            return false;
+        }
+        let written = encryptor.write(&mut self.buffer, data, limit);
+        debug_assert_eq!(written, data.len(), "the room was measured");
+        self.ctx
+            .stats
+            .writes_at_once
+            .fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
     async fn write_inner(&mut self, mut data: &[u8]) -> Result<(), WriteError> {
+        self.ctx.stats.writes_waited.fetch_add(1, Ordering::Relaxed);
         while !data.is_empty() {
             self.ensure_buffer().await?;
             let limit = self.part_limit();
@@ -428,7 +466,7 @@ impl ObjectWriter {
     }
 
     fn part_limit(&self) -> usize {
-        part_size(self.part_number, self.ctx.layout)
+        part_size(self.part_number, self.ctx.layout, self.ctx.config.part_size)
     }
 
     /// Makes sure a part buffer (and its share of the memory budget) is held.
@@ -488,8 +526,12 @@ impl ObjectWriter {
         let mp = self.multipart.as_mut().expect("created");
         mp.in_flight.push(handle);
         while mp.in_flight.len() >= max {
-            let oldest = mp.in_flight.remove(0);
-            mp.done.push(join_part(oldest).await?);
+            // Whichever part is done first frees its buffer for the next: waiting for the
+            // oldest would hold the writer while a later part's buffer sits in the pool.
+            let (joined, _, rest) =
+                futures::future::select_all(std::mem::take(&mut mp.in_flight)).await;
+            mp.in_flight = rest;
+            mp.done.push(part_outcome(joined)?);
         }
         Ok(())
     }
@@ -567,7 +609,14 @@ impl Drop for ObjectWriter {
 async fn join_part(
     handle: JoinHandle<Result<CompletedPart, StoreError>>,
 ) -> Result<CompletedPart, WriteError> {
-    match handle.await {
+    part_outcome(handle.await)
+}
+
+/// What a part's upload task ended with.
+fn part_outcome(
+    joined: Result<Result<CompletedPart, StoreError>, tokio::task::JoinError>,
+) -> Result<CompletedPart, WriteError> {
+    match joined {
         Ok(result) => Ok(result?),
         Err(e) => Err(WriteError::Upload(StoreError::fatal(format!(
             "part upload task failed: {e}"

@@ -168,7 +168,10 @@ impl Core {
             master: volume.master.clone(),
             layout: volume.layout,
             budget: MemoryBudget::new(settings.upload_memory, settings.first_buffer_wait),
-            config: UploadConfig { parts_in_flight: 2 },
+            config: UploadConfig {
+                parts_in_flight: 2,
+                ..UploadConfig::default()
+            },
             stats: UploadStats::default(),
             conditions: settings.conditions,
         });

@@ -147,12 +147,17 @@ macro_rules! on_all_volumes {
     };
 }
 
-/// Deterministic pseudo-random bytes (xorshift), distinct per seed, so that Garage's block
-/// deduplication never sees two equal blocks across tests.
 /// Object header length of the volumes tests make (object format 2).
 #[allow(dead_code)]
 pub const HEADER: usize = s3cryptfs::crypto::HEADER_LEN_V2;
 
+/// Plaintext bytes in a file's first upload part with the default `--part-size` (the header
+/// takes the rest of it; the later parts of the first 1000 hold `PART + HEADER`).
+#[allow(dead_code)]
+pub const PART: usize = s3cryptfs::upload::DEFAULT_PART_SIZE as usize - HEADER;
+
+/// Deterministic pseudo-random bytes (xorshift), distinct per seed, so that Garage's block
+/// deduplication never sees two equal blocks across tests.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len + 8);

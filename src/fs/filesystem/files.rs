@@ -251,12 +251,34 @@ impl FsCore {
         if let Err(e) = h.writer.write(offset, data).await {
             return Err(FsError::from(e).context(format!("{}: write failed", h.writer.key())));
         }
+        self.note_written(&h);
+        Ok(data.len() as u32)
+    }
+
+    /// A write taken on the caller's thread, from the caller's buffer: the FUSE adapter
+    /// tries it first, so that most writes of a new file are neither copied nor queued.
+    /// `None` (nothing written) unless the file's stream takes it without waiting
+    /// (`ObjectWriter::write_now`); then [`FsCore::write`] does it.
+    pub fn write_now(&self, fh: u64, offset: u64, data: &[u8]) -> Option<u32> {
+        self.within_object_limit(offset.saturating_add(data.len() as u64))
+            .ok()?;
+        let handle = self.write_handle(fh)?;
+        // Held by a flush, a read-back or a write that waits: this one queues behind it.
+        let mut h = handle.try_lock().ok()?;
+        if !h.writer.write_now(offset, data) {
+            return None;
+        }
+        self.note_written(&h);
+        Some(data.len() as u32)
+    }
+
+    /// The file's size and mtime after a write to its stream.
+    fn note_written(&self, h: &WriteHandle) {
         let size = h.writer.len();
         if let Some(node) = self.inodes.lock().unwrap().get_mut(h.ino) {
             node.state.size = size;
             node.state.attrs.touch(SystemTime::now());
         }
-        Ok(data.len() as u32)
     }
 
     /// close(): the opening process's flush commits the file and returns the upload's result;

@@ -363,8 +363,13 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        // The request buffer is the session's: copy it so encryption runs on a runtime worker
-        // (spreading it over cores) rather than on the FUSE dispatch thread.
+        // Most writes of a new file go straight into its part buffer, encrypted here from the
+        // request buffer. The others wait (for an upload, a lock, a download), so they are
+        // copied out of the session's buffer and done on a runtime worker.
+        if let Some(written) = self.fs.write_now(fh.0, offset, data) {
+            reply.written(written);
+            return;
+        }
         let (fs, data) = (self.fs.clone(), data.to_vec());
         self.spawn(async move {
             match fs.write(fh.0, offset, &data).await {
