@@ -537,7 +537,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
-/// A size as [`parse_size`] reads it, or `0` for none.
 /// An upload part size within S3's limits and ours.
 fn parse_part_size(s: &str) -> Result<u64, String> {
     use crate::upload::{MAX_PART_SIZE, MIN_PART_SIZE};
@@ -552,6 +551,7 @@ fn parse_part_size(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// A size as [`parse_size`] reads it, or `0` for none.
 pub fn parse_size_or_zero(s: &str) -> Result<u64, String> {
     if s.trim() == "0" {
         return Ok(0);

@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use fuser::{Errno, FileAttr, FileType, INodeNo, Request, TimeOrNow};
+use fuser::{Errno, FileAttr, FileType, FopenFlags, INodeNo, Request, TimeOrNow};
 
 use super::MAX_WRITE;
 use crate::fs::error::FsError;
@@ -14,6 +14,20 @@ use crate::fs::inodes::NodeKind;
 pub(super) fn errno(request: &str, e: FsError) -> Errno {
     e.log(request);
     Errno::from_i32(e.errno())
+}
+
+/// How the kernel is to treat a file handle opened with `flags`. A write-only handle (what
+/// `cp`, `rsync`, `dd of=` and shell redirections open) bypasses the page cache: its writes
+/// come to the daemon straight from the program's pages, one copy fewer in the kernel
+/// (about 0.26 of 0.42 CPU s/GiB of `cp`'s own time, measured), and nothing is lost: the
+/// page cache of a write-only handle was never read, the kernel invalidates what other
+/// handles cached of the range written, and such a handle cannot be mmapped.
+pub(super) fn open_reply_flags(flags: i32) -> FopenFlags {
+    if flags & libc::O_ACCMODE == libc::O_WRONLY {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else {
+        FopenFlags::empty()
+    }
 }
 
 pub(super) fn file_attr(a: &Attr) -> FileAttr {
@@ -84,5 +98,19 @@ pub(super) fn bare_attr(ino: u64, kind: NodeKind) -> FileAttr {
         rdev: 0,
         blksize: MAX_WRITE,
         flags: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_write_only_handles_bypass_the_page_cache() {
+        let direct = |flags| open_reply_flags(flags).contains(FopenFlags::FOPEN_DIRECT_IO);
+        assert!(direct(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC));
+        assert!(direct(libc::O_WRONLY | libc::O_APPEND));
+        assert!(!direct(libc::O_RDWR | libc::O_CREAT));
+        assert!(!direct(libc::O_RDONLY));
     }
 }

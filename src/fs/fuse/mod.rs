@@ -21,7 +21,7 @@ use super::filesystem::{AttrChange, FsCore};
 mod convert;
 mod entries_plus;
 
-use convert::{caller, errno, file_attr, file_type, system_time};
+use convert::{caller, errno, file_attr, file_type, open_reply_flags, system_time};
 
 /// The kernel caps a single write request at 1 MiB (256 pages).
 pub const MAX_WRITE: u32 = 1024 * 1024;
@@ -325,7 +325,7 @@ impl fuser::Filesystem for FuseAdapter {
         let (fs, pid) = (self.fs.clone(), req.pid());
         self.spawn(async move {
             match fs.open(ino.0, flags.0, pid).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => reply.opened(FileHandle(fh), open_reply_flags(flags.0)),
                 Err(e) => reply.error(errno("open", e)),
             }
         });
@@ -563,19 +563,16 @@ impl fuser::Filesystem for FuseAdapter {
         name: &OsStr,
         mode: u32,
         _umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let (fs, name, ttl, caller) = (self.fs.clone(), name.to_owned(), self.ttl, caller(req));
+        let open_flags = open_reply_flags(flags);
         self.spawn(async move {
             match fs.create(parent.0, &name, mode, caller).await {
-                Ok((a, fh)) => reply.created(
-                    &ttl,
-                    &file_attr(&a),
-                    GENERATION,
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                ),
+                Ok((a, fh)) => {
+                    reply.created(&ttl, &file_attr(&a), GENERATION, FileHandle(fh), open_flags)
+                }
                 Err(e) => reply.error(errno("create", e)),
             }
         });
