@@ -21,6 +21,38 @@ on_all_volumes!(
     cp_a_and_rsync_keep_everything,
 );
 
+/// A write by a user without CAP_FSETID drops a file's set-user-ID bit, and its
+/// set-group-ID bit when the group may execute, as on a local disk; root's writes keep them.
+/// (Through a write-only handle the kernel leaves this to the daemon: pjdfstest chmod/12.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_by_another_user_drops_the_set_id_bits() {
+    let v = TestVolume::new(ServerKind::Garage, "setid", "s").await;
+    let m = v.mount(&["--allow-other"]);
+    let cases = [
+        ("both", 0o6777, 0o777),
+        ("gid-no-exec", 0o2766, 0o2766),
+        ("by-root", 0o4777, 0o4777),
+    ];
+    for (name, before, after) in cases {
+        let path = m.join(name);
+        std::fs::write(&path, b"start ").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(before)).unwrap();
+        let append = format!("printf more >> '{}'", path.display());
+        let mut cmd = Command::new("setpriv");
+        if name != "by-root" {
+            cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]);
+        }
+        run(cmd.args(["sh", "-c", &append]));
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o7777;
+        assert_eq!(mode, after, "{name}: {mode:o}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"start more");
+    }
+    drop(m);
+    let m = v.mount(&[]);
+    let mode = std::fs::metadata(m.join("both")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o777, "saved without the bits");
+}
+
 fn errno_of<T>(r: std::io::Result<T>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
 }

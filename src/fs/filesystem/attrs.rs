@@ -142,6 +142,20 @@ impl FsCore {
         }
     }
 
+    /// The mode a write by a caller without CAP_FSETID leaves, when it changes anything: the
+    /// kernel clears the set-ID bits itself before a buffered write, but for a handle opened
+    /// for direct I/O it flags the write (FUSE_WRITE_KILL_SUIDGID) and leaves that to us.
+    /// The set-user-ID bit goes, and the set-group-ID bit when the group may execute (the
+    /// kernel's own rule).
+    pub fn mode_without_setid(&self, ino: u64) -> Option<u32> {
+        let perm = u32::from(self.attr_now(ino)?.perm);
+        let mut mode = perm & !libc::S_ISUID;
+        if perm & libc::S_IXGRP != 0 {
+            mode &= !libc::S_ISGID;
+        }
+        (mode != perm).then_some(mode)
+    }
+
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let node = self.node(ino)?;
         if ino == ROOT_INO

@@ -354,24 +354,43 @@ impl fuser::Filesystem for FuseAdapter {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        // A write through a write-only (direct I/O) handle by a caller without CAP_FSETID
+        // drops the file's set-ID bits first, as the kernel does before a buffered write.
+        let drop_setid = if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            self.fs.mode_without_setid(ino.0)
+        } else {
+            None
+        };
         // Most writes of a new file go straight into its part buffer, encrypted here from the
         // request buffer. The others wait (for an upload, a lock, a download), so they are
         // copied out of the session's buffer and done on a runtime worker.
-        if let Some(written) = self.fs.write_now(fh.0, offset, data) {
+        if drop_setid.is_none()
+            && let Some(written) = self.fs.write_now(fh.0, offset, data)
+        {
             reply.written(written);
             return;
         }
         let (fs, data) = (self.fs.clone(), data.to_vec());
         self.spawn(async move {
+            if let Some(mode) = drop_setid {
+                let change = AttrChange {
+                    mode: Some(mode),
+                    ..AttrChange::default()
+                };
+                if let Err(e) = fs.setattr(ino.0, change, Some(fh.0)).await {
+                    reply.error(errno("write", e));
+                    return;
+                }
+            }
             match fs.write(fh.0, offset, &data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno("write", e)),
