@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::mount::{Names, TestVolume, stderr, write_key_file};
+use common::mount::{Names, TestVolume, logged_total, stderr, write_key_file};
 use common::{ServerKind, random_bytes};
 use s3cryptfs::crypto::{ObjectKind, UserKey, encrypt_to_vec};
 use s3cryptfs::store::{Metadata, ObjectStore};
@@ -636,13 +636,7 @@ async fn small_files_are_listed_with_their_attributes(kind: ServerKind) {
     let log = m.log.clone();
     assert_eq!(m.unmount(), Some(0));
     let text = std::fs::read_to_string(&log).unwrap();
-    let total = |field: &str| -> u64 {
-        text.lines()
-            .filter(|l| l.contains("name totals"))
-            .find_map(|l| l.split(&format!(" {field}=")).nth(1))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("{field} in the name totals logged at unmount"))
-    };
+    let total = |field: &str| logged_total(&text, "name totals", field);
     let (lookups, listed) = (total("lookups"), total("listed_with_attrs"));
     println!("ls -l of {n} small files: {lookups} LOOKUP, {listed} entries with attributes");
     assert!(

@@ -5,7 +5,7 @@ mod common;
 use std::io::Write;
 use std::process::Command;
 
-use common::mount::{Names, TestVolume, sha256_file, stderr};
+use common::mount::{Names, TestVolume, logged_total, sha256_file, stderr};
 use common::{PART, ServerKind, random_bytes};
 use s3cryptfs::store::ObjectStore;
 
@@ -40,13 +40,7 @@ async fn most_writes_of_a_stream_are_taken_at_once() {
     let log = m.log.clone();
     assert_eq!(m.unmount(), Some(0));
     let text = std::fs::read_to_string(&log).unwrap();
-    let total = |field: &str| -> u64 {
-        text.lines()
-            .filter(|l| l.contains("upload totals"))
-            .find_map(|l| l.split(&format!(" {field}=")).nth(1))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("{field} in the upload totals logged at unmount"))
-    };
+    let total = |field: &str| logged_total(&text, "upload totals", field);
     let (at_once, waited) = (total("writes_at_once"), total("writes_waited"));
     println!("dd of 3 parts and a bit in 1 MiB writes: {at_once} at once, {waited} waited");
     // 25 writes of up to 1 MiB (a part is 8 MiB): the first, and one per full part, wait.

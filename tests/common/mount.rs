@@ -320,6 +320,17 @@ pub fn write_key_file(path: &Path, seed: u8) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
 }
 
+/// A figure the daemon logged at unmount: `field=N` on its line of `totals` ("name totals",
+/// "upload totals", ...) in the mount's log `text`.
+#[allow(dead_code)]
+pub fn logged_total(text: &str, totals: &str, field: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.contains(totals))
+        .find_map(|l| l.split(&format!(" {field}=")).nth(1))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{field} in the {totals} logged at unmount"))
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
