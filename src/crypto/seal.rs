@@ -311,13 +311,15 @@ impl StreamEncryptor {
         let c = self.layout.ciphertext_segment_size() as usize;
         // The header (in the first part) and the sealed segments fill whole segment slots.
         let slots_used = (out.len() - self.pending) / c;
-        let slots = (out_limit / c).saturating_sub(slots_used) as u64;
+        let slots = (out_limit / c).saturating_sub(slots_used);
         if slots == 0 {
             return 0;
         }
-        let next = self.sealer.next_index();
-        let first = self.layout.segment_plaintext_capacity(next);
-        let others = self.layout.plaintext_segment_size() as usize * (slots as usize - 1);
+        // Only segment 0 is short (it holds the header).
+        let first = self
+            .layout
+            .segment_plaintext_capacity(self.sealer.next_index());
+        let others = self.layout.plaintext_segment_size() as usize * (slots - 1);
         first + others - self.pending
     }
 
