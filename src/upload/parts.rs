@@ -16,10 +16,22 @@ pub const MAX_PART_SIZE: u64 = 512 * 1024 * 1024;
 pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
 
 /// Plaintext bytes per part after the first tier: (last part number of the tier, bytes).
-/// With the smallest first tier, 1000 × 5 MiB + 1000 × 64 MiB + 8000 × 672 MiB ≈ 5.2 TiB,
-/// past S3's 5 TiB object limit.
+///
+/// Each file being written holds up to `--parts-in-flight` parts in memory, so parts grow
+/// in small steps and only as far as the file needs: with the default first tier a 10 GiB
+/// file ends in 16 MiB parts, 20 GiB in 32 MiB, and files up to about 113 GiB never need
+/// more than 64 MiB, so three of them fit the default `--max-upload-memory`. Only the last
+/// tier is large, because the parts must reach S3's 5 TiB object limit within its 10,000
+/// parts: with the smallest first tier, 1000 × 5 + 250 × 16 + 250 × 32 + 1500 × 64 MiB
+/// + 7000 × 736 MiB ≈ 5.02 TiB.
 const FIRST_TIER_PARTS: u32 = 1000;
-const LATER_TIERS: [(u32, u64); 2] = [(2000, 64 * 1024 * 1024), (u32::MAX, 672 * 1024 * 1024)];
+const MIB: u64 = 1024 * 1024;
+const LATER_TIERS: [(u32, u64); 4] = [
+    (1250, 16 * MIB),
+    (1500, 32 * MIB),
+    (3000, 64 * MIB),
+    (u32::MAX, 736 * MIB),
+];
 
 /// Ciphertext size of part `part_number` (1-based) when the first 1000 parts hold
 /// `first_tier` plaintext bytes each: a whole number of ciphertext segments close to the
@@ -32,7 +44,7 @@ pub fn part_size(part_number: u32, layout: Layout, first_tier: u64) -> usize {
         LATER_TIERS
             .iter()
             .find(|(last, _)| part_number <= *last)
-            .map_or(LATER_TIERS[1].1, |t| t.1)
+            .map_or(LATER_TIERS[LATER_TIERS.len() - 1].1, |t| t.1)
             .max(first_tier)
     };
     let segment = layout.ciphertext_segment_size();
@@ -51,13 +63,29 @@ mod tests {
         let default = DEFAULT_PART_SIZE;
         assert_eq!(part_size(1, layout, default), 128 * c);
         assert_eq!(part_size(1000, layout, default), 128 * c);
-        assert_eq!(part_size(1001, layout, default), 1024 * c);
-        assert_eq!(part_size(2001, layout, default), 10752 * c);
+        assert_eq!(part_size(1001, layout, default), 256 * c);
+        assert_eq!(part_size(1251, layout, default), 512 * c);
+        assert_eq!(part_size(1501, layout, default), 1024 * c);
+        assert_eq!(part_size(3000, layout, default), 1024 * c);
+        assert_eq!(part_size(3001, layout, default), 11776 * c);
+        // With the defaults a 100 GiB file never needs a part past 64 MiB (plaintext).
+        let up_to_64_mib: u64 = (1..=10_000)
+            .map(|n| part_size(n, layout, default))
+            .take_while(|&size| size <= 1024 * c)
+            .map(|size| (size / c) as u64 * u64::from(layout.plaintext_segment_size()))
+            .sum();
+        assert!(up_to_64_mib >= 100 << 30, "{up_to_64_mib}");
         for first in [MIN_PART_SIZE, default, 6 << 20, MAX_PART_SIZE] {
             let total: u64 = (1..=10_000)
                 .map(|n| part_size(n, layout, first) as u64)
                 .sum();
             assert!(total >= 5 << 40, "{first}: {total}");
+            // Parts never shrink (a later part smaller than an earlier one would only add
+            // requests), and none passes S3's 5 GiB part limit.
+            for n in 1..10_000 {
+                assert!(part_size(n + 1, layout, first) >= part_size(n, layout, first));
+            }
+            assert!(part_size(10_000, layout, first) as u64 <= 5 << 30);
             // Every part but the last must be at least S3's 5 MiB minimum.
             assert!(part_size(1, layout, first) as u64 >= MIN_PART_SIZE);
         }
