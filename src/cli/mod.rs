@@ -5,6 +5,7 @@
 
 mod args;
 mod config_cmd;
+mod daemon;
 mod fsck;
 mod helper;
 mod init;
@@ -12,6 +13,7 @@ mod key_args;
 mod keys;
 mod logging;
 mod mount;
+mod mount_point;
 mod recover;
 mod rekey;
 mod unlock;
@@ -41,7 +43,7 @@ pub fn main() -> i32 {
         Command::Mount(m) => (
             m.log_level.clone(),
             m.log_file.clone(),
-            mount::is_background_daemon(),
+            daemon::is_background_daemon(),
         ),
         _ => ("warn".to_string(), None, false),
     };
@@ -51,7 +53,7 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Init(args) => init::run(args),
         Command::Mount(args) => mount::run(args, &argv[1..]),
-        Command::Umount(args) => mount::umount_command(&args.mountpoint),
+        Command::Umount(args) => mount_point::umount_command(&args.mountpoint),
         Command::Ls(args) => recover::ls(args),
         Command::Cat(args) => recover::cat(args),
         Command::Get(args) => recover::get(args),
