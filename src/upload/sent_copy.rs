@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::debug;
 
+use super::in_flight::join_part;
 use super::staging::{StagingBudget, StagingFile, local_io};
-use super::{ObjectWriter, WriteError, join_part};
+use super::{ObjectWriter, WriteError};
 use crate::crypto::{Layout, MasterKey, ObjectDecryptor, TAG_LEN};
 use crate::store::StoreError;
 
