@@ -951,6 +951,15 @@ mem_gib=$(awk '/^MemTotal:/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 m() { median "$@"; }
 fw=$(m "${FW[@]}"); bu=$(m "${BU[@]}"); fr=$(m "${FR[@]}"); bd=$(m "${BD[@]}")
+# Baseline and s3cryptfs run back to back within a run, so the ratio of a run's pair is
+# untouched by how the machine drifts between runs (Garage's CPU per GiB alone varies by a
+# third): the median of those per-run ratios is reported beside the ratio of the medians.
+run_ratio() { calc "${!1:-0} / ${!2:-1}" 3; } # run_ratio 'FW[r]' 'BU[r]'
+paired() { # numerator and denominator arrays: the median of the per-run ratios
+  local r
+  for r in $(seq "$RUNS"); do run_ratio "$1[$r]" "$2[$r]"; echo; done | sort -g |
+    awk '{ a[NR] = $1 } END { if (NR % 2) printf "%.2f", a[(NR + 1) / 2]; else printf "%.2f", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
 
 # peers: medians over the runs in which the peer completed
 pvals() { # array peer -> its values, one per completed run
@@ -1023,24 +1032,27 @@ W1_REPORT=""
 if has_w 1; then W1_REPORT=$(cat <<EOF
 ${SIZE_MIB} MiB of fresh random data per run, ${RUNS} run(s), medians. Client, daemon and Garage share the machine.
 
-| workload | s3cryptfs MiB/s | baseline MiB/s | ratio | peak RSS MiB | CPU s/GiB |
-|---|---|---|---|---|---|
-| sequential write (\`cp\` until the object is complete) | ${fw} | ${bu} | $(calc "$fw / $bu" 2) | $(m "${FW_RSS[@]}") | $(m "${FW_CPU[@]}") |
-| cold sequential read (\`cat > /dev/null\`, fresh mount) | ${fr} | ${bd} | $(calc "$fr / $bd" 2) | $(m "${FR_RSS[@]}") | $(m "${FR_CPU[@]}") |
+| workload | s3cryptfs MiB/s | baseline MiB/s | ratio (of the medians) | median of the per-run ratios | peak RSS MiB | CPU s/GiB |
+|---|---|---|---|---|---|---|
+| sequential write (\`cp\` until the object is complete) | ${fw} | ${bu} | $(calc "$fw / $bu" 2) | $(paired FW BU) | $(m "${FW_RSS[@]}") | $(m "${FW_CPU[@]}") |
+| cold sequential read (\`cat > /dev/null\`, fresh mount) | ${fr} | ${bd} | $(calc "$fr / $bd" 2) | $(paired FR BD) | $(m "${FR_RSS[@]}") | $(m "${FR_CPU[@]}") |
 
 Baseline: \`examples/s3_baseline.rs\`, the same store API with no FUSE and no encryption
 (multipart upload of 8,392,704-byte parts, 4 in flight; ranged GETs of 8 MiB, 4 in flight).
 Peak RSS and CPU are the mount daemon's (VmHWM; utime+stime during the cp or cat).
 Data read back through a fresh mount was identical to what was written (cmp), every run.
+Each run measures the baseline and s3cryptfs back to back (the order alternating between
+runs); the median of the per-run ratios is the steadier figure when the machine drifts
+between runs, the ratio of the medians the stricter one when it does not.
 
 Per run (MiB/s; Garage CPU s/GiB in parentheses):
 
-| run | baseline upload | s3cryptfs write | baseline download | s3cryptfs read | daemon RSS write / read MiB | daemon CPU s/GiB write / read |
-|---|---|---|---|---|---|---|
+| run | baseline upload | s3cryptfs write | baseline download | s3cryptfs read | ratio write / read | daemon RSS write / read MiB | daemon CPU s/GiB write / read |
+|---|---|---|---|---|---|---|---|
 $(for r in $(seq "$RUNS"); do
-  echo "| $r | ${BU[$r]} (${BU_G[$r]}) | ${FW[$r]} (${FW_G[$r]}) | ${BD[$r]} (${BD_G[$r]}) | ${FR[$r]} (${FR_G[$r]}) | ${FW_RSS[$r]} / ${FR_RSS[$r]} | ${FW_CPU[$r]} / ${FR_CPU[$r]} |"
+  echo "| $r | ${BU[$r]} (${BU_G[$r]}) | ${FW[$r]} (${FW_G[$r]}) | ${BD[$r]} (${BD_G[$r]}) | ${FR[$r]} (${FR_G[$r]}) | $(run_ratio "FW[$r]" "BU[$r]") / $(run_ratio "FR[$r]" "BD[$r]") | ${FW_RSS[$r]} / ${FR_RSS[$r]} | ${FW_CPU[$r]} / ${FR_CPU[$r]} |"
 done)
-| range | $(range "${BU[@]}") | $(range "${FW[@]}") | $(range "${BD[@]}") | $(range "${FR[@]}") | | |
+| range | $(range "${BU[@]}") | $(range "${FW[@]}") | $(range "${BD[@]}") | $(range "${FR[@]}") | | | |
 EOF
 )
 fi
