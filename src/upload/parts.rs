@@ -44,7 +44,8 @@ pub fn part_size(part_number: u32, layout: Layout, first_tier: u64) -> usize {
         LATER_TIERS
             .iter()
             .find(|(last, _)| part_number <= *last)
-            .map_or(LATER_TIERS[LATER_TIERS.len() - 1].1, |t| t.1)
+            .expect("the last tier ends at u32::MAX")
+            .1
             .max(first_tier)
     };
     let segment = layout.ciphertext_segment_size();
