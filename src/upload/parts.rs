@@ -19,7 +19,7 @@ pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
 ///
 /// Each file being written holds up to `--parts-in-flight` parts in memory, so parts grow
 /// in small steps and only as far as the file needs: with the default first tier a 10 GiB
-/// file ends in 16 MiB parts, 20 GiB in 32 MiB, and files up to about 113 GiB never need
+/// file ends in 16 MiB parts, 15 GiB in 32 MiB, and files up to about 113 GiB never need
 /// more than 64 MiB, so three of them fit the default `--max-upload-memory`. Only the last
 /// tier is large, because the parts must reach S3's 5 TiB object limit within its 10,000
 /// parts: with the smallest first tier, 1000 × 5 + 250 × 16 + 250 × 32 + 1500 × 64 MiB
