@@ -954,11 +954,14 @@ fw=$(m "${FW[@]}"); bu=$(m "${BU[@]}"); fr=$(m "${FR[@]}"); bd=$(m "${BD[@]}")
 # Baseline and s3cryptfs run back to back within a run, so the ratio of a run's pair is
 # untouched by how the machine drifts between runs (Garage's CPU per GiB alone varies by a
 # third): the median of those per-run ratios is reported beside the ratio of the medians.
-run_ratio() { calc "${!1:-0} / ${!2:-1}" 3; } # run_ratio 'FW[r]' 'BU[r]'
-paired() { # numerator and denominator arrays: the median of the per-run ratios
+# run_ratio 'FW[r]' 'BU[r]': n/a (never a number) when a figure is missing
+run_ratio() {
+  if [ -n "${!1:-}" ] && [ -n "${!2:-}" ]; then calc "${!1} / ${!2}" 3; else printf 'n/a'; fi
+}
+paired() { # numerator and denominator arrays: the median of the per-run ratios there are
   local r
   for r in $(seq "$RUNS"); do run_ratio "$1[$r]" "$2[$r]"; echo; done | sort -g |
-    awk '{ a[NR] = $1 } END { if (NR % 2) printf "%.2f", a[(NR + 1) / 2]; else printf "%.2f", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+    awk '$1 != "n/a" { a[++n] = $1 } END { if (n == 0) printf "n/a"; else if (n % 2) printf "%.2f", a[(n + 1) / 2]; else printf "%.2f", (a[n / 2] + a[n / 2 + 1]) / 2 }'
 }
 
 # peers: medians over the runs in which the peer completed
